@@ -1,0 +1,41 @@
+"""wan_data: a crash-proof, native-PyTorch data pipeline for Wan 2.1 / 2.2 video diffusion.
+
+Use ``DataLoader(WanVideoDataset(...), batch_size=None, num_workers=N)``; see README.md.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .collate import collate
+from .collect import Concept
+from .dataset import WanVideoDataset
+from .errors import ConfigError, FatalError, PipelineHealthError, SampleError, WanDataError
+from .items import Bucket, Clip, CropBox, Failed, Probed, Source, ValidationResult, VideoMetadata
+from .policy import Action, ErrorPolicy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Action",
+    "Bucket",
+    "Clip",
+    "Concept",
+    "ConfigError",
+    "CropBox",
+    "ErrorPolicy",
+    "Failed",
+    "FatalError",
+    "PipelineHealthError",
+    "Probed",
+    "SampleError",
+    "Source",
+    "ValidationResult",
+    "VideoMetadata",
+    "WanDataError",
+    "WanVideoDataset",
+    "__version__",
+    "collate",
+]
+
+logging.getLogger("wan_data").addHandler(logging.NullHandler())

@@ -1,0 +1,126 @@
+"""Batch assembly: drop failures, stack the rest, explain shape mismatches.
+
+This is the second line of defence: stages already drop :class:`Failed` before batching, but a
+``collate`` used with a plain DataLoader must never turn one bad sample into a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from .errors import format_error
+from .items import Clip, Failed
+from .pipeline import StageContext
+
+__all__ = ["batch_clips", "collate", "pixels_to_float"]
+
+logger = logging.getLogger("wan_data")
+
+
+def pixels_to_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, F, 3, H, W) -> float32 (B, 3, F, H, W) in [-1, 1], in one pass over memory."""
+    b, f, c, h, w = frames.shape
+    out = torch.empty((b, c, f, h, w), dtype=torch.float32)
+    out.copy_(frames.permute(0, 2, 1, 3, 4))
+    return out.mul_(2.0 / 255.0).sub_(1.0)
+
+
+def collate(items: Sequence[Clip | Failed | None]) -> dict[str, Any]:
+    """Stack clips into the public batch dict, dropping ``Failed`` and ``None``.
+
+    Returns:
+        ``pixels`` float32 (B, 3, F, H, W) in [-1, 1], ``captions``, ``paths``, ``keys``,
+        ``frame_times`` (seconds), ``crops`` (x, y, w, h in source pixels), ``buckets`` and
+        ``dropped`` (how many inputs were dropped). An all-failed input gives an empty batch
+        (B = 0) instead of an exception.
+
+    Raises:
+        ValueError: clips of different shapes, naming every sample and its shape.
+    """
+    clips = [c for c in items if isinstance(c, Clip)]
+    dropped = len(items) - len(clips)
+    if dropped:
+        logger.debug("collate dropped %d failed/None item(s) of %d", dropped, len(items))
+    if not clips:
+        return {
+            "pixels": torch.empty((0, 3, 0, 0, 0), dtype=torch.float32),
+            "captions": [],
+            "paths": [],
+            "keys": [],
+            "frame_times": [],
+            "crops": [],
+            "buckets": [],
+            "dropped": dropped,
+        }
+    shapes = {tuple(c.pixels.shape) for c in clips}
+    if len(shapes) > 1:
+        listing = "; ".join(f"{c.key} ({c.source.path}) {tuple(c.pixels.shape)}" for c in clips)
+        raise ValueError(
+            format_error(
+                "clip shapes in one batch",
+                sorted(shapes),
+                "must all be equal",
+                f"batch clips of one bucket only (WanVideoDataset does); samples: {listing}",
+                stage="collate",
+            )
+        )
+    return {
+        "pixels": pixels_to_float(torch.stack([c.pixels for c in clips])),
+        "captions": [c.caption for c in clips],
+        "paths": [c.source.path for c in clips],
+        "keys": [c.key for c in clips],
+        "frame_times": [list(c.frame_times) for c in clips],
+        "crops": [c.crop.as_list() for c in clips],
+        "buckets": [str(c.bucket) for c in clips],
+        "dropped": dropped,
+    }
+
+
+def batch_clips(
+    items: Iterable[Clip | Failed | None],
+    *,
+    batch_size: int,
+    drop_last: bool = False,
+    context: StageContext | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Group clips by bucket and yield full batches; leftovers at the end as partial batches.
+
+    Failures are recorded (when a context is given) and dropped here, so they never reach a
+    batch and never shrink one: a batch is only emitted once ``batch_size`` good clips of its
+    bucket have arrived.
+    """
+    ctx = context if context is not None else StageContext()
+    pending: dict[tuple[int, int, int], list[Clip]] = {}
+    for item in items:
+        if isinstance(item, Failed):
+            ctx.metrics.record_failed(item, epoch=ctx.epoch)
+            continue
+        if not isinstance(item, Clip):
+            ctx.metrics.warnings["non_clip_dropped"] += 1
+            continue
+        shape = (item.bucket.frames, item.bucket.width, item.bucket.height)
+        group = pending.setdefault(shape, [])
+        group.append(item)
+        if len(group) == batch_size:
+            del pending[shape]
+            yield _emit(group, ctx)
+    for shape in sorted(pending):
+        group = pending[shape]
+        if drop_last:
+            ctx.metrics.warnings["dropped_partial_batch_samples"] += len(group)
+            logger.info(
+                "dropped %d sample(s) of partial batch %s (drop_last=True)", len(group), shape
+            )
+            continue
+        yield _emit(group, ctx)
+
+
+def _emit(group: list[Clip], ctx: StageContext) -> dict[str, Any]:
+    batch = collate(group)
+    ctx.metrics.batches += 1
+    ctx.metrics.samples += len(group)
+    return batch

@@ -1,0 +1,295 @@
+"""Typed items that flow between stages, one per stage boundary.
+
+Every item is a frozen dataclass with a stable ``key`` (the identity of source + clip) and checks
+its own shapes and dtypes on construction, so a malformed item fails where it is made, with the
+file named, instead of deep inside collate. Failure is an item too (:class:`Failed`): it flows
+downstream untouched and is dropped before batching, so ``None`` never means "failed".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from .errors import format_error
+
+__all__ = [
+    "Bucket",
+    "Clip",
+    "CropBox",
+    "Failed",
+    "Item",
+    "MediaType",
+    "Probed",
+    "Source",
+    "ValidationResult",
+    "VideoMetadata",
+]
+
+MediaType = Literal["video", "image"]
+
+
+def _require(ok: bool, what: str, value: object, rule: str, path: str | None = None) -> None:
+    if not ok:
+        raise ValueError(format_error(what, value, rule, path=path))
+
+
+@dataclass(frozen=True)
+class Source:
+    """A media file found by the collect stage, with its caption candidates.
+
+    Attributes:
+        key: stable identity, ``<concept>/<path relative to its root>`` plus ``@<repeat>`` for
+            repeated concepts, so repeats sample different windows.
+        path: absolute path of the file.
+        media_type: ``"video"`` or ``"image"`` (images become one-frame clips).
+        captions: caption candidates (one is chosen per sample and epoch by a seeded RNG).
+        concept: name of the root or concept the file came from.
+        repeat: repeat index within its concept (0 for the first).
+    """
+
+    key: str
+    path: str
+    media_type: MediaType
+    captions: tuple[str, ...] = ()
+    concept: str = ""
+    repeat: int = 0
+
+    def __post_init__(self) -> None:
+        _require(bool(self.key), "Source.key", self.key, "must be non-empty", self.path)
+        _require(bool(self.path), "Source.path", self.path, "must be non-empty")
+        _require(
+            self.media_type in ("video", "image"),
+            "Source.media_type",
+            self.media_type,
+            "must be 'video' or 'image'",
+            self.path,
+        )
+        _require(
+            all(isinstance(c, str) for c in self.captions),
+            "Source.captions",
+            self.captions,
+            "must be a tuple of str",
+            self.path,
+        )
+        _require(self.repeat >= 0, "Source.repeat", self.repeat, "must be >= 0", self.path)
+
+
+@dataclass(frozen=True)
+class VideoMetadata:
+    """What the probe learned about one file (the spec's data model).
+
+    Units: ``fps`` in frames per second (average over the content for VFR files), ``duration``
+    and ``begin_seconds`` in seconds of presentation time. ``frame_count`` is counted from the
+    content (an exact scan), ``frame_count_from_header`` is what the container claims; the two
+    differ for truncated or badly muxed files.
+    """
+
+    width: int
+    height: int
+    fps: float
+    duration: float
+    frame_count: int
+    format: str
+    codec: str
+    is_corrupted: bool = False
+    error_details: str | None = None
+    begin_seconds: float = 0.0
+    frame_count_from_header: int | None = None
+    media_type: MediaType = "video"
+
+    def __post_init__(self) -> None:
+        _require(self.width >= 0, "VideoMetadata.width", self.width, "must be >= 0")
+        _require(self.height >= 0, "VideoMetadata.height", self.height, "must be >= 0")
+        _require(self.frame_count >= 0, "VideoMetadata.frame_count", self.frame_count, ">= 0")
+        _require(
+            self.fps >= 0 and self.fps == self.fps, "VideoMetadata.fps", self.fps, "must be >= 0"
+        )
+        _require(
+            self.duration >= 0 and self.duration == self.duration,
+            "VideoMetadata.duration",
+            self.duration,
+            "must be >= 0",
+        )
+
+    @property
+    def end_seconds(self) -> float:
+        """Presentation time at which the last frame stops being shown."""
+        return self.begin_seconds + self.duration
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Outcome of validating one file (the spec's data model)."""
+
+    is_valid: bool
+    error_message: str | None = None
+    warnings: tuple[str, ...] = ()
+    metadata: VideoMetadata | None = None
+    processing_time: float = 0.0
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            self.is_valid or bool(self.error_message),
+            "ValidationResult.error_message",
+            self.error_message,
+            "must explain why the file is invalid",
+        )
+        _require(
+            not self.is_valid or self.metadata is not None,
+            "ValidationResult.metadata",
+            None,
+            "must be set for a valid file",
+        )
+
+
+@dataclass(frozen=True)
+class Probed:
+    """A source whose file opened and passed validation."""
+
+    source: Source
+    metadata: VideoMetadata
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return self.source.key
+
+    @property
+    def path(self) -> str:
+        return self.source.path
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Shape class of a clip: every batch holds clips of one bucket."""
+
+    frames: int
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        _require(
+            self.frames >= 1 and (self.frames - 1) % 4 == 0,
+            "Bucket.frames",
+            self.frames,
+            "must be 4k+1 (1, 5, 9, ... 81)",
+        )
+        _require(self.width > 0, "Bucket.width", self.width, "must be > 0")
+        _require(self.height > 0, "Bucket.height", self.height, "must be > 0")
+
+    def __str__(self) -> str:
+        return f"{self.frames}x{self.width}x{self.height}"
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A crop in source pixel coordinates (x, y of the top-left corner, width, height)."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+
+    def as_list(self) -> list[float]:
+        return [self.x, self.y, self.width, self.height]
+
+
+@dataclass(frozen=True, repr=False)
+class Clip:
+    """A decoded, resized and cropped pixel clip, ready to batch.
+
+    Attributes:
+        key: ``<source key>#<clip index>``.
+        source: where it came from.
+        pixels: uint8 tensor (F, 3, H, W) matching ``bucket``; converted to float only when
+            batched, so workers ship a quarter of the bytes through shared memory.
+        frame_times: presentation time in seconds of every frame.
+        bucket: the shape class.
+        crop: the crop box in source pixel coordinates.
+        caption: the caption chosen for this sample and epoch.
+        clip_index: index of the clip within its source (modes ``uniform`` and ``chunks``).
+    """
+
+    key: str
+    source: Source
+    pixels: torch.Tensor
+    frame_times: tuple[float, ...]
+    bucket: Bucket
+    crop: CropBox
+    caption: str = ""
+    clip_index: int = 0
+
+    def __post_init__(self) -> None:
+        p = self.pixels
+        path = self.source.path
+        _require(isinstance(p, torch.Tensor), "Clip.pixels", type(p).__name__, "must be a tensor")
+        _require(p.dtype == torch.uint8, "Clip.pixels.dtype", p.dtype, "must be uint8", path)
+        expected = (self.bucket.frames, 3, self.bucket.height, self.bucket.width)
+        _require(
+            tuple(p.shape) == expected,
+            "Clip.pixels.shape",
+            tuple(p.shape),
+            f"must equal (F, 3, H, W) of bucket {self.bucket} = {expected}",
+            path,
+        )
+        _require(
+            len(self.frame_times) == self.bucket.frames,
+            "len(Clip.frame_times)",
+            len(self.frame_times),
+            f"must equal the bucket's frame count {self.bucket.frames}",
+            path,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Clip(key={self.key!r}, pixels={tuple(self.pixels.shape)} {self.pixels.dtype}, "
+            f"bucket={self.bucket}, frames {self.frame_times[0]:.3f}s..{self.frame_times[-1]:.3f}s)"
+        )
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A sample that could not be produced, carried as a value instead of ``None``.
+
+    Attributes:
+        key: the key of the item that failed.
+        path: its source file.
+        stage: the stage that failed (``collect``, ``probe``, ``decode``...).
+        reason: short machine-readable tag (``unreadable``, ``too_short``...).
+        error_type: class name of the underlying exception.
+        message: the full message, in the ``<what> (<value>) <rule>. <hint>`` format.
+        attempts: how many times the stage tried.
+    """
+
+    key: str
+    path: str
+    stage: str
+    reason: str
+    error_type: str
+    message: str
+    attempts: int = 1
+    extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.stage), "Failed.stage", self.stage, "must be non-empty", self.path)
+        _require(bool(self.reason), "Failed.reason", self.reason, "must be non-empty", self.path)
+        _require(self.attempts >= 1, "Failed.attempts", self.attempts, "must be >= 1", self.path)
+
+    def as_record(self) -> dict[str, object]:
+        """The JSON-serialisable form used by the report and the ledger."""
+        return {
+            "key": self.key,
+            "path": self.path,
+            "stage": self.stage,
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "message": self.message,
+            "attempts": self.attempts,
+        }
+
+
+Item = Source | Probed | Clip | Failed

@@ -1,0 +1,130 @@
+"""Per-stage counters and their aggregation across DataLoader workers.
+
+Workers are separate processes: each writes a JSON snapshot of its counters into the dataset's
+report folder (atomically, after every batch), and ``report()`` in the main process merges them.
+Files, not queues, because they survive a worker being killed, need no draining thread, and work
+with fork and spawn alike.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .items import Failed
+
+__all__ = ["Metrics", "StageStats", "merge_reports"]
+
+
+@dataclass
+class StageStats:
+    """Counters of one stage in one process."""
+
+    items_in: int = 0
+    items_out: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    by_reason: collections.Counter[str] = field(default_factory=collections.Counter)
+    by_error_type: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "in": self.items_in,
+            "out": self.items_out,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 6),
+            "failed_by_reason": dict(sorted(self.by_reason.items())),
+            "failed_by_error_type": dict(sorted(self.by_error_type.items())),
+        }
+
+
+@dataclass
+class Metrics:
+    """Counters of one process; ``snapshot()`` is what gets merged."""
+
+    stages: dict[str, StageStats] = field(default_factory=dict)
+    skipped: list[dict[str, object]] = field(default_factory=list)
+    warnings: collections.Counter[str] = field(default_factory=collections.Counter)
+    batches: int = 0
+    samples: int = 0
+    dropped_in_collate: int = 0
+
+    def stage(self, name: str) -> StageStats:
+        if name not in self.stages:
+            self.stages[name] = StageStats()
+        return self.stages[name]
+
+    def record_failed(self, failed: Failed, epoch: int | None = None) -> None:
+        """Remember a skip for the report (once, where the item leaves the pipeline)."""
+        record = failed.as_record()
+        if epoch is not None:
+            record["epoch"] = epoch
+        self.skipped.append(record)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "stages": {name: s.as_dict() for name, s in self.stages.items()},
+            "skipped": list(self.skipped),
+            "warnings": dict(self.warnings),
+            "batches": self.batches,
+            "samples": self.samples,
+            "dropped_in_collate": self.dropped_in_collate,
+        }
+
+    def write(self, path: Path) -> None:
+        """Atomically replace ``path`` with the snapshot (a reader never sees half a file)."""
+        data = json.dumps(self.snapshot())
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum per-process snapshots into one report (counts add, skip lists concatenate)."""
+    stages: dict[str, dict[str, Any]] = {}
+    skipped: list[dict[str, object]] = []
+    warnings: collections.Counter[str] = collections.Counter()
+    totals = {"batches": 0, "samples": 0, "dropped_in_collate": 0}
+    for part in parts:
+        for name, s in part.get("stages", {}).items():
+            acc = stages.setdefault(
+                name,
+                {
+                    "in": 0,
+                    "out": 0,
+                    "failed": 0,
+                    "seconds": 0.0,
+                    "failed_by_reason": collections.Counter(),
+                    "failed_by_error_type": collections.Counter(),
+                },
+            )
+            for k in ("in", "out", "failed", "seconds"):
+                acc[k] += s.get(k, 0)
+            acc["failed_by_reason"].update(s.get("failed_by_reason", {}))
+            acc["failed_by_error_type"].update(s.get("failed_by_error_type", {}))
+        skipped.extend(part.get("skipped", []))
+        warnings.update(part.get("warnings", {}))
+        for k in totals:
+            totals[k] += int(part.get(k, 0))
+    for acc in stages.values():
+        acc["seconds"] = round(acc["seconds"], 6)
+        acc["items_per_second"] = round(acc["out"] / acc["seconds"], 3) if acc["seconds"] else None
+        acc["failed_by_reason"] = dict(sorted(acc["failed_by_reason"].items()))
+        acc["failed_by_error_type"] = dict(sorted(acc["failed_by_error_type"].items()))
+    skipped.sort(key=lambda r: (str(r.get("path")), str(r.get("stage")), str(r.get("key"))))
+    return {
+        "stages": stages,
+        "skipped": skipped,
+        "warnings": dict(sorted(warnings.items())),
+        **totals,
+    }

@@ -1,0 +1,198 @@
+"""The shared mechanism that turns a per-item function into a stage.
+
+Every stage is ``stage(items, *, policy, context, ...) -> Iterator``: it passes :class:`Failed`
+items through untouched, rejects anything that is not its input type (so no ``None`` or stray
+object ever crosses a stage boundary), runs its function under the error policy, counts in/out/
+failed/seconds, feeds the stage's circuit breaker and traces the flow at debug level. Writing
+this once keeps every stage's error handling identical.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .breaker import BreakerConfig, CircuitBreaker
+from .errors import SampleError, format_error
+from .items import Failed
+from .metrics import Metrics
+from .policy import ErrorPolicy
+
+__all__ = ["StageContext", "drop_failed", "failure_hint", "map_stage"]
+
+logger = logging.getLogger("wan_data")
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+_HINTS = {
+    "unreadable": "the file is empty, truncated, not a media file or has a damaged header; "
+    "re-encode it or remove it",
+    "no_video_stream": "the file has no video stream (audio only?); remove it",
+    "decode_error": "the file is damaged; re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`",
+    "missing": "the file vanished or is a dangling symlink; fix the link or remove the entry",
+    "permission_denied": "make the file readable by the training user",
+    "not_a_file": "the path is a directory or special file; rename it or remove the entry",
+    "unexpected_error": "this is probably a wan_data bug; please report it with this message",
+    "invalid_item": "a stage received an item of the wrong type; this is a pipeline wiring bug",
+}
+
+
+def failure_hint(reason: str) -> str:
+    """The fix to suggest for a skip reason (empty when there is nothing general to say)."""
+    return _HINTS.get(reason, "")
+
+
+@dataclass
+class StageContext:
+    """What a stage shares with its pipeline: counters, breakers, the epoch."""
+
+    metrics: Metrics = field(default_factory=Metrics)
+    breaker_config: BreakerConfig = field(default_factory=BreakerConfig)
+    epoch: int = 0
+    breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+
+    def breaker(self, stage: str, *, mandatory: bool = True) -> CircuitBreaker:
+        if stage not in self.breakers:
+            self.breakers[stage] = CircuitBreaker(
+                stage, config=self.breaker_config, mandatory=mandatory
+            )
+        return self.breakers[stage]
+
+
+def _key_and_path(item: Any) -> tuple[str, str]:
+    key = getattr(item, "key", None)
+    path = getattr(item, "path", None)
+    return (str(key) if key is not None else repr(item)[:80], str(path) if path else "")
+
+
+def map_stage(
+    items: Iterable[In | Failed],
+    fn: Callable[[In], Sequence[Out | Failed]],
+    *,
+    stage: str,
+    accepts: type | tuple[type, ...],
+    policy: ErrorPolicy,
+    context: StageContext | None = None,
+    mandatory: bool = True,
+) -> Iterator[Out | Failed]:
+    """Apply ``fn`` to every accepted item under ``policy``; see the module docstring.
+
+    Args:
+        items: upstream items; :class:`Failed` ones pass through untouched.
+        fn: the per-item work; returns every output of one input (a list, so a retry redoes
+            the whole item), and may itself return :class:`Failed` for partial failures.
+        stage: the stage name used in counters, messages and the breaker.
+        accepts: the input type(s); anything else becomes ``Failed(reason="invalid_item")``.
+        policy: decides skip / retry / fatal per exception.
+        context: counters and breakers; a private one is made when omitted.
+        mandatory: whether a tripped breaker stops the run (``True``) or the stage is bypassed.
+    """
+    ctx = context if context is not None else StageContext()
+    stats = ctx.metrics.stage(stage)
+    breaker = ctx.breaker(stage, mandatory=mandatory)
+    for item in items:
+        if isinstance(item, Failed):
+            yield item
+            continue
+        key, path = _key_and_path(item)
+        if not isinstance(item, accepts):
+            failed = Failed(
+                key=key,
+                path=path,
+                stage=stage,
+                reason="invalid_item",
+                error_type="TypeError",
+                message=format_error(
+                    f"input of stage '{stage}'",
+                    type(item).__name__,
+                    f"must be {_type_names(accepts)}",
+                    failure_hint("invalid_item"),
+                    path=path or None,
+                    stage=stage,
+                ),
+            )
+            stats.items_in += 1
+            _count_failure(stats, failed)
+            logger.warning("%s", failed.message)
+            yield failed
+            continue
+        stats.items_in += 1
+        logger.debug("stage=%s in=%s key=%s", stage, type(item).__name__, key)
+        started = time.perf_counter()
+        result, exc, decision, attempts = policy.call(
+            lambda item=item: list(fn(item)),
+            stage=stage,
+            key=key,
+            path=path,  # type: ignore[misc]
+        )
+        stats.seconds += time.perf_counter() - started
+        if exc is None:
+            assert result is not None
+            clean = True
+            for out in result:
+                if isinstance(out, Failed):
+                    clean = False
+                    _count_failure(stats, out)
+                    logger.warning("skipped %s at stage=%s: %s", out.path, out.stage, out.message)
+                    breaker.record_failure(out)
+                else:
+                    stats.items_out += 1
+                logger.debug(
+                    "stage=%s out=%s key=%s", stage, type(out).__name__, getattr(out, "key", "?")
+                )
+                yield out
+            if clean:
+                breaker.record_success()
+            continue
+        assert decision is not None
+        if isinstance(exc, SampleError):
+            message = str(exc)
+        else:
+            message = format_error(
+                f"{stage} of file",
+                path,
+                f"failed with {type(exc).__name__}: {str(exc)[:500]}",
+                failure_hint(decision.reason),
+                stage=stage,
+            )
+        failed = Failed(
+            key=key,
+            path=path,
+            stage=stage,
+            reason=decision.reason,
+            error_type=type(exc).__name__,
+            message=message,
+            attempts=attempts,
+        )
+        _count_failure(stats, failed)
+        logger.warning("skipped %s at stage=%s reason=%s: %s", path, stage, failed.reason, message)
+        logger.debug("stage=%s out=Failed key=%s", stage, key)
+        breaker.record_failure(failed)
+        yield failed
+
+
+def _count_failure(stats: Any, failed: Failed) -> None:
+    stats.failed += 1
+    stats.by_reason[failed.reason] += 1
+    stats.by_error_type[failed.error_type] += 1
+
+
+def _type_names(accepts: type | tuple[type, ...]) -> str:
+    types = accepts if isinstance(accepts, tuple) else (accepts,)
+    return " or ".join(t.__name__ for t in types)
+
+
+def drop_failed(items: Iterable[Any], *, context: StageContext | None = None) -> Iterator[Any]:
+    """Sink for failures: record each :class:`Failed` in the report and drop it (and ``None``)."""
+    ctx = context if context is not None else StageContext()
+    for item in items:
+        if isinstance(item, Failed):
+            ctx.metrics.record_failed(item, epoch=ctx.epoch)
+            continue
+        if item is None:
+            ctx.metrics.warnings["none_item_dropped"] += 1
+            continue
+        yield item

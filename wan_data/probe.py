@@ -1,0 +1,215 @@
+"""Probe and validate stage: open each file once, read its metadata, reject what cannot work.
+
+Video metadata comes from torchcodec's ``seek_mode="exact"`` scan (demuxing only, no decoding):
+frame counts and durations from the content, not the header, because headers lie for truncated,
+badly muxed and variable-frame-rate files. Images are probed with Pillow, which reads only the
+header.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from .errors import SampleError, format_error
+from .items import Failed, Probed, Source, ValidationResult, VideoMetadata
+from .pipeline import StageContext, map_stage
+from .policy import ErrorPolicy
+from .sampling import available_frames
+
+__all__ = ["ProbeLimits", "probe", "probe_metadata", "validate_file", "validate_metadata"]
+
+logger = logging.getLogger("wan_data")
+
+# A content frame count this far under the header's is a truncated file, not muxing noise.
+_TRUNCATION_TOLERANCE = 0.9
+
+
+@dataclass(frozen=True)
+class ProbeLimits:
+    """What a file must satisfy to enter the pipeline.
+
+    Args:
+        min_frames: frames needed at ``fps`` (the smallest frame bucket); shorter videos are
+            skipped as ``too_short`` here, before any decoding.
+        fps: target fps used to count available frames; ``None`` counts native frames.
+        max_pixels: width x height above which a file is ``too_large`` (decoding an 8K video
+            to train at 480p wastes minutes per clip and gigabytes of RAM).
+        min_side: smallest accepted width or height (``too_small``).
+        max_duration_seconds: longest accepted video (``too_long``); ``None`` for no limit.
+    """
+
+    min_frames: int = 1
+    fps: float | None = 16.0
+    max_pixels: int = 4096 * 4096
+    min_side: int = 8
+    max_duration_seconds: float | None = None
+
+
+def probe_metadata(source: Source) -> VideoMetadata:
+    """Read the metadata of one file; raises what torchcodec / Pillow raise for bad files."""
+    if not os.path.isfile(source.path):
+        if os.path.isdir(source.path):
+            raise IsADirectoryError(f"Is a directory: {source.path}")
+        raise FileNotFoundError(f"No such file: {source.path}")
+    if source.media_type == "image":
+        return _probe_image(source.path)
+    return _probe_video(source.path)
+
+
+def _probe_video(path: str) -> VideoMetadata:
+    from torchcodec.decoders import VideoDecoder
+
+    decoder = VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=1)
+    m = decoder.metadata
+    begin = float(m.begin_stream_seconds or 0.0)
+    end = float(m.end_stream_seconds or begin)
+    frames = int(m.num_frames or 0)
+    header_frames = m.num_frames_from_header
+    corrupted = False
+    details = None
+    if header_frames and frames < int(header_frames * _TRUNCATION_TOLERANCE):
+        corrupted = True
+        details = f"the content holds {frames} frames but the header declares {header_frames}"
+    return VideoMetadata(
+        width=int(m.width or 0),
+        height=int(m.height or 0),
+        fps=float(m.average_fps or 0.0),
+        duration=max(0.0, end - begin),
+        frame_count=frames,
+        format=os.path.splitext(path)[1].lower().lstrip("."),
+        codec=str(m.codec or ""),
+        is_corrupted=corrupted,
+        error_details=details,
+        begin_seconds=begin,
+        frame_count_from_header=int(header_frames) if header_frames is not None else None,
+        media_type="video",
+    )
+
+
+def _probe_image(path: str) -> VideoMetadata:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        fmt = (img.format or "").lower()
+        # Width/height as displayed: a phone photo rotated by EXIF is trained the way it looks.
+        orientation = img.getexif().get(0x0112, 1)
+        w, h = img.size
+        if orientation in (5, 6, 7, 8):
+            w, h = h, w
+    return VideoMetadata(
+        width=w,
+        height=h,
+        fps=0.0,
+        duration=0.0,
+        frame_count=1,
+        format=fmt,
+        codec=fmt,
+        media_type="image",
+    )
+
+
+def validate_metadata(meta: VideoMetadata, limits: ProbeLimits) -> tuple[str, str] | None:
+    """The first rule ``meta`` breaks as ``(reason, rule text)``, or ``None`` when it is usable."""
+    if meta.is_corrupted:
+        return "truncated", f"is damaged: {meta.error_details}"
+    if meta.width < limits.min_side or meta.height < limits.min_side:
+        return "too_small", f"is below the minimum side of {limits.min_side} px"
+    if meta.width * meta.height > limits.max_pixels:
+        return "too_large", f"exceeds max_pixels={limits.max_pixels}"
+    if meta.media_type == "image":
+        return None
+    if meta.frame_count <= 0:
+        return "no_frames", "holds no decodable video frame"
+    if limits.max_duration_seconds is not None and meta.duration > limits.max_duration_seconds:
+        return "too_long", f"exceeds max_duration_seconds={limits.max_duration_seconds}"
+    if limits.fps is None:
+        available = meta.frame_count
+        unit = "native frames"
+    else:
+        available = available_frames(meta.duration, limits.fps)
+        unit = f"frames at {limits.fps:g} fps"
+    if available < limits.min_frames:
+        return "too_short", (
+            f"gives {available} {unit} ({meta.duration:.2f} s), fewer than the smallest "
+            f"frame bucket ({limits.min_frames})"
+        )
+    return None
+
+
+def validate_file(source: Source, limits: ProbeLimits) -> ValidationResult:
+    """Probe and validate one file without raising (the spec's ``ValidationResult``)."""
+    started = time.perf_counter()
+    try:
+        meta = probe_metadata(source)
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as exc:
+        return ValidationResult(
+            is_valid=False,
+            error_message=f"{type(exc).__name__}: {exc}",
+            processing_time=time.perf_counter() - started,
+            reason="unreadable",
+        )
+    broken = validate_metadata(meta, limits)
+    elapsed = time.perf_counter() - started
+    if broken is not None:
+        reason, rule = broken
+        return ValidationResult(
+            is_valid=False,
+            error_message=format_error("file", source.path, rule),
+            metadata=meta,
+            processing_time=elapsed,
+            reason=reason,
+        )
+    return ValidationResult(True, metadata=meta, processing_time=elapsed, warnings=_warnings(meta))
+
+
+def _warnings(meta: VideoMetadata) -> tuple[str, ...]:
+    out = []
+    if (
+        meta.frame_count_from_header is not None
+        and meta.frame_count != meta.frame_count_from_header
+    ):
+        out.append(
+            f"frame count from content ({meta.frame_count}) differs from the header "
+            f"({meta.frame_count_from_header}); using the content"
+        )
+    return tuple(out)
+
+
+_HINTS = {
+    "truncated": "the file was cut short (interrupted download or copy); re-download it",
+    "too_small": "use a larger source or lower min_side",
+    "too_large": "downscale it first (ffmpeg -vf scale=-2:1080) or raise max_pixels",
+    "no_frames": "the video stream is empty; re-encode or remove the file",
+    "too_long": "split it or raise max_duration_seconds",
+    "too_short": "lower the smallest entry of frames, lower fps, or remove the file",
+}
+
+
+def probe(
+    items: Iterable[Source | Failed],
+    *,
+    policy: ErrorPolicy,
+    context: StageContext | None = None,
+    limits: ProbeLimits | None = None,
+) -> Iterator[Probed | Failed]:
+    """Stage: ``Source`` -> ``Probed`` (valid files) or ``Failed`` (with the reason)."""
+    lim = limits if limits is not None else ProbeLimits()
+
+    def one(source: Source) -> list[Probed]:
+        meta = probe_metadata(source)
+        broken = validate_metadata(meta, lim)
+        if broken is not None:
+            reason, rule = broken
+            raise SampleError(
+                format_error("file", source.path, rule, _HINTS.get(reason, ""), stage="probe"),
+                reason=reason,
+            )
+        return [Probed(source=source, metadata=meta, warnings=_warnings(meta))]
+
+    yield from map_stage(items, one, stage="probe", accepts=Source, policy=policy, context=context)

@@ -1,0 +1,119 @@
+"""A small synthetic dataset for the demo and the benchmarks, made with torchcodec's encoder.
+
+It needs nothing but torchcodec (no ffmpeg CLI, no downloads), so ``wan-data demo`` runs on a
+fresh machine. The broken files cover the failure classes the pipeline must survive.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = ["SyntheticFile", "make_clip_tensor", "make_synthetic_dataset"]
+
+
+@dataclass(frozen=True)
+class SyntheticFile:
+    """One file written by :func:`make_synthetic_dataset` and what a loader should make of it."""
+
+    path: Path
+    good: bool
+    reason: str | None = None
+
+
+def make_clip_tensor(
+    num_frames: int, width: int, height: int, *, seed: int = 0, noise: int = 8
+) -> torch.Tensor:
+    """uint8 (F, 3, H, W) frames: a moving gradient with a bouncing square, plus light noise.
+
+    Motion and noise make the encoder do realistic work (a static frame compresses to nothing
+    and would flatter decode benchmarks).
+    """
+    g = torch.Generator().manual_seed(seed)
+    ys = torch.linspace(0, 1, height).view(1, height, 1)
+    xs = torch.linspace(0, 1, width).view(1, 1, width)
+    frames = torch.empty((num_frames, 3, height, width), dtype=torch.uint8)
+    size = max(4, min(width, height) // 4)
+    for i in range(num_frames):
+        phase = i / max(1, num_frames)
+        r = (xs + phase) % 1.0
+        gch = (ys + 2 * phase) % 1.0
+        b = ((xs + ys) / 2 + 3 * phase) % 1.0
+        img = torch.cat(
+            [r.expand(1, height, width), gch.expand(1, height, width), b.expand(1, height, width)]
+        )
+        frame = (img * 255).to(torch.uint8)
+        x0 = int((width - size) * (0.5 + 0.5 * torch.sin(torch.tensor(phase * 6.28)).item()))
+        y0 = int((height - size) * phase)
+        frame[:, y0 : y0 + size, x0 : x0 + size] = 255
+        if noise:
+            frame = (
+                (frame.int() + torch.randint(-noise, noise + 1, frame.shape, generator=g))
+                .clamp(0, 255)
+                .to(torch.uint8)
+            )
+        frames[i] = frame
+    return frames
+
+
+def _encode(path: Path, frames: torch.Tensor, fps: float, codec: str | None = None) -> None:
+    from torchcodec.encoders import VideoEncoder
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    VideoEncoder(frames, frame_rate=fps).to_file(str(path), codec=codec)
+
+
+def make_synthetic_dataset(
+    root: str | Path,
+    *,
+    num_videos: int = 8,
+    seconds: float = 2.5,
+    broken: bool = True,
+    seed: int = 0,
+    sizes: tuple[tuple[int, int], ...] = ((192, 108), (108, 192), (144, 144), (224, 96)),
+    fps_choices: tuple[float, ...] = (24.0, 25.0, 30.0),
+) -> list[SyntheticFile]:
+    """Write videos of several shapes and frame rates (with captions) plus broken files.
+
+    Args:
+        root: output folder (created).
+        num_videos: good videos to write.
+        seconds: length of each good video.
+        broken: also write an empty file, random bytes, a truncated video and a text file
+            named ``.mp4``.
+        seed: makes contents and choices reproducible.
+        sizes: (width, height) cycled over the videos.
+        fps_choices: frame rates cycled over the videos.
+    """
+    out = Path(root)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    files: list[SyntheticFile] = []
+    subjects = ["a red square", "a drifting gradient", "a bouncing block", "colour bands"]
+    for i in range(num_videos):
+        w, h = sizes[i % len(sizes)]
+        fps = fps_choices[i % len(fps_choices)]
+        n = max(1, round(seconds * fps))
+        path = out / "videos" / f"clip_{i:03d}.mp4"
+        _encode(path, make_clip_tensor(n, w, h, seed=seed + i), fps)
+        subject = subjects[i % len(subjects)]
+        path.with_suffix(".txt").write_text(f"{subject} moving\n{subject}, synthetic clip {i}\n")
+        files.append(SyntheticFile(path, True))
+    if broken:
+        bad = out / "broken"
+        bad.mkdir(exist_ok=True)
+        (bad / "empty.mp4").write_bytes(b"")
+        files.append(SyntheticFile(bad / "empty.mp4", False, "unreadable"))
+        (bad / "random_bytes.mp4").write_bytes(rng.randbytes(8192))
+        files.append(SyntheticFile(bad / "random_bytes.mp4", False, "unreadable"))
+        (bad / "notes.mp4").write_text("not a video\n" * 50)
+        files.append(SyntheticFile(bad / "notes.mp4", False, "unreadable"))
+        whole = bad / "truncated.mp4"
+        _encode(whole, make_clip_tensor(48, 128, 72, seed=seed + 99), 24.0)
+        data = whole.read_bytes()
+        whole.write_bytes(data[: len(data) // 2])  # moov atom at the end: the index is gone
+        files.append(SyntheticFile(whole, False, "unreadable"))
+    return files
