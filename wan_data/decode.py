@@ -112,6 +112,8 @@ def plan_clips(item: Probed, options: DecodeOptions, epoch: int) -> list[ClipPla
     for clip_index, start in enumerate(starts):
         crop_rng = sample_rng(options.seed, epoch, item.key, f"crop{clip_index}")
         offset = crop_offsets(rw, rh, bw, bh, mode=options.crop, rng=crop_rng)
+        times: tuple[float, ...] | None
+        indices: tuple[int, ...] | None
         if meta.media_type == "image":
             times, indices = (0.0,), None
         elif native:
@@ -222,19 +224,19 @@ def decode_one(
     if errors and not clips:
         raise errors[0][1]
     out: list[Clip | Failed] = list(clips)
-    for plan, exc in errors:
-        reason = (policy or ErrorPolicy()).classify(exc).reason
+    for plan, error in errors:
+        reason = (policy or ErrorPolicy()).classify(error).reason
         out.append(
             Failed(
                 key=f"{item.key}#{plan.clip_index}",
                 path=item.path,
                 stage="decode",
                 reason=reason,
-                error_type=type(exc).__name__,
+                error_type=type(error).__name__,
                 message=format_error(
                     f"clip {plan.clip_index} of file",
                     item.path,
-                    f"failed to decode with {type(exc).__name__}: {str(exc)[:300]}",
+                    f"failed to decode with {type(error).__name__}: {str(error)[:300]}",
                     "the other clips of this file are kept",
                     stage="decode",
                 ),

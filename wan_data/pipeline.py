@@ -9,7 +9,9 @@ this once keeps every stage's error handling identical.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from .items import Failed
 from .metrics import Metrics
 from .policy import ErrorPolicy
 
-__all__ = ["StageContext", "drop_failed", "failure_hint", "map_stage"]
+__all__ = ["StageContext", "clean_message", "drop_failed", "failure_hint", "map_stage"]
 
 logger = logging.getLogger("wan_data")
 In = TypeVar("In")
@@ -38,6 +40,20 @@ _HINTS = {
     "unexpected_error": "this is probably a wan_data bug; please report it with this message",
     "invalid_item": "a stage received an item of the wrong type; this is a pipeline wiring bug",
 }
+
+
+_SOURCE_LOCATION = re.compile(r"^(?:\w+, )?\S+\.(?:cpp|cc|c|h):\d+, ")
+
+
+def clean_message(exc: BaseException) -> str:
+    """The useful part of an exception's message, on one line.
+
+    torchcodec prefixes messages with its C++ source location and appends a bug-report
+    boilerplate for some conditions (audio-only files); neither helps the reader find the file.
+    """
+    text = str(exc).strip()
+    first = text.split("This should never happen")[0].strip()
+    return " ".join(_SOURCE_LOCATION.sub("", first or text).split())
 
 
 def failure_hint(reason: str) -> str:
@@ -123,10 +139,7 @@ def map_stage(
         logger.debug("stage=%s in=%s key=%s", stage, type(item).__name__, key)
         started = time.perf_counter()
         result, exc, decision, attempts = policy.call(
-            lambda item=item: list(fn(item)),
-            stage=stage,
-            key=key,
-            path=path,  # type: ignore[misc]
+            functools.partial(_run_one, fn, item), stage=stage, key=key, path=path
         )
         stats.seconds += time.perf_counter() - started
         if exc is None:
@@ -154,7 +167,7 @@ def map_stage(
             message = format_error(
                 f"{stage} of file",
                 path,
-                f"failed with {type(exc).__name__}: {str(exc)[:500]}",
+                f"failed with {type(exc).__name__}: {clean_message(exc)[:500]}",
                 failure_hint(decision.reason),
                 stage=stage,
             )
@@ -172,6 +185,10 @@ def map_stage(
         logger.debug("stage=%s out=Failed key=%s", stage, key)
         breaker.record_failure(failed)
         yield failed
+
+
+def _run_one(fn: Callable[[In], Sequence[Out | Failed]], item: In) -> list[Out | Failed]:
+    return list(fn(item))
 
 
 def _count_failure(stats: Any, failed: Failed) -> None:
