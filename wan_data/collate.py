@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .errors import format_error
+from .errors import ConfigError, format_error
 from .items import Clip, Failed
 from .pipeline import StageContext
 
@@ -92,7 +92,13 @@ def batch_clips(
     Failures are recorded (when a context is given) and dropped here, so they never reach a
     batch and never shrink one: a batch is only emitted once ``batch_size`` good clips of its
     bucket have arrived.
+
+    Raises:
+        ConfigError: ``batch_size`` is not an int >= 1 (on the first ``next``).
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        # Otherwise no group ever reaches the size and every bucket comes out as one batch.
+        raise ConfigError(format_error("batch_size", batch_size, "must be an int >= 1"))
     ctx = context if context is not None else StageContext()
     pending: dict[tuple[int, int, int], list[Clip]] = {}
     for item in items:

@@ -10,6 +10,7 @@ on ``num_workers``.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import logging
@@ -231,6 +232,8 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
+        if info is not None:
+            _freeze_inherited_objects()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         rank, world = self._rank_world()
         threads = self.num_ffmpeg_threads
@@ -289,6 +292,23 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             f"fps={self.fps}, resolution={self.resolution}, batch_size={self.batch_size}, "
             f"epoch={self.epoch})"
         )
+
+
+_FROZEN_IN_PID: int | None = None
+
+
+def _freeze_inherited_objects() -> None:
+    """Keep a forked worker's garbage collector away from objects inherited from the parent.
+
+    The parent may hold unreachable video decoders (its own or a user's) that still own FFmpeg
+    thread pools; collecting their copies in the child deadlocks, because the threads were not
+    forked. Freezing also avoids copy-on-write of every inherited object (Python's ``gc``
+    documentation recommends it for fork-based workers).
+    """
+    global _FROZEN_IN_PID
+    if _FROZEN_IN_PID != os.getpid():
+        gc.freeze()
+        _FROZEN_IN_PID = os.getpid()
 
 
 def _check_options(**o: Any) -> list[str]:

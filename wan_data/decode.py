@@ -21,8 +21,8 @@ import torch
 from .buckets import cover_size, crop_offsets, nearest_bucket, source_crop_box
 from .errors import SampleError, format_error
 from .items import Bucket, Clip, Failed, Probed
-from .pipeline import StageContext, map_stage
-from .policy import ErrorPolicy
+from .pipeline import StageContext, clean_message, map_stage
+from .policy import ErrorPolicy, release_frames
 from .sampling import (
     available_frames,
     choose_frame_bucket,
@@ -169,9 +169,12 @@ def _salvage(
         got.append(frame.data)
         times.append(float(frame.pts_seconds))
     fill = choose_frame_bucket(len(got), [f for f in frames if f <= plan.bucket.frames])
+    if first_error is not None:
+        release_frames(first_error)  # it references this frame, and so the decoder
     if fill is None:
         assert first_error is not None
         raise first_error
+    first_error = None
     return torch.stack(got[:fill]), times[:fill], fill
 
 
@@ -214,13 +217,19 @@ def decode_one(
         )
     clips: list[Clip] = []
     errors: list[tuple[ClipPlan, Exception]] = []
-    for plan in plans:
-        try:
-            clips.append(_decode_clip(item, plan, decoder, options, caption))
-        except (RuntimeError, IndexError, ValueError) as exc:
-            if len(plans) == 1:
-                raise
-            errors.append((plan, exc))
+    try:
+        for plan in plans:
+            try:
+                clips.append(_decode_clip(item, plan, decoder, options, caption))
+            except (RuntimeError, IndexError, ValueError) as exc:
+                if len(plans) == 1:
+                    raise
+                release_frames(exc)
+                errors.append((plan, exc))
+    finally:
+        # Free the decoder (and its FFmpeg threads) now, not whenever the garbage collector
+        # runs: see policy.release_frames for why a lingering decoder is dangerous.
+        decoder = None
     if errors and not clips:
         raise errors[0][1]
     out: list[Clip | Failed] = list(clips)
@@ -236,7 +245,7 @@ def decode_one(
                 message=format_error(
                     f"clip {plan.clip_index} of file",
                     item.path,
-                    f"failed to decode with {type(error).__name__}: {str(error)[:300]}",
+                    f"failed to decode with {type(error).__name__}: {clean_message(error)[:300]}",
                     "the other clips of this file are kept",
                     stage="decode",
                 ),

@@ -132,7 +132,9 @@ def map_stage(
             )
             stats.items_in += 1
             _count_failure(stats, failed)
+            logger.debug("stage=%s in=%s key=%s", stage, type(item).__name__, key)
             logger.warning("%s", failed.message)
+            logger.debug("stage=%s out=Failed key=%s", stage, key)
             yield failed
             continue
         stats.items_in += 1

@@ -11,6 +11,7 @@ import enum
 import errno
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -24,7 +25,7 @@ from .errors import (
     format_error,
 )
 
-__all__ = ["Action", "Decision", "ErrorPolicy"]
+__all__ = ["Action", "Decision", "ErrorPolicy", "release_frames"]
 
 logger = logging.getLogger("wan_data")
 T = TypeVar("T")
@@ -62,7 +63,7 @@ _MESSAGE_REASONS = (
     ("best video stream is unknown", "no_video_stream"),
     ("not a video stream", "no_video_stream"),
     ("could not open input file", "unreadable"),
-    ("invalid data found", "unreadable"),
+    ("invalid data found", "decode_error"),
     ("end of file", "decode_error"),
     ("no more frames", "decode_error"),
     ("out of bounds", "decode_error"),
@@ -196,7 +197,25 @@ class ErrorPolicy:
                     continue
                 if decision.action is Action.WARN:
                     logger.warning("stage=%s key=%s file=%s: %s", stage, key, path, exc)
+                logger.debug("stage=%s key=%s skipped after", stage, key, exc_info=exc)
+                release_frames(exc)
                 return None, exc, decision, attempt
+
+
+def release_frames(exc: BaseException) -> None:
+    """Drop the local variables of every frame in ``exc``'s traceback (and its chain).
+
+    A kept exception otherwise keeps every local of the frames it passed through alive, among
+    them open video decoders with FFmpeg thread pools. Such a decoder left for the garbage
+    collector in the main process is inherited by forked DataLoader workers, whose collector
+    then destroys it and deadlocks on a condition variable whose threads were not forked.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
 
 
 def _fatal_message(exc: BaseException, decision: Decision, stage: str, path: str) -> str:

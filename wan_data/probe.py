@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .errors import SampleError, format_error
 from .items import Failed, Probed, Source, ValidationResult, VideoMetadata
-from .pipeline import StageContext, map_stage
+from .pipeline import StageContext, clean_message, failure_hint, map_stage
 from .policy import ErrorPolicy
 from .sampling import available_frames
 
@@ -26,6 +26,8 @@ logger = logging.getLogger("wan_data")
 
 # A content frame count this far under the header's is a truncated file, not muxing noise.
 _TRUNCATION_TOLERANCE = 0.9
+# Classifies what ``validate_file`` catches (pure: ``classify`` has no side effects).
+_VALIDATION_POLICY = ErrorPolicy()
 
 
 @dataclass(frozen=True)
@@ -148,11 +150,19 @@ def validate_file(source: Source, limits: ProbeLimits) -> ValidationResult:
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except Exception as exc:
+        # Same reason and message the probe stage would record, so a pre-flight check and the
+        # run's report agree (and the message carries no torchcodec C++ source location).
+        reason = _VALIDATION_POLICY.classify(exc).reason
         return ValidationResult(
             is_valid=False,
-            error_message=f"{type(exc).__name__}: {exc}",
+            error_message=format_error(
+                "file",
+                source.path,
+                f"could not be probed: {type(exc).__name__}: {clean_message(exc)[:500]}",
+                failure_hint(reason),
+            ),
             processing_time=time.perf_counter() - started,
-            reason="unreadable",
+            reason=reason,
         )
     broken = validate_metadata(meta, limits)
     elapsed = time.perf_counter() - started
@@ -160,7 +170,7 @@ def validate_file(source: Source, limits: ProbeLimits) -> ValidationResult:
         reason, rule = broken
         return ValidationResult(
             is_valid=False,
-            error_message=format_error("file", source.path, rule),
+            error_message=format_error("file", source.path, rule, _HINTS.get(reason, "")),
             metadata=meta,
             processing_time=elapsed,
             reason=reason,

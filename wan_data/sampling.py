@@ -72,8 +72,14 @@ def check_frame_buckets(frames: object) -> list[str]:
                     near or "Wan's VAE compresses time 4x and needs 4k+1 frames",
                 )
             )
-    if len(set(frames)) != len(list(frames)):
-        problems.append(format_error("frames", list(frames), "must not repeat a count"))
+    # Compared with ==, not through a set: an unhashable entry (a nested list) is a problem to
+    # report, not a TypeError to crash on.
+    seen: list[object] = []
+    for f in frames:
+        if f in seen:
+            problems.append(format_error("frames", list(frames), "must not repeat a count"))
+            break
+        seen.append(f)
     return problems
 
 

@@ -63,7 +63,12 @@ def _encode(path: Path, frames: torch.Tensor, fps: float, codec: str | None = No
     from torchcodec.encoders import VideoEncoder
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    VideoEncoder(frames, frame_rate=fps).to_file(str(path), codec=codec)
+    # x264's macroblock-tree rate control gives different bytes (and pixels) from run to run
+    # through torchcodec's encoder; without it the same seed writes the same file. Encoders
+    # other than x264 ignore the option.
+    VideoEncoder(frames, frame_rate=fps).to_file(
+        str(path), codec=codec, extra_options={"x264-params": "mbtree=0"}
+    )
 
 
 def make_synthetic_dataset(

@@ -1,0 +1,157 @@
+"""metrics.py: per-process counters, atomic snapshots, and the merge across workers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from wan_data.items import Failed
+from wan_data.metrics import Metrics, StageStats, merge_reports
+
+
+def _failed(key: str, path: str, stage: str = "decode", reason: str = "decode_error") -> Failed:
+    return Failed(
+        key=key,
+        path=path,
+        stage=stage,
+        reason=reason,
+        error_type="RuntimeError",
+        message=f"decode of file ('{path}') failed.",
+    )
+
+
+def _metrics(
+    in_: int, out: int, failed: int, seconds: float, reason: str = "unreadable"
+) -> Metrics:
+    m = Metrics()
+    s = m.stage("probe")
+    s.items_in, s.items_out, s.failed, s.seconds = in_, out, failed, seconds
+    s.by_reason[reason] += failed
+    s.by_error_type["RuntimeError"] += failed
+    return m
+
+
+def test_stage_is_created_once() -> None:
+    m = Metrics()
+    assert m.stage("probe") is m.stage("probe")
+    assert list(m.stages) == ["probe"]
+
+
+def test_stage_stats_as_dict() -> None:
+    s = StageStats(items_in=3, items_out=2, failed=1, seconds=0.1234567)
+    s.by_reason.update({"zzz": 1, "aaa": 2})
+    s.by_error_type["RuntimeError"] = 1
+    d = s.as_dict()
+    assert d == {
+        "in": 3,
+        "out": 2,
+        "failed": 1,
+        "seconds": 0.123457,
+        "failed_by_reason": {"aaa": 2, "zzz": 1},
+        "failed_by_error_type": {"RuntimeError": 1},
+    }
+    assert list(d["failed_by_reason"]) == ["aaa", "zzz"]
+
+
+def test_record_failed_with_epoch() -> None:
+    m = Metrics()
+    m.record_failed(_failed("k", "/a.mp4"), epoch=2)
+    m.record_failed(_failed("j", "/b.mp4"))
+    assert m.skipped[0]["epoch"] == 2
+    assert m.skipped[0]["path"] == "/a.mp4"
+    assert "epoch" not in m.skipped[1]
+
+
+def test_write_is_atomic_and_valid_json(tmp_path: Path) -> None:
+    m = _metrics(5, 4, 1, 0.5)
+    m.record_failed(_failed("k", "/a.mp4"), epoch=0)
+    m.warnings["none_item_dropped"] += 2
+    m.batches, m.samples = 3, 12
+    target = tmp_path / "worker-0.json"
+    target.write_text("old, half written {")
+    m.write(target)
+    data = json.loads(target.read_text())
+    assert data == json.loads(json.dumps(m.snapshot()))
+    assert data["stages"]["probe"]["in"] == 5
+    assert data["skipped"][0]["key"] == "k"
+    assert data["warnings"] == {"none_item_dropped": 2}
+    assert (data["batches"], data["samples"], data["dropped_in_collate"]) == (3, 12, 0)
+    # Rewriting replaces the file; no temporary files are left behind.
+    m.batches = 4
+    m.write(target)
+    assert json.loads(target.read_text())["batches"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["worker-0.json"]
+
+
+def test_write_failure_leaves_no_temp_file(tmp_path: Path) -> None:
+    m = Metrics()
+    m.warnings["x"] += 1
+    target = tmp_path / "a_dir_not_a_file"
+    target.mkdir()
+    with pytest.raises(OSError):
+        m.write(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_dir_not_a_file"]
+    assert list(target.iterdir()) == []
+
+
+def test_merge_sums_counts_and_concatenates_skips() -> None:
+    a = _metrics(10, 8, 2, 2.0, reason="unreadable")
+    a.record_failed(_failed("z", "/z.mp4"), epoch=0)
+    a.warnings["w"] += 1
+    a.batches, a.samples = 2, 8
+    b = _metrics(6, 5, 1, 0.5, reason="missing")
+    b.stage("decode").items_in = 5
+    b.record_failed(_failed("a", "/a.mp4"), epoch=0)
+    b.warnings["w"] += 2
+    b.batches, b.samples, b.dropped_in_collate = 1, 4, 1
+    merged = merge_reports([a.snapshot(), b.snapshot()])
+    probe = merged["stages"]["probe"]
+    assert (probe["in"], probe["out"], probe["failed"]) == (16, 13, 3)
+    assert probe["seconds"] == 2.5
+    assert probe["items_per_second"] == pytest.approx(5.2)
+    assert probe["failed_by_reason"] == {"missing": 1, "unreadable": 2}
+    assert probe["failed_by_error_type"] == {"RuntimeError": 3}
+    assert merged["stages"]["decode"]["in"] == 5
+    assert merged["stages"]["decode"]["items_per_second"] is None  # no time measured
+    assert [r["path"] for r in merged["skipped"]] == ["/a.mp4", "/z.mp4"]
+    assert merged["warnings"] == {"w": 3}
+    assert (merged["batches"], merged["samples"], merged["dropped_in_collate"]) == (3, 12, 1)
+    json.dumps(merged)  # the report is JSON-serialisable
+
+
+def test_merge_is_order_independent() -> None:
+    a = _metrics(10, 8, 2, 2.0)
+    a.record_failed(_failed("z", "/z.mp4"))
+    b = _metrics(6, 5, 1, 0.5)
+    b.record_failed(_failed("a", "/a.mp4"))
+    assert merge_reports([a.snapshot(), b.snapshot()]) == merge_reports(
+        [b.snapshot(), a.snapshot()]
+    )
+
+
+def test_merge_of_one_equals_its_own_counts() -> None:
+    a = _metrics(10, 8, 2, 2.0)
+    merged = merge_reports([a.snapshot()])
+    probe = merged["stages"]["probe"]
+    snap = a.snapshot()["stages"]["probe"]
+    assert {k: probe[k] for k in snap} == snap
+
+
+def test_merge_empty_is_zeros() -> None:
+    assert merge_reports([]) == {
+        "stages": {},
+        "skipped": [],
+        "warnings": {},
+        "batches": 0,
+        "samples": 0,
+        "dropped_in_collate": 0,
+    }
+
+
+def test_merge_tolerates_missing_keys() -> None:
+    merged = merge_reports([{}, {"stages": {"probe": {"in": 2}}}])
+    assert merged["stages"]["probe"]["in"] == 2
+    assert merged["stages"]["probe"]["failed"] == 0
+    assert merged["batches"] == 0

@@ -1,0 +1,249 @@
+"""sampling.py: seeded randomness, frame-bucket rules and which frames make a clip."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+import wan_data.sampling
+from wan_data.sampling import (
+    SAMPLING_MODES,
+    available_frames,
+    check_frame_buckets,
+    choose_frame_bucket,
+    clip_starts,
+    frame_timestamps,
+    sample_rng,
+)
+
+# --- sample_rng -----------------------------------------------------------------------------
+
+# Computed once from SHA-256("42\x000\x00concept/a.mp4\x00"); must never change, or cached
+# samples and resumed runs would silently pick other windows.
+EXPECTED_FIRST = 0.5674006686570143
+
+
+def test_sample_rng_hard_coded_value() -> None:
+    assert sample_rng(42, 0, "concept/a.mp4").random() == EXPECTED_FIRST
+
+
+def test_sample_rng_same_in_another_process() -> None:
+    # A fresh interpreter with another hash salt. The package's __init__ (torch, torchcodec:
+    # seconds) is bypassed by registering a bare package; sampling.py itself is the real one.
+    package_dir = os.path.dirname(wan_data.sampling.__file__)
+    code = (
+        "import sys, types\n"
+        "pkg = types.ModuleType('wan_data')\n"
+        f"pkg.__path__ = [{package_dir!r}]\n"
+        "sys.modules['wan_data'] = pkg\n"
+        "from wan_data.sampling import sample_rng\n"
+        "print(repr(sample_rng(42, 0, 'concept/a.mp4').random()))\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert float(out.stdout.strip()) == EXPECTED_FIRST
+
+
+def test_sample_rng_same_args_same_stream() -> None:
+    a = sample_rng(7, 3, "k", "crop")
+    b = sample_rng(7, 3, "k", "crop")
+    assert [a.random() for _ in range(5)] == [b.random() for _ in range(5)]
+
+
+@pytest.mark.parametrize(
+    "other",
+    [(8, 3, "k", "crop"), (7, 4, "k", "crop"), (7, 3, "k2", "crop"), (7, 3, "k", "caption")],
+)
+def test_sample_rng_differs_for_other_args(other: tuple[int, int, str, str]) -> None:
+    assert sample_rng(7, 3, "k", "crop").random() != sample_rng(*other).random()
+
+
+def test_sample_rng_fields_do_not_run_together() -> None:
+    # A separator keeps (1, 23) and (12, 3) apart.
+    assert sample_rng(1, 23, "k").random() != sample_rng(12, 3, "k").random()
+
+
+# --- check_frame_buckets --------------------------------------------------------------------
+
+
+def test_frame_buckets_valid() -> None:
+    assert check_frame_buckets([1, 5, 17, 33, 81]) == []
+    assert check_frame_buckets((49, 121)) == []
+    assert check_frame_buckets(17) == []
+
+
+@pytest.mark.parametrize("bad", [8, 0, -3, 16, 48, 2.0, True, None])
+def test_frame_buckets_rejects_entry(bad: object) -> None:
+    problems = check_frame_buckets([17, bad])
+    assert len(problems) == 1
+    assert f"frame bucket ({bad})" in problems[0]
+    assert "4k+1" in problems[0]
+
+
+def test_frame_buckets_suggests_neighbours() -> None:
+    (problem,) = check_frame_buckets([16])
+    assert "nearest valid counts: 13 or 17" in problem
+    (problem,) = check_frame_buckets([48])
+    assert "nearest valid counts: 45 or 49" in problem
+
+
+@pytest.mark.parametrize("bad", ["17", [], (), None, {17: 1}, 17.0])
+def test_frame_buckets_rejects_whole_value(bad: object) -> None:
+    problems = check_frame_buckets(bad)
+    assert len(problems) == 1
+    assert "frames" in problems[0]
+
+
+def test_frame_buckets_rejects_string_entry() -> None:
+    (problem,) = check_frame_buckets(["17"])
+    assert "frame bucket ('17')" in problem
+
+
+def test_frame_buckets_rejects_duplicates() -> None:
+    (problem,) = check_frame_buckets([17, 33, 17])
+    assert problem == "frames ([17, 33, 17]) must not repeat a count."
+
+
+def test_frame_buckets_lists_all_problems() -> None:
+    problems = check_frame_buckets([8, 0, -3, 16, 17, 17])
+    assert len(problems) == 5
+    for fragment in ("(8)", "(0)", "(-3)", "(16)", "must not repeat"):
+        assert sum(fragment in p for p in problems) == 1, fragment
+
+
+def test_frame_buckets_unhashable_entry_is_a_problem_not_a_crash() -> None:
+    (problem,) = check_frame_buckets([[17]])
+    assert "frame bucket ([17])" in problem
+
+
+# --- available_frames / choose_frame_bucket -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("duration", "fps", "expected"),
+    [
+        (2.25, 16.0, 36),
+        (2.0, 16.0, 32),  # exactly on a frame boundary: 32 frames, not 33
+        (0.0, 16.0, 0),
+        (2.0, 0.0, 0),
+        (-1.0, 16.0, 0),
+        (1 / 16, 16.0, 1),
+        (0.01, 16.0, 1),
+        (5.0625, 16.0, 81),
+        (10.0, 24.0, 240),
+        (3.0, 29.97, 90),
+        # Float noise: 31 / 30 * 30 == 31.000000000000004, still 31 frames, not 32.
+        (31 / 30, 30.0, 31),
+        (0.28, 25.0, 7),
+    ],
+)
+def test_available_frames(duration: float, fps: float, expected: int) -> None:
+    assert available_frames(duration, fps) == expected
+
+
+@pytest.mark.parametrize(
+    ("available", "expected"),
+    [(100, 81), (81, 81), (80, 33), (33, 33), (17, 17), (16, 1), (1, 1), (0, None)],
+)
+def test_choose_frame_bucket(available: int, expected: int | None) -> None:
+    assert choose_frame_bucket(available, [1, 17, 33, 81]) == expected
+
+
+def test_choose_frame_bucket_without_images() -> None:
+    assert choose_frame_bucket(16, [17, 33]) is None
+    assert choose_frame_bucket(40, [33, 17]) == 33
+
+
+# --- clip_starts ----------------------------------------------------------------------------
+
+
+def test_head() -> None:
+    assert clip_starts(100, 17, mode="head") == [0]
+    assert clip_starts(17, 17, mode="head") == [0]
+
+
+def test_too_short_or_empty_gives_no_clip() -> None:
+    for mode in SAMPLING_MODES:
+        assert clip_starts(16, 17, mode=mode, rng=random.Random(0)) == []
+        assert clip_starts(10, 0, mode=mode, rng=random.Random(0)) == []
+
+
+def test_random_within_slack_and_reproducible() -> None:
+    starts = [clip_starts(100, 17, mode="random", rng=random.Random(s))[0] for s in range(300)]
+    assert min(starts) >= 0
+    assert max(starts) <= 83
+    assert len(set(starts)) > 50  # actually spread, not a constant
+    assert 0 in starts and 83 in starts  # both ends reachable
+    again = [clip_starts(100, 17, mode="random", rng=random.Random(s))[0] for s in range(300)]
+    assert starts == again
+
+
+def test_random_exact_fit_is_zero() -> None:
+    assert clip_starts(17, 17, mode="random", rng=random.Random(5)) == [0]
+
+
+def test_random_needs_rng() -> None:
+    with pytest.raises(ValueError, match="rng"):
+        clip_starts(100, 17, mode="random")
+
+
+def test_uniform_spread() -> None:
+    assert clip_starts(100, 17, mode="uniform", clips=4) == [0, 28, 55, 83]
+    assert clip_starts(100, 17, mode="uniform", clips=2) == [0, 83]
+
+
+def test_uniform_one_clip_is_centred() -> None:
+    assert clip_starts(100, 17, mode="uniform", clips=1) == [41]
+    assert clip_starts(101, 17, mode="uniform", clips=1) == [42]
+    assert clip_starts(100, 17, mode="uniform", clips=0) == [41]
+
+
+def test_uniform_never_repeats_a_window() -> None:
+    starts = clip_starts(20, 17, mode="uniform", clips=10)
+    assert starts == [0, 1, 2, 3]
+
+
+def test_chunks_consecutive_non_overlapping() -> None:
+    assert clip_starts(100, 17, mode="chunks", clips=0) == [0, 17, 34, 51, 68]  # 0: no cap
+    assert clip_starts(100, 17, mode="chunks", clips=2) == [0, 17]
+    assert clip_starts(100, 17, mode="chunks") == [0]  # default cap: one clip
+    assert clip_starts(100, 17, mode="chunks", clips=99) == [0, 17, 34, 51, 68]
+    assert clip_starts(33, 33, mode="chunks", clips=0) == [0]
+    starts = clip_starts(1000, 33, mode="chunks", clips=0)
+    assert len(starts) == 30
+    assert all(b - a == 33 for a, b in itertools.pairwise(starts))
+    assert starts[-1] + 33 <= 1000
+
+
+def test_unknown_mode() -> None:
+    with pytest.raises(ValueError, match="sampling mode"):
+        clip_starts(100, 17, mode="middle")
+
+
+# --- frame_timestamps -----------------------------------------------------------------------
+
+
+def test_frame_timestamps_spacing() -> None:
+    times = frame_timestamps(0.5, 2, 5, 16.0)
+    assert len(times) == 5
+    assert times[0] == pytest.approx(0.5 + 2 / 16, abs=1e-5)
+    assert times[0] >= 0.5 + 2 / 16  # never a hair before the grid point
+    for a, b in itertools.pairwise(times):
+        assert b - a == pytest.approx(1 / 16, abs=1e-9)
+
+
+def test_frame_timestamps_land_inside_frames() -> None:
+    # At 16 fps from begin 0, frame i is shown during [i/16, (i+1)/16).
+    for i, t in enumerate(frame_timestamps(0.0, 0, 81, 16.0)):
+        assert i / 16 <= t < (i + 1) / 16
+
+
+def test_frame_timestamps_empty() -> None:
+    assert frame_timestamps(0.0, 0, 0, 16.0) == []
