@@ -48,6 +48,8 @@ def test_stage_stats_as_dict() -> None:
         "in": 3,
         "out": 2,
         "failed": 1,
+        "bypassed": 0,
+        "warned": 0,
         "seconds": 0.123457,
         "failed_by_reason": {"aaa": 2, "zzz": 1},
         "failed_by_error_type": {"RuntimeError": 1},

@@ -12,11 +12,11 @@ import pytest
 import torch
 from contract import check_stage_contract, fingerprint
 
-from wan_data.breaker import BreakerConfig
+from wan_data.breaker import BreakerConfig, CircuitBreaker
 from wan_data.errors import FatalError, PipelineHealthError, SampleError
 from wan_data.items import Bucket, Clip, CropBox, Failed, Source
 from wan_data.pipeline import StageContext, drop_failed, failure_hint, map_stage
-from wan_data.policy import ErrorPolicy
+from wan_data.policy import Action, ErrorPolicy
 
 
 @dataclass(frozen=True)
@@ -348,8 +348,9 @@ def test_systemic_failure_stops_mandatory_stage_mid_stream() -> None:
     with pytest.raises(PipelineHealthError) as info:
         for out in stage:
             seen.append(out)
-    # The 20th failure (min_items) trips the breaker before it is yielded.
-    assert len(seen) == 19
+    # The 20th failure (min_items) trips the breaker; it is yielded first, so the report
+    # keeps every failure that led to the stop.
+    assert len(seen) == 20
     assert all(isinstance(o, Failed) for o in seen)
     message = str(info.value)
     assert "stage 'probe'" in message
@@ -372,9 +373,65 @@ def test_systemic_failure_does_not_stop_optional_stage() -> None:
         )
     )
     assert len(out) == 25
-    assert all(isinstance(o, Failed) and o.reason == "unreadable" for o in out)
+    # 20 failures open the breaker; the 5 items after it bypass the optional stage unchanged.
+    assert all(isinstance(o, Failed) and o.reason == "unreadable" for o in out[:20])
+    assert out[20:] == items[20:]
     assert ctx.breakers["cache"].state == "open"
-    assert ctx.metrics.stages["cache"].failed == 25
+    assert ctx.metrics.stages["cache"].failed == 20
+    assert ctx.metrics.stages["cache"].bypassed == 5
+
+
+def test_optional_stage_retries_after_cooldown_and_closes_on_success() -> None:
+    now = [0.0]
+    ctx = StageContext(breaker_config=BreakerConfig(min_items=2, window=4, cooldown_seconds=10))
+    ctx.breakers["cache"] = CircuitBreaker(
+        "cache", config=ctx.breaker_config, mandatory=False, clock=lambda: now[0]
+    )
+    healthy = [False]
+
+    def flaky(n: Num) -> list[Num]:
+        if not healthy[0]:
+            raise RuntimeError("Could not open input file: disk gone")
+        return [Num(n.value * 10)]
+
+    stage = map_stage(
+        iter([Num(i) for i in range(6)]),
+        flaky,
+        stage="cache",
+        accepts=Num,
+        policy=_policy(),
+        context=ctx,
+        mandatory=False,
+    )
+    first = [next(stage) for _ in range(3)]  # two failures open it, the third is bypassed
+    assert [type(o).__name__ for o in first] == ["Failed", "Failed", "Num"]
+    assert first[2] == Num(2)
+    healthy[0] = True
+    now[0] = 11.0  # cooldown over: half-open trial succeeds and closes the breaker
+    rest = list(stage)
+    assert rest == [Num(30), Num(40), Num(50)]
+    assert ctx.breakers["cache"].state == "closed"
+
+
+def test_warning_decision_passes_the_item_through_an_optional_stage() -> None:
+    policy = ErrorPolicy(
+        backoff_seconds=0, extra_rules=((ValueError, "minor", Action.WARN, "minor_issue"),)
+    )
+    ctx = StageContext()
+
+    def fn(n: Num) -> list[Num]:
+        raise ValueError("a minor problem")
+
+    out = list(
+        map_stage(
+            [Num(1)], fn, stage="cache", accepts=Num, policy=policy, context=ctx, mandatory=False
+        )
+    )
+    assert out == [Num(1)]
+    assert ctx.metrics.stages["cache"].warned == 1
+    assert ctx.metrics.warnings["cache:minor_issue"] == 1
+    mandatory = list(map_stage([Num(1)], fn, stage="decode", accepts=Num, policy=policy))
+    assert isinstance(mandatory[0], Failed) and mandatory[0].reason == "minor_issue"
 
 
 def test_few_failures_do_not_trip() -> None:

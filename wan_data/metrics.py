@@ -28,6 +28,8 @@ class StageStats:
     items_in: int = 0
     items_out: int = 0
     failed: int = 0
+    bypassed: int = 0
+    warned: int = 0
     seconds: float = 0.0
     by_reason: collections.Counter[str] = field(default_factory=collections.Counter)
     by_error_type: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -37,6 +39,8 @@ class StageStats:
             "in": self.items_in,
             "out": self.items_out,
             "failed": self.failed,
+            "bypassed": self.bypassed,
+            "warned": self.warned,
             "seconds": round(self.seconds, 6),
             "failed_by_reason": dict(sorted(self.by_reason.items())),
             "failed_by_error_type": dict(sorted(self.by_error_type.items())),
@@ -103,12 +107,14 @@ def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
                     "in": 0,
                     "out": 0,
                     "failed": 0,
+                    "bypassed": 0,
+                    "warned": 0,
                     "seconds": 0.0,
                     "failed_by_reason": collections.Counter(),
                     "failed_by_error_type": collections.Counter(),
                 },
             )
-            for k in ("in", "out", "failed", "seconds"):
+            for k in ("in", "out", "failed", "bypassed", "warned", "seconds"):
                 acc[k] += s.get(k, 0)
             acc["failed_by_reason"].update(s.get("failed_by_reason", {}))
             acc["failed_by_error_type"].update(s.get("failed_by_error_type", {}))

@@ -21,7 +21,7 @@ from .breaker import BreakerConfig, CircuitBreaker
 from .errors import SampleError, format_error
 from .items import Failed
 from .metrics import Metrics
-from .policy import ErrorPolicy
+from .policy import Action, ErrorPolicy
 
 __all__ = ["StageContext", "clean_message", "drop_failed", "failure_hint", "map_stage"]
 
@@ -104,7 +104,10 @@ def map_stage(
         accepts: the input type(s); anything else becomes ``Failed(reason="invalid_item")``.
         policy: decides skip / retry / fatal per exception.
         context: counters and breakers; a private one is made when omitted.
-        mandatory: whether a tripped breaker stops the run (``True``) or the stage is bypassed.
+        mandatory: whether a tripped breaker stops the run (``True``), or the stage is
+            optional: a pass-through stage (a cache write) whose items continue unchanged
+            while its breaker is open, until a trial after the cooldown succeeds, and when
+            the policy says an error is only a warning.
     """
     ctx = context if context is not None else StageContext()
     stats = ctx.metrics.stage(stage)
@@ -139,6 +142,11 @@ def map_stage(
             continue
         stats.items_in += 1
         logger.debug("stage=%s in=%s key=%s", stage, type(item).__name__, key)
+        if not mandatory and not breaker.allow():
+            stats.bypassed += 1
+            logger.debug("stage=%s out=%s key=%s (bypassed)", stage, type(item).__name__, key)
+            yield item  # type: ignore[misc]  # optional stages pass their input through
+            continue
         started = time.perf_counter()
         result, exc, decision, attempts = policy.call(
             functools.partial(_run_one, fn, item), stage=stage, key=key, path=path
@@ -148,21 +156,28 @@ def map_stage(
             assert result is not None
             clean = True
             for out in result:
+                logger.debug(
+                    "stage=%s out=%s key=%s", stage, type(out).__name__, getattr(out, "key", "?")
+                )
                 if isinstance(out, Failed):
                     clean = False
                     _count_failure(stats, out)
                     logger.warning("skipped %s at stage=%s: %s", out.path, out.stage, out.message)
+                    yield out  # before the breaker may raise, so the report keeps it
                     breaker.record_failure(out)
                 else:
                     stats.items_out += 1
-                logger.debug(
-                    "stage=%s out=%s key=%s", stage, type(out).__name__, getattr(out, "key", "?")
-                )
-                yield out
+                    yield out
             if clean:
                 breaker.record_success()
             continue
         assert decision is not None
+        if decision.action is Action.WARN and not mandatory:
+            stats.warned += 1
+            ctx.metrics.warnings[f"{stage}:{decision.reason}"] += 1
+            logger.debug("stage=%s out=%s key=%s (after warning)", stage, type(item).__name__, key)
+            yield item  # type: ignore[misc]
+            continue
         if isinstance(exc, SampleError):
             message = str(exc)
         else:
@@ -185,8 +200,8 @@ def map_stage(
         _count_failure(stats, failed)
         logger.warning("skipped %s at stage=%s reason=%s: %s", path, stage, failed.reason, message)
         logger.debug("stage=%s out=Failed key=%s", stage, key)
+        yield failed  # before the breaker may raise, so the report keeps it
         breaker.record_failure(failed)
-        yield failed
 
 
 def _run_one(fn: Callable[[In], Sequence[Out | Failed]], item: In) -> list[Out | Failed]:

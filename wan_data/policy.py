@@ -199,6 +199,8 @@ class ErrorPolicy:
                     logger.warning("stage=%s key=%s file=%s: %s", stage, key, path, exc)
                 logger.debug("stage=%s key=%s skipped after", stage, key, exc_info=exc)
                 release_frames(exc)
+                if decision.action is Action.RETRY:  # attempts exhausted: now it is a skip
+                    decision = Decision(Action.SKIP, decision.reason)
                 return None, exc, decision, attempt
 
 
