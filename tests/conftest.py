@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from media import Corpus, build_corpus  # noqa: E402  (tests/ is on sys.path: no __init__.py)
+from media import Corpus, build_corpus  # tests/ is on sys.path: it has no __init__.py
 
 SHARED_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 

@@ -189,7 +189,7 @@ def test_batch_clips_emits_full_batches_as_soon_as_they_fill() -> None:
     metrics = context.metrics
     assert [r["key"] for r in metrics.skipped] == ["f0", "f1"]
     assert all(r["epoch"] == 3 and r["reason"] == "decode_error" for r in metrics.skipped)
-    assert metrics.warnings["non_clip_dropped"] == 1
+    assert metrics.dropped_in_collate == 1
     assert metrics.batches == 5
     assert metrics.samples == 8
 

@@ -192,8 +192,9 @@ def _decode_image(path: str, plan: ClipPlan) -> torch.Tensor:
 
 
 def _crop(frames: torch.Tensor, plan: ClipPlan, width: int, height: int) -> torch.Tensor:
+    # A view: collate reads it once into the float batch, so a copy here would be wasted.
     x, y = plan.offset
-    return frames[..., y : y + height, x : x + width].contiguous()
+    return frames[..., y : y + height, x : x + width]
 
 
 def decode_one(
@@ -251,6 +252,7 @@ def decode_one(
                 ),
             )
         )
+    errors.clear()  # the exceptions reference this frame: break the cycle now
     return out
 
 
