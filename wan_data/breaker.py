@@ -96,11 +96,19 @@ class CircuitBreaker:
         return self.state != "open"
 
     def record_success(self) -> None:
+        """Count a success; closes a half-open breaker, and may still trip a closed one.
+
+        A success can complete the ``min_items`` window of a stage that is failing most of the
+        time (11 failures then 9 successes is 55 % over 20 items), so the rate is checked here
+        too, not only when a failure arrives.
+        """
         self._outcomes.append(True)
         if self.state == "half_open":
             self.state = "closed"
             self._outcomes.clear()
             self._failures.clear()
+            return
+        self._check()
 
     def record_failure(self, failed: Failed) -> None:
         """Count a failure; raises :class:`PipelineHealthError` when a mandatory stage trips."""
@@ -111,9 +119,15 @@ class CircuitBreaker:
         if self.state == "half_open":
             self._open()
             return
-        if not self.config.enabled or len(self._outcomes) < self.config.min_items:
+        self._check()
+
+    def _check(self) -> None:
+        if self.state != "closed" or not self.config.enabled:
             return
-        if self.failure_rate > self.config.threshold:
+        if (
+            len(self._outcomes) >= self.config.min_items
+            and self.failure_rate > self.config.threshold
+        ):
             self._open()
 
     def _open(self) -> None:

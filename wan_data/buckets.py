@@ -102,6 +102,10 @@ def cover_size(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int
     Rounding may lose the aspect by under a pixel; sides are clamped to at least ``dst`` so the
     following crop always fits.
     """
+    if src_w <= 0 or src_h <= 0 or dst_w <= 0 or dst_h <= 0:
+        raise ValueError(
+            format_error("cover_size sizes", (src_w, src_h, dst_w, dst_h), "must all be positive")
+        )
     scale = max(dst_w / src_w, dst_h / src_h)
     return max(dst_w, round(src_w * scale)), max(dst_h, round(src_h * scale))
 

@@ -9,6 +9,7 @@ depend on the worker).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -276,6 +277,18 @@ def _decode_clip(
             )
             data, times, fill = _salvage(decoder, plan, options.frames)
             bucket = Bucket(fill, bucket.width, bucket.height)
+    if any(b < a for a, b in itertools.pairwise(times)):
+        raise SampleError(
+            format_error(
+                "frame times of file",
+                item.path,
+                f"go backwards ({', '.join(f'{t:.3f}' for t in times[:6])}...): the sample "
+                "table is damaged and frames come out of order",
+                "re-mux or re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`",
+                stage="decode",
+            ),
+            reason="bad_timestamps",
+        )
     rw, rh = plan.resized
     return Clip(
         key=f"{item.key}#{plan.clip_index}",

@@ -8,6 +8,7 @@ downstream untouched and is dropped before batching, so ``None`` never means "fa
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -77,6 +78,10 @@ class Source:
         _require(self.repeat >= 0, "Source.repeat", self.repeat, "must be >= 0", self.path)
 
 
+_MAX_SECONDS = 1e9  # ~32 years: anything longer is a corrupt header, not a video
+_MAX_FPS = 1e6
+
+
 @dataclass(frozen=True)
 class VideoMetadata:
     """What the probe learned about one file (the spec's data model).
@@ -104,14 +109,21 @@ class VideoMetadata:
         _require(self.width >= 0, "VideoMetadata.width", self.width, "must be >= 0")
         _require(self.height >= 0, "VideoMetadata.height", self.height, "must be >= 0")
         _require(self.frame_count >= 0, "VideoMetadata.frame_count", self.frame_count, ">= 0")
+        # Finite and bounded: a header claiming 1e308 s would overflow the frame arithmetic.
         _require(
-            self.fps >= 0 and self.fps == self.fps, "VideoMetadata.fps", self.fps, "must be >= 0"
+            0 <= self.fps <= _MAX_FPS, "VideoMetadata.fps", self.fps, f"must be in [0, {_MAX_FPS}]"
         )
         _require(
-            self.duration >= 0 and self.duration == self.duration,
+            0 <= self.duration <= _MAX_SECONDS,
             "VideoMetadata.duration",
             self.duration,
-            "must be >= 0",
+            f"must be in [0, {_MAX_SECONDS:g}] seconds",
+        )
+        _require(
+            abs(self.begin_seconds) <= _MAX_SECONDS,
+            "VideoMetadata.begin_seconds",
+            self.begin_seconds,
+            f"must be within +-{_MAX_SECONDS:g} seconds",
         )
 
     @property
@@ -172,6 +184,14 @@ class Bucket:
     height: int
 
     def __post_init__(self) -> None:
+        for name in ("frames", "width", "height"):
+            value = getattr(self, name)
+            _require(
+                isinstance(value, int) and not isinstance(value, bool),
+                f"Bucket.{name}",
+                value,
+                "must be an int",
+            )
         _require(
             self.frames >= 1 and (self.frames - 1) % 4 == 0,
             "Bucket.frames",
@@ -241,6 +261,13 @@ class Clip:
             "len(Clip.frame_times)",
             len(self.frame_times),
             f"must equal the bucket's frame count {self.bucket.frames}",
+            path,
+        )
+        _require(
+            all(a <= b for a, b in itertools.pairwise(self.frame_times)),
+            "Clip.frame_times",
+            self.frame_times[:8],
+            "must never go backwards (frames in presentation order)",
             path,
         )
 

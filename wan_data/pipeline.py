@@ -79,9 +79,14 @@ class StageContext:
 
 
 def _key_and_path(item: Any) -> tuple[str, str]:
-    key = getattr(item, "key", None)
-    path = getattr(item, "path", None)
-    return (str(key) if key is not None else repr(item)[:80], str(path) if path else "")
+    """Identity of any object, for messages; never raises (the object may be malformed)."""
+    try:
+        key = getattr(item, "key", None)
+        path = getattr(item, "path", None)
+        shown = str(key) if key is not None else repr(item)[:80]
+        return shown, str(path) if path else ""
+    except Exception:
+        return f"<unprintable {type(item).__name__}>", ""
 
 
 def map_stage(
@@ -114,6 +119,8 @@ def map_stage(
     breaker = ctx.breaker(stage, mandatory=mandatory)
     for item in items:
         if isinstance(item, Failed):
+            logger.debug("stage=%s in=Failed key=%s", stage, item.key)
+            logger.debug("stage=%s out=Failed key=%s", stage, item.key)
             yield item
             continue
         key, path = _key_and_path(item)
@@ -178,7 +185,7 @@ def map_stage(
             logger.debug("stage=%s out=%s key=%s (after warning)", stage, type(item).__name__, key)
             yield item  # type: ignore[misc]
             continue
-        if isinstance(exc, SampleError):
+        if isinstance(exc, SampleError) and str(exc).strip():
             message = str(exc)
         else:
             message = format_error(

@@ -228,8 +228,8 @@ class Injection:
 permanent_injections = st.builds(
     Injection, type_name=st.sampled_from(PERMANENT_TYPES), message=messages, reason=reasons
 ).filter(lambda i: i.type_name != "SampleError" or bool(i.message.strip()))
-"""Permanent errors. A ``SampleError`` carries its own message verbatim into ``Failed.message``,
-so a blank one is left out here (see property 3's xfail for that gap)."""
+"""Permanent errors. A blank ``SampleError`` message is left out here: property 3's
+``test_sample_error_message_is_never_blank`` covers that case on its own."""
 transient_injections = st.builds(
     Injection,
     type_name=st.sampled_from(TRANSIENT_TYPES),

@@ -177,11 +177,6 @@ def test_report_skipped_records_are_complete(
     assert report["samples"] == sum(len(b["keys"]) for b in batches)
 
 
-@pytest.mark.xfail(
-    reason="BUG: pipeline.map_stage copies a SampleError's text verbatim into Failed.message; "
-    "a blank SampleError message leaves the ledger record with no cause and no file",
-    strict=True,
-)
 @settings(
     max_examples=100,
     deadline=None,

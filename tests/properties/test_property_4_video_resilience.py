@@ -123,12 +123,9 @@ def _run_with_timeout(source: Source, options: DecodeOptions) -> list[Any]:
 
 
 def _check_clip(clip: Clip, source: Source) -> None:
-    """A valid clip: uint8, the bucket's shape, a 4k+1 frame count, finite frame times.
-
-    Frame-time order is checked by ``test_damaged_sample_table_never_gives_disordered_frames``
-    (an xfail: see there); asserting it here would make this property fail at random on the
-    rare mutations that hit an MP4's ``ctts`` box.
-    """
+    """A valid clip: uint8, the bucket's shape, a 4k+1 frame count, finite frame times in
+    presentation order (a damaged ``ctts`` box must give a ``Failed``, never disordered frames;
+    ``test_damaged_sample_table_never_gives_disordered_frames`` hits that case every time)."""
     bucket = clip.bucket
     assert clip.source == source
     assert clip.pixels.dtype == torch.uint8
@@ -138,8 +135,7 @@ def _check_clip(clip: Clip, source: Source) -> None:
     times = clip.frame_times
     assert len(times) == bucket.frames
     assert all(math.isfinite(t) for t in times), times
-    if not _ordered(times):
-        event("frame times out of order (see the xfail)")
+    assert _ordered(times), times
 
 
 def _ordered(times: tuple[float, ...]) -> bool:
@@ -192,12 +188,6 @@ def test_mutated_videos_give_clips_or_a_reason(
 H264_MP4 = tuple(name for name in MUTATION_BASES if name.startswith("h264"))
 
 
-@pytest.mark.xfail(
-    reason="BUG: decode.decode_one / items.Clip accept frames whose presentation times go "
-    "backwards: an H.264 MP4 whose ctts box is damaged decodes to a Clip with frame_times "
-    "like (0.125, 0.0, 0.25, 0.625, 0.5, ...), i.e. frames in decode order, not display order",
-    strict=True,
-)
 @settings(
     max_examples=100,
     deadline=None,

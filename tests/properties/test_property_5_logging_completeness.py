@@ -155,11 +155,6 @@ junk = st.one_of(
 )
 
 
-@pytest.mark.xfail(
-    reason="BUG: pipeline.map_stage traces neither rejected inputs (invalid_item: only a "
-    "WARNING, no in=/out= debug line) nor Failed items it passes through (no line at all)",
-    strict=True,
-)
 @settings(
     max_examples=100,
     deadline=None,

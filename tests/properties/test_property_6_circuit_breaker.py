@@ -70,20 +70,17 @@ def _failed(i: int, reason: str) -> Failed:
     )
 
 
-def reference_trip(seq: list[str | None], config: BreakerConfig, *, on_success: bool) -> int | None:
+def reference_trip(seq: list[str | None], config: BreakerConfig) -> int | None:
     """Index of the outcome at which the breaker must open (None: never).
 
-    ``on_success=False``: the window is checked when a failure is counted (a success can only
-    lower the failure fraction of a window that was already checked). ``on_success=True``: the
-    window is checked after every counted outcome, as the property states it literally.
+    The window is checked after every counted outcome, a success included: a success can
+    complete the ``min_items`` window of a stage that fails most of the time.
     """
     window: collections.deque[bool] = collections.deque(maxlen=config.window)
     for i, reason in enumerate(seq):
         if reason in FILTER_REASONS:
             continue
         window.append(reason is None)
-        if reason is None and not on_success:
-            continue
         failures = sum(1 for ok in window if not ok)
         if len(window) >= config.min_items and failures / len(window) > config.threshold:
             return i
@@ -111,7 +108,11 @@ def _feed(breaker: CircuitBreaker, seq: list[str | None]) -> int | None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(seq=outcomes(), config=configs())
-def test_mandatory_breaker_opens_exactly_when_a_failure_crosses_the_threshold(
+@example(
+    seq=["decode_error"] * 11 + [None] * 9,
+    config=BreakerConfig(threshold=0.5, min_items=20, window=100),
+)
+def test_mandatory_breaker_opens_exactly_when_the_window_crosses_the_threshold(
     seq: list[str | None], config: BreakerConfig
 ) -> None:
     """Feature: wan-training-pipeline-fixes, Property 6: circuit breaker
@@ -119,7 +120,7 @@ def test_mandatory_breaker_opens_exactly_when_a_failure_crosses_the_threshold(
     A mandatory CircuitBreaker raises exactly at the reference trip point.
     """
     breaker = CircuitBreaker("decode", config=config)
-    expected = reference_trip(seq, config, on_success=False)
+    expected = reference_trip(seq, config)
     event("tripped" if expected is not None else "stayed closed")
     assert _feed(breaker, seq) == expected
     disabled = CircuitBreaker(
@@ -134,35 +135,6 @@ def test_mandatory_breaker_opens_exactly_when_a_failure_crosses_the_threshold(
     assert _feed(disabled, seq) is None, "a disabled breaker never raises"
     filtered_only = [r for r in seq if r in FILTER_REASONS]
     assert _feed(CircuitBreaker("decode", config=config), filtered_only) is None
-
-
-@pytest.mark.xfail(
-    reason="BUG: breaker.CircuitBreaker.record_success never checks the window; a window that "
-    "reaches min_items on a success with a failure fraction above the threshold stays closed",
-    strict=True,
-)
-@settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(seq=outcomes(), config=configs())
-@example(
-    seq=["decode_error"] * 11 + [None] * 9,
-    config=BreakerConfig(threshold=0.5, min_items=20, window=100),
-)
-def test_mandatory_breaker_opens_whenever_the_window_is_over_the_threshold(
-    seq: list[str | None], config: BreakerConfig
-) -> None:
-    """Feature: wan-training-pipeline-fixes, Property 6: circuit breaker
-
-    The breaker opens whenever the window is over the threshold, even after a success.
-
-    11 failures then 9 successes: the last 20 outcomes fail at 55% > 50% over >= 20 items, so
-    the design's rule says the stage is unhealthy; the breaker only looks on failures.
-    """
-    breaker = CircuitBreaker("decode", config=config)
-    assert _feed(breaker, seq) == reference_trip(seq, config, on_success=True)
 
 
 @settings(
@@ -192,7 +164,7 @@ def test_map_stage_stops_at_the_reference_trip_point(
     stream = map_stage(
         items, fn, stage="decode", accepts=Rec, policy=fast_policy(), context=context
     )
-    expected = reference_trip(seq, config, on_success=False)
+    expected = reference_trip(seq, config)
     if expected is None:
         out = list(stream)
         assert len(out) == len(seq)
@@ -200,9 +172,10 @@ def test_map_stage_stops_at_the_reference_trip_point(
         with pytest.raises(PipelineHealthError, match="decode"):
             for item in stream:
                 out.append(item)
-        # The tripping failure itself is yielded (so the report keeps it), then the run stops.
-        assert len(out) == expected + 1, "it stops right after the failure that trips it"
-        assert isinstance(out[-1], Failed) and out[-1].key == items[expected].key
+        # The outcome that trips it is yielded first (so the report keeps a tripping failure),
+        # then the run stops: nothing after it is produced.
+        assert len(out) == expected + 1, "it stops right after the outcome that trips it"
+        assert out[-1].key == items[expected].key
     for item, reason in zip(out, seq, strict=False):
         assert isinstance(item, Failed) == (reason is not None)
 
@@ -238,12 +211,16 @@ class OptionalModel:
             if self.state == "half_open":
                 self.state = "closed"
                 self.window.clear()
+                return
+        elif reason in FILTER_REASONS:
             return
-        if reason in FILTER_REASONS:
-            return
-        self.window.append(False)
+        else:
+            self.window.append(False)
+            if self.state == "half_open":
+                self.state, self.opened_at = "open", self.now
+                return
         failures = sum(1 for ok in self.window if not ok)
-        if self.state == "half_open" or (
+        if self.state == "closed" and (
             len(self.window) >= self.config.min_items
             and failures / len(self.window) > self.config.threshold
         ):

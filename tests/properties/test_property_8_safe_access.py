@@ -128,8 +128,8 @@ def test_metadata_validation_and_planning_never_crash(
 
     validate_metadata and plan_clips on any metadata the constructor accepts.
 
-    Durations up to 1e300 s only: infinite ones, and ones so large that duration x fps
-    overflows to infinity, are the subject of the xfail below.
+    Durations up to 1e300 s here; infinite ones, and ones so large that duration x fps
+    overflows, have their own test below.
     """
     assume(math.isnan(kwargs["duration"]) or kwargs["duration"] <= 1e300)
     meta = _metadata_or_none(kwargs)
@@ -156,12 +156,6 @@ def test_metadata_validation_and_planning_never_crash(
     event("plan: clips")
 
 
-@pytest.mark.xfail(
-    reason="BUG: items.VideoMetadata accepts duration=inf or ~1e308 (it only rejects < 0 and "
-    "NaN); sampling.available_frames then raises OverflowError (math.ceil of inf) in "
-    "probe.validate_metadata and decode.plan_clips instead of a field-naming ValueError",
-    strict=True,
-)
 @settings(
     max_examples=100,
     deadline=None,
@@ -245,11 +239,6 @@ def test_nearest_bucket_and_cover_size_on_any_positive_or_invalid_size(
         nearest_bucket(width, height, ())
 
 
-@pytest.mark.xfail(
-    reason="BUG: buckets.cover_size divides by the source size unchecked: a zero side raises "
-    "ZeroDivisionError and a negative one returns a bogus size, instead of a ValueError",
-    strict=True,
-)
 @settings(
     max_examples=100,
     deadline=None,
