@@ -9,7 +9,7 @@ downstream untouched and is dropped before batching, so ``None`` never means "fa
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -299,7 +299,6 @@ class Failed:
     error_type: str
     message: str
     attempts: int = 1
-    extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         _require(bool(self.stage), "Failed.stage", self.stage, "must be non-empty", self.path)
