@@ -267,3 +267,16 @@ def test_no_video_decoder_is_left_to_the_garbage_collector(corpus: Corpus) -> No
         gc.set_debug(0)
         gc.garbage.clear()
     assert leaked == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_spawned_workers_give_the_same_samples_and_report(corpus: Corpus) -> None:
+    """The dataset pickles into spawn-started workers (the default on macOS and Windows)."""
+    ds = WanVideoDataset(corpus.root, **OPTIONS)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=2, multiprocessing_context="spawn", timeout=200
+    )
+    spawned = samples(list(loader))
+    assert spawned == samples(run_epoch(WanVideoDataset(corpus.root, **OPTIONS), 0))
+    assert ds.report()["samples"] == len(spawned)

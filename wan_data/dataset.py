@@ -11,7 +11,6 @@ on ``num_workers``.
 from __future__ import annotations
 
 import gc
-import itertools
 import json
 import logging
 import os
@@ -182,7 +181,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         else:
             self.report_dir = Path(report_dir)
             self.report_dir.mkdir(parents=True, exist_ok=True)
-        self._iterations = itertools.count()
+        self._iterations = 0  # per process: names this process's report parts
 
         context = StageContext(breaker_config=BreakerConfig(enabled=False))
         self.sources: list[Source] = []
@@ -243,8 +242,9 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         context = StageContext(
             metrics=Metrics(), breaker_config=self.breaker_config, epoch=self.epoch
         )
+        self._iterations += 1
         part = self.report_dir / (
-            f"part-e{self.epoch}-r{rank}-w{worker}-p{os.getpid()}-i{next(self._iterations)}.json"
+            f"part-e{self.epoch}-r{rank}-w{worker}-p{os.getpid()}-i{self._iterations}.json"
         )
         sources = self.shard_sources(rank * workers + worker, world * workers)
         probed = probe(sources, policy=self.policy, context=context, limits=self.limits)
