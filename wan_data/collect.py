@@ -10,6 +10,9 @@ million costs a line in the report instead of the run. Problems with the configu
 
 Order is deterministic (concepts in the given order, files sorted by relative POSIX path,
 metadata entries in file order) because keys, caches and seeded sampling all depend on it.
+
+Parsing the metadata files themselves lives in :mod:`wan_data.metadata_files`; this module
+turns their records into entries (paths checked, keys made unique).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import json
 import logging
 import os
 import posixpath
@@ -30,6 +32,16 @@ from typing import TypeVar
 
 from .errors import ConfigError, format_error
 from .items import Failed, MediaType, Source
+from .metadata_files import (
+    CAPTION_KEYS,
+    PATH_KEYS,
+    BadLine,
+    csv_header,
+    find_column,
+    parse_csv,
+    parse_jsonl,
+    split_caption,
+)
 from .metrics import StageStats
 from .pipeline import StageContext, failure_hint
 from .policy import ErrorPolicy
@@ -80,12 +92,6 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", 
 
 METADATA_EXTENSIONS: frozenset[str] = frozenset({".jsonl", ".csv"})
 """Extensions of a root that is a metadata file instead of a folder."""
-
-PATH_KEYS: tuple[str, ...] = ("path", "file", "video", "image")
-"""JSONL keys / CSV columns naming the media file, the first present wins."""
-
-CAPTION_KEYS: tuple[str, ...] = ("caption", "text", "prompt")
-"""JSONL keys / CSV columns holding the caption, the first present wins."""
 
 MISSING_CAPTION_MODES: tuple[str, ...] = ("empty", "filename", "skip", "error")
 """Values of ``collect(missing_caption=...)``."""
@@ -299,7 +305,7 @@ def _check_one(concept: Concept, label: str) -> list[str]:
 
 def _check_csv_header(path: str) -> str | None:
     try:
-        header, _ = _csv_header(path)
+        header, _ = csv_header(path)
     except OSError as exc:
         return format_error(
             "metadata file",
@@ -318,7 +324,7 @@ def _check_csv_header(path: str) -> str | None:
             "is empty",
             f"a CSV needs a header row with a path column ({', '.join(PATH_KEYS)})",
         )
-    if _column(header, PATH_KEYS) is None:
+    if find_column(header, PATH_KEYS) is None:
         return format_error(
             "header of metadata file",
             ",".join(header),
@@ -508,10 +514,6 @@ def _emit(
 # --------------------------------------------------------------------------------------------
 
 
-def _split_caption(text: str) -> tuple[str, ...]:
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
-
-
 def _filename_caption(path: str) -> tuple[str, ...]:
     stem = PurePath(path).stem
     words = stem.replace("_", " ").replace("-", " ").split()
@@ -528,8 +530,8 @@ def _resolve(entry: _Entry, concept: Concept, run: _Run) -> Failed | tuple[str, 
         captions = _read_sidecar(entry, run)
         if isinstance(captions, Failed) or captions:
             return captions
-    if concept.caption is not None and _split_caption(concept.caption):
-        return _split_caption(concept.caption)
+    if concept.caption is not None and split_caption(concept.caption):
+        return split_caption(concept.caption)
     mode = run.missing_caption
     if mode == "empty":
         return ()
@@ -577,7 +579,7 @@ def _read_sidecar(entry: _Entry, run: _Run) -> tuple[str, ...] | Failed:
     if failed is not None:
         return failed
     assert data is not None
-    return _split_caption(_decode(data, sidecar, "caption_decode_errors", run))
+    return split_caption(_decode(data, sidecar, "caption_decode_errors", run))
 
 
 def _decode(data: bytes, path: str, counter: str, run: _Run) -> str:
@@ -851,62 +853,35 @@ def _readlink(path: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _lines(path: str, run: _Run | None) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of a metadata file, decoded line by line.
+def _bad_utf8_warner(path: str, run: _Run) -> Callable[[int], None]:
+    """Count and log each line of metadata file ``path`` that is not valid UTF-8."""
 
-    Decoding per line means one bad byte costs one replaced character in one line (counted and
-    logged) instead of the whole file; the BOM of the first line is dropped.
-    """
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            data = raw[3:] if number == 1 and raw.startswith(b"\xef\xbb\xbf") else raw
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                if run is not None:
-                    run.context.metrics.warnings["metadata_decode_errors"] += 1
-                    logger.warning(
-                        "%s",
-                        format_error(
-                            "metadata line",
-                            f"{path}:{number}",
-                            "is not valid UTF-8",
-                            "the bad bytes were replaced with U+FFFD; re-save the file as UTF-8",
-                            stage=STAGE,
-                        ),
-                    )
-                text = data.decode("utf-8", errors="replace")
-            yield number, text
+    def warn(number: int) -> None:
+        run.context.metrics.warnings["metadata_decode_errors"] += 1
+        logger.warning(
+            "%s",
+            format_error(
+                "metadata line",
+                f"{path}:{number}",
+                "is not valid UTF-8",
+                "the bad bytes were replaced with U+FFFD; re-save the file as UTF-8",
+                stage=STAGE,
+            ),
+        )
 
-
-def _column(header: Sequence[str], names: Sequence[str]) -> int | None:
-    lowered = [h.strip().lower() for h in header]
-    for name in names:
-        if name in lowered:
-            return lowered.index(name)
-    return None
-
-
-def _csv_header(path: str) -> tuple[list[str] | None, int]:
-    """The header row of a CSV file (skipping blank lines) and its line number."""
-    lines = _lines(path, None)
-    reader = csv.reader(text for _, text in lines)
-    for row in reader:
-        if any(cell.strip() for cell in row):
-            return row, reader.line_num
-    return None, 0
+    return warn
 
 
 def _metadata_entries(concept: Concept, run: _Run) -> Iterator[_Entry]:
     meta = os.path.abspath(os.fspath(concept.root))
     base = os.path.dirname(meta)
     root_real = os.path.realpath(base)
-    parse = _jsonl_records if meta.lower().endswith(".jsonl") else _csv_records
+    parse = parse_jsonl if meta.lower().endswith(".jsonl") else parse_csv
     count = 0
     seen: dict[str, int] = {}
     records, failed = _guarded(
         run,
-        lambda: parse(meta, run),
+        lambda: parse(meta, _bad_utf8_warner(meta, run)),
         key=f"{concept.name}/",
         path=meta,
         what="metadata file",
@@ -919,7 +894,7 @@ def _metadata_entries(concept: Concept, run: _Run) -> Iterator[_Entry]:
     for number, record in records:
         count += 1
         origin = f"{meta}:{number}"
-        if isinstance(record, _BadLine):
+        if isinstance(record, BadLine):
             message = format_error(
                 "metadata line",
                 record.text[:200],
@@ -1013,103 +988,3 @@ def _metadata_entry(
         captions=captions,
         origin=origin,
     )
-
-
-@dataclass(frozen=True)
-class _Line:
-    """A well-formed metadata entry: the path as written and its caption candidates."""
-
-    path: str
-    captions: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class _BadLine:
-    """A malformed metadata line: the exception type it amounts to and the rule it breaks."""
-
-    error_type: str
-    rule: str
-    text: str
-
-
-_Record = _Line | _BadLine
-
-
-def _captions_value(value: object) -> tuple[str, ...] | None:
-    """Caption candidates of a metadata value; ``None`` when the value has the wrong type."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return _split_caption(value)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(c for v in value for c in _split_caption(v))
-    return None
-
-
-def _jsonl_records(path: str, run: _Run) -> list[tuple[int, _Record]]:
-    records: list[tuple[int, _Record]] = []
-    for number, text in _lines(path, run):
-        line = text.strip()
-        if line:
-            records.append((number, _jsonl_record(line)))
-    return records
-
-
-def _jsonl_record(line: str) -> _Record:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return _BadLine("JSONDecodeError", f"is not valid JSON ({exc.msg})", line)
-    if not isinstance(obj, dict):
-        return _BadLine("TypeError", f"is a JSON {type(obj).__name__}, not an object", line)
-    path_key = next((k for k in PATH_KEYS if k in obj), None)
-    if path_key is None:
-        return _BadLine("KeyError", "has no path key", line)
-    written = obj[path_key]
-    if not isinstance(written, str) or not written.strip():
-        return _BadLine("TypeError", f"has a '{path_key}' that is not a non-empty string", line)
-    caption_key = next((k for k in CAPTION_KEYS if k in obj), None)
-    captions = _captions_value(obj[caption_key]) if caption_key else ()
-    if captions is None:
-        return _BadLine(
-            "TypeError", f"has a '{caption_key}' that is not a string or a list of strings", line
-        )
-    return _Line(written.strip(), captions)
-
-
-def _csv_records(path: str, run: _Run) -> list[tuple[int, _Record]]:
-    records: list[tuple[int, _Record]] = []
-    lines = list(_lines(path, run))
-    reader = csv.reader(text for _, text in lines)
-    path_col: int | None = None
-    caption_col: int | None = None
-    previous = 0  # physical lines consumed so far: a quoted caption may span several
-    while True:
-        number = previous + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            text = lines[number - 1][1].strip() if number <= len(lines) else ""
-            records.append((number, _BadLine("Error", f"is not valid CSV ({exc})", text)))
-            previous = reader.line_num
-            continue
-        previous = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
-        if path_col is None:
-            path_col = _column(row, PATH_KEYS)
-            caption_col = _column(row, CAPTION_KEYS)
-            if path_col is None:  # check_concepts rejects this first; keeps collect() total
-                return records
-            continue
-        written = row[path_col].strip() if path_col < len(row) else ""
-        if not written:
-            records.append(
-                (number, _BadLine("KeyError", "has an empty path column", ",".join(row)))
-            )
-            continue
-        caption = row[caption_col] if caption_col is not None and caption_col < len(row) else ""
-        records.append((number, _Line(written, _split_caption(caption))))
-    return records
