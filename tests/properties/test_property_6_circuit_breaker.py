@@ -188,6 +188,17 @@ class Step:
     reason: str | None
 
 
+def timed_outcomes() -> st.SearchStrategy[list[Step]]:
+    """Outcome sequences where each item also advances the clock by a drawn amount."""
+    return outcomes().flatmap(
+        lambda seq: st.lists(
+            st.sampled_from([0.0, 0.0, 0.5, 1.0, 10.0, 50.0, 200.0]),
+            min_size=len(seq),
+            max_size=len(seq),
+        ).map(lambda dts: [Step(dt, reason) for dt, reason in zip(dts, seq, strict=True)])
+    )
+
+
 @dataclass
 class OptionalModel:
     """Reference model of an optional breaker used the intended way (ask allow() per item)."""
@@ -234,13 +245,7 @@ class OptionalModel:
 )
 @given(
     config=configs(),
-    steps=outcomes().flatmap(
-        lambda seq: st.lists(
-            st.sampled_from([0.0, 0.0, 0.5, 1.0, 10.0, 50.0, 200.0]),
-            min_size=len(seq),
-            max_size=len(seq),
-        ).map(lambda dts: [Step(dt, reason) for dt, reason in zip(dts, seq, strict=True)])
-    ),
+    steps=timed_outcomes(),
 )
 def test_optional_breaker_never_raises_and_allow_follows_the_clock(
     config: BreakerConfig, steps: list[Step]
@@ -276,13 +281,7 @@ def test_optional_breaker_never_raises_and_allow_follows_the_clock(
 )
 @given(
     config=configs(),
-    steps=outcomes().flatmap(
-        lambda seq: st.lists(
-            st.sampled_from([0.0, 0.0, 0.5, 1.0, 10.0, 50.0, 200.0]),
-            min_size=len(seq),
-            max_size=len(seq),
-        ).map(lambda dts: [Step(dt, reason) for dt, reason in zip(dts, seq, strict=True)])
-    ),
+    steps=timed_outcomes(),
 )
 def test_optional_map_stage_never_raises_and_bypasses_while_open(
     config: BreakerConfig, steps: list[Step]
