@@ -280,3 +280,19 @@ def test_spawned_workers_give_the_same_samples_and_report(corpus: Corpus) -> Non
     spawned = samples(list(loader))
     assert spawned == samples(run_epoch(WanVideoDataset(corpus.root, **OPTIONS), 0))
     assert ds.report()["samples"] == len(spawned)
+
+
+@pytest.mark.timeout(300)
+def test_set_epoch_reaches_persistent_workers(corpus: Corpus) -> None:
+    options = {**OPTIONS, "sampling": "random", "crop": "random"}
+    ds = WanVideoDataset(corpus.root, **options)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=2, persistent_workers=True, timeout=120
+    )
+    first = samples(list(loader))
+    ds.set_epoch(1)
+    second = samples(list(loader))  # the same worker processes, started at epoch 0
+    fresh = WanVideoDataset(corpus.root, **options)
+    fresh.set_epoch(1)
+    assert second == samples(run_epoch(fresh, 0))
+    assert first != second

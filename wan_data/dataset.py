@@ -10,14 +10,17 @@ on ``num_workers``.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import tempfile
 import weakref
 from collections.abc import Iterator, Sequence
+from multiprocessing.context import get_spawning_popen
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +159,8 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         self.policy = policy if policy is not None else ErrorPolicy()
         self.breaker_config = breaker
         self.num_ffmpeg_threads = num_ffmpeg_threads
-        self.epoch = 0
+        # Shared memory, so set_epoch reaches persistent DataLoader workers too.
+        self._epoch = multiprocessing.RawValue(ctypes.c_int64, 0)
         self._rank = rank
         self._world_size = world_size
         self.buckets = make_buckets(self.resolution, step=step, max_aspect=max_aspect)
@@ -208,9 +212,30 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
 
     # -- epochs and sharding -------------------------------------------------------------
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch: reshuffles order and redraws every seeded choice."""
-        self.epoch = int(epoch)
+        """Select the epoch: reshuffles order and redraws every seeded choice.
+
+        The value lives in shared memory, so workers started earlier with
+        ``persistent_workers=True`` see it at their next iteration.
+        """
+        self._epoch.value = int(epoch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if get_spawning_popen() is None:
+            # Plain pickling (not a worker being spawned): shared memory cannot travel, the
+            # value can. A spawned worker receives the shared value itself.
+            state["_epoch"] = int(self._epoch.value)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state["_epoch"], int):
+            state["_epoch"] = multiprocessing.RawValue(ctypes.c_int64, state["_epoch"])
+        self.__dict__.update(state)
 
     def _rank_world(self) -> tuple[int, int]:
         if self._rank is not None or self._world_size is not None:
