@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import math
 import random
+import re
+from pathlib import Path
 
 import pytest
 
 from wan_data.buckets import (
+    PRESETS,
+    BucketSet,
+    Preset,
+    bucket_table,
     check_resolution,
+    check_resolutions,
     cover_size,
     crop_offsets,
+    get_preset,
+    make_bucket_set,
     make_buckets,
     nearest_bucket,
     source_crop_box,
 )
+from wan_data.errors import ConfigError
 
 RESOLUTIONS = [((832, 480), 16), ((1280, 720), 16), ((1280, 704), 32), ((512, 512), 16)]
 
@@ -246,3 +256,269 @@ def test_check_resolution_rejects_shape(bad: object) -> None:
 def test_check_resolution_rejects_step(step: object) -> None:
     (problem,) = check_resolution((832, 480), step)  # type: ignore[arg-type]
     assert "step" in problem
+
+
+# --- presets --------------------------------------------------------------------------------
+
+
+def test_presets_have_the_documented_values() -> None:
+    assert set(PRESETS) == {"wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b"}
+    for name in ("wan2.1", "wan2.2-a14b"):
+        p = PRESETS[name]
+        assert (p.name, p.step, p.fps, p.frames, p.max_aspect) == (name, 16, 16.0, (81,), 4.0)
+        assert p.resolutions == ((832, 480), (1280, 720))
+    ti2v = PRESETS["wan2.2-ti2v-5b"]
+    assert (ti2v.name, ti2v.step, ti2v.fps, ti2v.frames) == ("wan2.2-ti2v-5b", 32, 24.0, (121,))
+    assert ti2v.resolutions == ((1280, 704),)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_bucket_sets(name: str) -> None:
+    preset = get_preset(name)
+    assert preset is PRESETS[name]
+    bucket_set = preset.bucket_set()
+    assert bucket_set == make_bucket_set(
+        list(preset.resolutions), step=preset.step, max_aspect=preset.max_aspect
+    )
+    assert bucket_set.targets == preset.resolutions
+    assert bucket_set.step == preset.step
+    for target, tier in zip(bucket_set.targets, bucket_set.tiers, strict=True):
+        assert target in tier
+        assert tier == make_buckets(target, step=preset.step)
+    for w, h in bucket_set.all:
+        assert w % preset.step == 0 and h % preset.step == 0, (w, h)
+    for f in preset.frames:
+        assert (f - 1) % 4 == 0
+
+
+def test_get_preset_unknown_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="preset") as info:
+        get_preset("wan2.3")
+    message = str(info.value)
+    assert "'wan2.3'" in message
+    for name in PRESETS:
+        assert name in message
+
+
+def test_preset_checks_itself() -> None:
+    with pytest.raises(ConfigError) as info:
+        Preset("bad", 16, 0.0, ((1280, 720), (830, 480)), (80,))
+    problems = info.value.problems
+    assert any("resolution[1] width (830)" in p for p in problems)
+    assert any("ascending area" in p for p in problems)
+    assert any("frame bucket (80)" in p for p in problems)
+    assert any("fps" in p for p in problems)
+    assert len(problems) == 4
+
+
+# --- make_bucket_set / BucketSet.choose -----------------------------------------------------
+
+
+def test_make_bucket_set_single_and_list() -> None:
+    single = make_bucket_set((832, 480))
+    assert single.targets == ((832, 480),)
+    assert single.tiers == (make_buckets((832, 480)),)
+    assert single.all == make_buckets((832, 480))
+    assert make_bucket_set([(832, 480)]) == single
+    # Sorted by area whatever the order given; exact repeats dropped.
+    both = make_bucket_set([(1280, 720), (832, 480), (1280, 720)])
+    assert both.targets == ((832, 480), (1280, 720))
+    assert both.tiers == (make_buckets((832, 480)), make_buckets((1280, 720)))
+
+
+def test_bucket_set_all_is_unique_and_sorted() -> None:
+    bucket_set = get_preset("wan2.1").bucket_set()
+    everything = bucket_set.all
+    assert len(everything) == len(set(everything))
+    assert set(everything) == set(bucket_set.tiers[0]) | set(bucket_set.tiers[1])
+    keys = [(w / h, w * h) for w, h in everything]
+    assert keys == sorted(keys)
+
+
+def test_make_bucket_set_gathers_problems() -> None:
+    with pytest.raises(ConfigError) as info:
+        make_bucket_set([(830, 480), (1280, 721)], step=16, max_aspect=0.5)
+    assert len(info.value.problems) == 3
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(ConfigError, match="same area"):
+        make_bucket_set([(832, 480), (480, 832)])
+
+
+def test_bucket_set_rejects_inconsistent_fields() -> None:
+    with pytest.raises(ValueError, match="bucket set"):
+        BucketSet(tiers=(), targets=(), step=16)
+    with pytest.raises(ValueError, match="bucket set"):
+        BucketSet(tiers=(((832, 480),),), targets=((832, 480), (1280, 720)), step=16)
+
+
+def test_choose_picks_the_tier_by_area() -> None:
+    wan21 = get_preset("wan2.1").bucket_set()
+    assert wan21.choose(1920, 1080) == (1280, 720)
+    assert wan21.choose(3840, 2160) == (1280, 720)
+    assert wan21.choose(1280, 720) == (1280, 720)
+    assert wan21.choose(640, 360) == (832, 480)  # below every target: smallest tier, upscaled
+    assert wan21.choose(832, 480) == (832, 480)
+    # 1279x720 is just under the 720p area: it stays in the 480p tier.
+    assert wan21.choose(1279, 720) in wan21.tiers[0]
+    assert wan21.tier_index(1279, 720) == 0
+    assert wan21.tier_index(1280, 720) == 1
+    portrait = wan21.choose(1080, 1920)
+    assert portrait == (720, 1280)
+    assert portrait in wan21.tiers[1] and portrait not in wan21.tiers[0]
+
+
+def test_choose_is_nearest_bucket_of_the_tier() -> None:
+    wan21 = get_preset("wan2.1").bucket_set()
+    rng = random.Random(7)
+    for _ in range(300):
+        w, h = rng.randint(1, 4000), rng.randint(1, 4000)
+        tier = wan21.tiers[1] if w * h >= 1280 * 720 else wan21.tiers[0]
+        assert wan21.choose(w, h) == nearest_bucket(w, h, tier)
+
+
+def test_choose_no_upscale() -> None:
+    wan21 = get_preset("wan2.1").bucket_set()
+    assert wan21.choose(1920, 1080, no_upscale=True) == (1280, 720)
+    assert wan21.choose(1280, 720, no_upscale=True) == (1280, 720)
+    assert wan21.choose(1080, 1920, no_upscale=True) == (720, 1280)
+    # Too small for 720p in both sides: the largest fitting 480p bucket, the nearer aspect of the
+    # two full-area ones that fit (832x480 and 640x624).
+    assert wan21.choose(1000, 700, no_upscale=True) == (832, 480)
+    # A square source: 640x624 and 624x640 tie in area and aspect distance; the wider wins.
+    assert wan21.choose(700, 700, no_upscale=True) == (640, 624)
+    assert wan21.choose(640, 360, no_upscale=True) is None
+    p480 = make_bucket_set((832, 480))
+    assert p480.choose(100, 100, no_upscale=True) is None
+    assert wan21.choose(100, 100, no_upscale=True) is None
+    assert p480.choose(100, 100) == (640, 624)  # upscaling allowed: a bucket anyway
+    assert p480.choose(4000, 4000, no_upscale=True) == (640, 624)
+
+
+def test_choose_no_upscale_largest_area_over_all_tiers() -> None:
+    wan21 = get_preset("wan2.1").bucket_set()
+    rng = random.Random(9)
+    none_seen = 0
+    for _ in range(300):
+        w, h = rng.randint(100, 2500), rng.randint(100, 2500)
+        chosen = wan21.choose(w, h, no_upscale=True)
+        fitting = [b for b in wan21.all if b[0] <= w and b[1] <= h]
+        if chosen is None:
+            none_seen += 1
+            assert not fitting
+            continue
+        assert chosen[0] <= w and chosen[1] <= h
+        assert chosen[0] * chosen[1] == max(b[0] * b[1] for b in fitting)
+    assert 0 < none_seen < 300
+
+
+@pytest.mark.parametrize(("w", "h"), [(0, 480), (832, 0), (-5, -5)])
+@pytest.mark.parametrize("no_upscale", [False, True])
+def test_choose_rejects_bad_source(w: int, h: int, no_upscale: bool) -> None:
+    with pytest.raises(ValueError, match="source size"):
+        make_bucket_set((832, 480)).choose(w, h, no_upscale=no_upscale)
+
+
+# --- check_resolutions ----------------------------------------------------------------------
+
+
+def test_check_resolutions_valid() -> None:
+    assert check_resolutions((832, 480), 16) == []
+    assert check_resolutions([832, 480], 16) == []
+    assert check_resolutions([(832, 480)], 16) == []
+    assert check_resolutions([(832, 480), [1280, 720]], 16) == []
+    assert check_resolutions(((1280, 704),), 32) == []
+    assert check_resolutions([(832, 480), (832, 480)], 16) == []  # an exact repeat is harmless
+
+
+def test_check_resolutions_single_matches_check_resolution() -> None:
+    for bad in [(830, 470), (8, 480), (832.0, 480), (True, 480), (832, 480, 3)]:
+        assert check_resolutions(bad, 16) == check_resolution(bad, 16)
+
+
+def test_check_resolutions_gathers_every_problem_of_a_list() -> None:
+    problems = check_resolutions([(830, 480), (1280, 721), (1, 2, 3), 720, (480, 832)], 16)
+    assert problems[0] == "resolution[0] width (830) must be a positive multiple of 16. try 832."
+    assert problems[1] == "resolution[1] height (721) must be a positive multiple of 16. try 720."
+    assert problems[2].startswith("resolution[2] ((1, 2, 3)) must be (width, height) ints")
+    assert problems[3].startswith("resolution[3] (720) must be (width, height) ints")
+    assert len(problems) == 4
+
+
+def test_check_resolutions_same_area() -> None:
+    (problem,) = check_resolutions([(832, 480), (1280, 720), (480, 832)], 16)
+    assert problem.startswith("resolution[2] ((480, 832)) has the same area (399360 px)")
+    assert "resolution[0] (832, 480)" in problem
+
+
+def test_check_resolutions_bad_step_still_checks_shapes() -> None:
+    problems = check_resolutions([(830, 480), (832,)], 0)
+    assert len(problems) == 2
+    assert problems[0].startswith("step (0)")
+    assert problems[1].startswith("resolution[1] ((832,))")
+
+
+@pytest.mark.parametrize("bad", [[], (), "832x480", None, 832, b"ab"])
+def test_check_resolutions_rejects_shape(bad: object) -> None:
+    (problem,) = check_resolutions(bad, 16)
+    assert "must be (width, height) or a non-empty list of them" in problem
+
+
+# --- bucket_table ---------------------------------------------------------------------------
+
+
+def test_bucket_table_rows() -> None:
+    rows = bucket_table(make_bucket_set((832, 480)))
+    assert len(rows) == len(make_buckets((832, 480)))
+    target = {
+        "tier": "832x480",
+        "width": 832,
+        "height": 480,
+        "aspect": 1.733,
+        "area": 399360,
+        "area_vs_target": 1.0,
+    }
+    assert target in rows
+    assert rows[0] == {
+        "tier": "832x480",
+        "width": 320,
+        "height": 1248,
+        "aspect": 0.256,
+        "area": 399360,
+        "area_vs_target": 1.0,
+    }
+    assert all(row["area_vs_target"] <= 1.0 for row in rows)  # type: ignore[operator]
+
+
+def test_bucket_table_tiers_in_area_order() -> None:
+    bucket_set = get_preset("wan2.1").bucket_set()
+    rows = bucket_table(bucket_set)
+    tiers = [row["tier"] for row in rows]
+    assert tiers == ["832x480"] * 40 + ["1280x720"] * len(bucket_set.tiers[1])
+    assert {"tier": "1280x720", "width": 1280, "height": 720}.items() <= next(
+        r for r in rows if r["tier"] == "1280x720" and r["width"] == 1280
+    ).items()
+
+
+# --- docs/bucketing.md stays in sync ---------------------------------------------------------
+
+
+def markdown_table(rows: list[dict[str, object]]) -> str:
+    """The Markdown table docs/bucketing.md shows for one tier (the script there prints this)."""
+    lines = ["| width | height | aspect | area | area_vs_target |", "|---:|---:|---:|---:|---:|"]
+    lines += [
+        f"| {r['width']} | {r['height']} | {r['aspect']} | {r['area']} | {r['area_vs_target']} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_docs_show_every_preset_table(name: str) -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "bucketing.md").read_text()
+    bucket_set = get_preset(name).bucket_set()
+    rows = bucket_table(bucket_set)
+    for tw, th in bucket_set.targets:
+        tier = f"{tw}x{th}"
+        table = markdown_table([r for r in rows if r["tier"] == tier])
+        assert table in doc, f"docs/bucketing.md lacks the current {tier} table of {name}"
+    assert re.search(rf"^#+ .*`{re.escape(name)}`", doc, re.MULTILINE), name

@@ -72,10 +72,12 @@ def test_two_workers_yield_every_good_source_and_skip_every_broken_one(corpus: C
 
     stages = report["stages"]
     assert stages["probe"]["in"] == len(ds.sources)
-    assert stages["probe"]["out"] == stages["decode"]["in"]
+    assert stages["bucket"]["out"] == len(ds.samples)
     assert stages["decode"]["out"] == len(paths) == report["samples"]
-    assert report["batches"] == len(batches)
+    assert report["batches"] == len(batches) == len(ds)
+    assert [b["position"] for b in batches] == list(range(len(batches)))
     for b in batches:
+        assert len(b["paths"]) == OPTIONS["batch_size"]  # small_buckets="repeat": always full
         px = b["pixels"]
         assert px.dtype == torch.float32 and px.dim() == 5 and px.shape[1] == 3
         assert (px.shape[2] - 1) % 4 == 0 and px.shape[3] % 16 == 0 and px.shape[4] % 16 == 0
@@ -93,8 +95,16 @@ def test_same_samples_for_zero_one_and_two_workers(corpus: Corpus) -> None:
         ds.set_epoch(3)
         results.append(samples(run_epoch(ds, workers)))
     assert results[0] == results[1] == results[2]
-    keys = [s[0] for s in results[0]]
-    assert len(keys) == len(set(keys)), "a source was handled by more than one worker"
+
+
+@pytest.mark.timeout(600)
+def test_batches_come_in_plan_order_for_any_worker_count(corpus: Corpus) -> None:
+    runs = []
+    for workers in (0, 1, 2, 3):
+        batches = run_epoch(WanVideoDataset(corpus.root, **OPTIONS), workers)
+        runs.append([(b["position"], b["keys"]) for b in batches])
+    assert [p for p, _ in runs[0]] == list(range(len(runs[0])))
+    assert runs[0] == runs[1] == runs[2] == runs[3]
 
 
 @pytest.mark.timeout(300)
@@ -104,8 +114,9 @@ def test_epochs_and_seeds_change_random_choices(corpus: Corpus) -> None:
     epoch0 = samples(run_epoch(ds, 0))
     ds.set_epoch(1)
     epoch1 = samples(run_epoch(ds, 0))
-    assert [s[0] for s in epoch0] == [s[0] for s in epoch1]  # same sources
-    assert epoch0 != epoch1  # other windows / crops
+    decodable = {s.key for s in ds.samples} - {"corpus0/damaged/corrupt_middle.mp4#0"}
+    assert {s[0] for s in epoch0} == {s[0] for s in epoch1} == decodable
+    assert epoch0 != epoch1  # other order, windows, crops
     again = WanVideoDataset(corpus.root, **options)
     again.set_epoch(1)
     assert samples(run_epoch(again, 0)) == epoch1
@@ -157,23 +168,28 @@ def test_report_accumulates_over_epochs_and_resets(corpus: Corpus, tmp_path: Pat
     ds.set_epoch(1)
     run_epoch(ds, 0)
     report = ds.report()
-    assert report["samples"] == 2
-    assert [r["epoch"] for r in report["skipped"]] == [0, 1]
+    assert report["samples"] == 4  # one source, repeated to fill a batch of 2, two epochs
+    assert report["batches"] == 2
+    assert [(Path(r["path"]).name, r["stage"]) for r in report["skipped"]] == [("bad.mp4", "probe")]
     ds.reset_report()
-    assert ds.report()["samples"] == 0
+    after = ds.report()
+    assert after["samples"] == 0
+    assert len(after["skipped"]) == 1  # found at setup: kept
 
 
-def test_partial_batches_kept_unless_drop_last(corpus: Corpus, tmp_path: Path) -> None:
+def test_small_buckets_repeat_drop_or_partial(tmp_path: Path) -> None:
     root = tmp_path / "data"
     root.mkdir()
-    for i in range(3):  # three sources of one bucket, batch_size 2 -> one full + one partial
+    for i in range(3):  # three sources of one bucket, batch_size 2 -> one full + a remainder
         make_video(root / f"v{i}.mp4", width=64, height=64, fps=16, num_frames=40)
-    kept = run_epoch(WanVideoDataset(root, **OPTIONS), 0)
-    assert sorted(len(b["paths"]) for b in kept) == [1, 2]
-    ds = WanVideoDataset(root, **{**OPTIONS, "drop_last": True})
-    dropped = run_epoch(ds, 0)
-    assert [len(b["paths"]) for b in dropped] == [2]
-    assert ds.report()["warnings"]["dropped_partial_batch_samples"] == 1
+    sizes = {}
+    for mode in ("repeat", "drop", "partial"):
+        ds = WanVideoDataset(root, **OPTIONS, small_buckets=mode)
+        sizes[mode] = sorted(len(b["paths"]) for b in run_epoch(ds, 0))
+        plan = ds.report()["buckets"]["plan"]
+        assert plan["repeated"] == (1 if mode == "repeat" else 0)
+        assert plan["dropped"] == (1 if mode == "drop" else 0)
+    assert sizes == {"repeat": [2, 2], "drop": [2], "partial": [1, 2]}
 
 
 @pytest.mark.timeout(300)
@@ -184,13 +200,12 @@ def test_breaker_stops_a_run_where_most_files_fail(tmp_path: Path) -> None:
     for i in range(30):
         (root / f"bad_{i:02d}.mp4").write_bytes(b"not a video " * (i + 1))
     options = {**OPTIONS, "frames": [5], "resolution": (32, 32)}
-    for workers in (0, 2):
-        ds = WanVideoDataset(root, **options, breaker_min_items=10)
-        with pytest.raises(PipelineHealthError, match=r"unreadable") as info:
-            run_epoch(ds, workers)
-        assert "bad_" in str(info.value)
+    # Files are probed at construction, so a systemic fault stops the run before training.
+    with pytest.raises(PipelineHealthError, match=r"unreadable") as info:
+        WanVideoDataset(root, **options, breaker_min_items=10)
+    assert "bad_" in str(info.value)
     ds = WanVideoDataset(root, **options, breaker_threshold=None)
-    assert [Path(p).name for b in run_epoch(ds, 0) for p in b["paths"]] == ["good.mp4"]
+    assert {Path(p).name for b in run_epoch(ds, 0) for p in b["paths"]} == {"good.mp4"}
     assert len(ds.report()["skipped"]) == 30
 
 
@@ -218,24 +233,32 @@ def test_dataset_pickles_and_reports_sources(corpus: Corpus) -> None:
     clone = pickle.loads(pickle.dumps(ds))
     assert [s.key for s in clone.sources] == [s.key for s in ds.sources]
     assert "sources" in repr(ds)
-    collect_failures = {r["reason"] for r in ds.report()["skipped"]}
-    assert collect_failures == {"missing", "not_a_file"}  # before any iteration
-
-
-def test_shards_are_disjoint_and_cover_all_sources(corpus: Corpus) -> None:
-    ds = WanVideoDataset(corpus.root, **OPTIONS)
-    for shards in (1, 2, 3, 5):
-        parts = [ds.shard_sources(i, shards) for i in range(shards)]
-        keys = [s.key for part in parts for s in part]
-        assert sorted(keys) == sorted(s.key for s in ds.sources)
+    setup_failures = {r["reason"] for r in ds.report()["skipped"]}
+    # found while collecting and probing, before any iteration
+    assert setup_failures == {
+        "missing",
+        "not_a_file",
+        "unreadable",
+        "no_video_stream",
+        "truncated",
+        "too_short",
+    }
 
 
 def test_rank_and_world_size_split_sources(corpus: Corpus) -> None:
-    seen = []
+    counts, keys = [], set()
     for rank in (0, 1):
         ds = WanVideoDataset(corpus.root, **OPTIONS, rank=rank, world_size=2)
-        seen.append({k for b in run_epoch(ds, 0) for k in b["keys"]})
-    assert seen[0] and seen[1] and not seen[0] & seen[1]
+        batches = run_epoch(ds, 0)
+        counts.append(len(batches))
+        keys |= {k for b in batches for k in b["keys"]}
+        planned = {b.position: b for b in ds.plan().batches}
+        for b in batches:
+            members = [ds.samples[m].key for m in planned[b["position"]].members]
+            assert b["keys"] == members or b["replaced"] > 0
+    assert counts[0] == counts[1] > 0
+    damaged = {"corpus0/damaged/corrupt_middle.mp4#0"}  # fails to decode 33 frames: replaced
+    assert keys == {s.key for s in ds.samples} - damaged
 
 
 def test_real_media_files(shared_media: Path, tmp_path: Path) -> None:

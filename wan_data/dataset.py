@@ -1,17 +1,18 @@
 """``WanVideoDataset``: the public entry point, an ``IterableDataset`` of ready batches.
 
-Use it as ``DataLoader(WanVideoDataset(...), batch_size=None, num_workers=N)``: the dataset forms
-bucket-homogeneous batches itself (a DataLoader-side batch would mix shapes). Sources are listed
-once at construction; each epoch they are shuffled with (seed, epoch) and dealt round-robin to
-``rank x worker`` shards, so every source is handled by exactly one worker, and since every
-random choice is seeded by (seed, epoch, key), the multiset of samples of an epoch does not depend
-on ``num_workers``.
+Use it as ``DataLoader(ds, batch_size=None, num_workers=N)`` (or ``ds.loader(num_workers=N)``,
+which also tracks progress for exact resume). At construction every source is collected, probed
+(in threads, with an optional metadata cache) and given its buckets, so each epoch's batch plan
+is a pure function of (seed, epoch, metadata, world size), computed by every rank and worker
+alike without communication. Each rank's batches are dealt round-robin to its DataLoader workers,
+which is the order the DataLoader collects them in, so the loader yields the plan in order.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -25,26 +26,40 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from .batches import PlanSample, build_batches, build_samples
 from .breaker import BreakerConfig
-from .buckets import check_resolution, make_buckets
-from .collate import batch_clips
+from .buckets import Preset, check_resolutions, cover_size, get_preset, make_bucket_set
 from .collect import Concept, check_concepts, collect, concepts_from
-from .decode import DecodeOptions, decode, default_ffmpeg_threads
+from .decode import DecodeOptions, default_ffmpeg_threads
 from .errors import ConfigError, format_error
-from .items import Source
+from .items import Failed, Probed, Source
+from .metadata_cache import MetadataCache
 from .metrics import Metrics, merge_reports
 from .pipeline import StageContext
+from .plan import EpochPlan, check_plan_options, plan_epoch
 from .policy import ErrorPolicy
 from .probe import ProbeLimits, probe
-from .sampling import SAMPLING_MODES, check_frame_buckets, sample_rng
+from .sampling import SAMPLING_MODES, available_frames, check_frame_buckets
 
 __all__ = ["WanVideoDataset"]
 
 logger = logging.getLogger("wan_data")
 
 Roots = str | os.PathLike[str] | Concept | Sequence[str | os.PathLike[str] | Concept]
+Resolution = tuple[int, int] | Sequence[tuple[int, int]]
+STATE_VERSION = 1
+
+
+class _Default:
+    """Marks an option left to the preset (``None`` is a meaningful value for ``fps``)."""
+
+    def __repr__(self) -> str:
+        return "<preset default>"
+
+
+DEFAULT: Any = _Default()
 
 
 def _remove_dir(path: str, owner_pid: int) -> None:
@@ -54,22 +69,28 @@ def _remove_dir(path: str, owner_pid: int) -> None:
 
 
 class WanVideoDataset(IterableDataset[dict[str, Any]]):
-    """Pixel clips from folders of videos and images, batched by bucket, failures skipped.
+    """Pixel clips from folders of videos and images, in planned, bucket-homogeneous batches.
 
     Args:
         roots: folder(s), ``.jsonl``/``.csv`` metadata file(s) or :class:`Concept` objects.
+        preset: ``"wan2.1"``, ``"wan2.2-a14b"`` or ``"wan2.2-ti2v-5b"``: sets ``step``,
+            ``fps``, ``frames`` and ``resolution`` unless those are given explicitly.
         frames: frame buckets, 4k+1 counts; each video takes the largest it can fill.
         fps: sampling rate by presentation time; ``None`` keeps native frames.
-        resolution: target ``(width, height)``; buckets keep its area at other aspects.
+        resolution: target ``(width, height)`` or a list of them (bucket tiers); buckets
+            keep each target's area at other aspects.
         step: side multiple of every bucket (16 for Wan2.1 / 2.2-A14B, 32 for TI2V-5B).
         max_aspect: widest aspect ratio of a bucket (and 1/max_aspect the tallest).
+        no_upscale: choose the largest bucket whose sides do not exceed the source (sources
+            smaller than every bucket are skipped as ``too_small``).
         batch_size: samples per batch (batches never mix buckets).
-        seed: base of every random choice (windows, crops, captions, order).
+        small_buckets: what to do with a bucket's last partial batch (and with buckets smaller
+            than the batch): ``"repeat"`` its samples to fill it, ``"drop"`` it, or keep it
+            ``"partial"``.
+        seed: base of every random choice (plan, windows, crops, captions).
         sampling: ``head``, ``random``, ``uniform`` or ``chunks``.
         clips_per_video: windows per video for ``uniform``; cap for ``chunks`` (0 = all).
         crop: ``center`` or ``random``.
-        shuffle: shuffle source order each epoch (seeded).
-        drop_last: drop the partial batches at the end of a worker's epoch.
         missing_caption: ``empty``, ``filename``, ``skip`` or ``error`` (see collect).
         caption_extension: sidecar caption suffix.
         allow_outside_root: accept entries that resolve outside their root.
@@ -79,6 +100,9 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         breaker_threshold: failure fraction that stops the run; ``None`` disables the breaker.
         breaker_min_items: items a worker must see before the breaker may open.
         num_ffmpeg_threads: decoder threads; ``None`` divides the cores among workers.
+        probe_threads: threads probing metadata at construction (``None``: the cores).
+        metadata_cache: a JSON-lines file keeping probed metadata of unchanged files across
+            runs (``None``: probe every file at every construction).
         report_dir: where workers write report parts (default: a private temp folder).
         rank, world_size: override ``torch.distributed``'s values.
     """
@@ -87,18 +111,19 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         self,
         roots: Roots,
         *,
-        frames: Sequence[int] | int = (17, 33, 49, 81),
-        fps: float | None = 16.0,
-        resolution: tuple[int, int] = (832, 480),
-        step: int = 16,
+        preset: str | None = None,
+        frames: Sequence[int] | int | None = None,
+        fps: float | None = DEFAULT,
+        resolution: Resolution | None = None,
+        step: int | None = None,
         max_aspect: float = 4.0,
+        no_upscale: bool = False,
         batch_size: int = 1,
+        small_buckets: str = "repeat",
         seed: int = 0,
         sampling: str = "head",
         clips_per_video: int = 1,
         crop: str = "center",
-        shuffle: bool = True,
-        drop_last: bool = False,
         missing_caption: str = "empty",
         caption_extension: str = ".txt",
         allow_outside_root: bool = False,
@@ -108,13 +133,29 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         breaker_threshold: float | None = 0.5,
         breaker_min_items: int = 20,
         num_ffmpeg_threads: int | None = None,
+        probe_threads: int | None = None,
+        metadata_cache: str | os.PathLike[str] | None = None,
         report_dir: str | os.PathLike[str] | None = None,
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
         super().__init__()
-        frame_list = [frames] if isinstance(frames, int) else list(frames)
         problems: list[str] = []
+        chosen: Preset | None = None
+        if preset is not None:
+            try:
+                chosen = get_preset(preset)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if frames is None:
+            frames = chosen.frames if chosen else (17, 33, 49, 81)
+        if fps is DEFAULT:
+            fps = chosen.fps if chosen else 16.0
+        if resolution is None:
+            resolution = chosen.resolutions if chosen else (832, 480)
+        if step is None:
+            step = chosen.step if chosen else 16
+        frame_list = [frames] if isinstance(frames, int) else list(frames)
         concepts: list[Concept] = []
         try:
             concepts = concepts_from(roots)
@@ -122,10 +163,9 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         except (TypeError, ValueError) as exc:
             problems.append(str(exc))
         problems += check_frame_buckets(frame_list)
-        problems += check_resolution(resolution, step)
+        problems += check_resolutions(resolution, step)
         problems += _check_options(
             fps=fps,
-            batch_size=batch_size,
             sampling=sampling,
             clips_per_video=clips_per_video,
             crop=crop,
@@ -133,8 +173,10 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             max_aspect=max_aspect,
             max_pixels=max_pixels,
             num_ffmpeg_threads=num_ffmpeg_threads,
+            probe_threads=probe_threads,
             seed=seed,
         )
+        problems += check_plan_options(batch_size, small_buckets, world_size or 1, rank or 0)
         breaker = BreakerConfig(enabled=False)
         try:
             breaker = BreakerConfig(
@@ -148,22 +190,28 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         if problems:
             raise ConfigError(problems)
 
+        self.preset = preset
         self.frames = tuple(sorted(frame_list))
         self.fps = fps
-        self.resolution = (int(resolution[0]), int(resolution[1]))
+        targets: list[Any] = [resolution] if _is_pair(resolution) else list(resolution)
+        self.resolutions: tuple[tuple[int, int], ...] = tuple(
+            (int(pair[0]), int(pair[1])) for pair in targets
+        )
+        self.resolution = self.resolutions[0]
         self.step = step
         self.batch_size = batch_size
+        self.small_buckets = small_buckets
         self.seed = seed
-        self.shuffle = shuffle
-        self.drop_last = drop_last
         self.policy = policy if policy is not None else ErrorPolicy()
         self.breaker_config = breaker
         self.num_ffmpeg_threads = num_ffmpeg_threads
-        # Shared memory, so set_epoch reaches persistent DataLoader workers too.
-        self._epoch = multiprocessing.RawValue(ctypes.c_int64, 0)
         self._rank = rank
         self._world_size = world_size
-        self.buckets = make_buckets(self.resolution, step=step, max_aspect=max_aspect)
+        # Shared memory, so set_epoch and load_state_dict reach persistent DataLoader workers;
+        # [epoch, resume epoch, resume position, progress epoch, progress position].
+        self._shared = multiprocessing.RawArray(ctypes.c_int64, [0, -1, 0, 0, 0])
+        self.bucket_set = make_bucket_set(self.resolutions, step=step, max_aspect=max_aspect)
+        self.buckets = self.bucket_set.all
         self.limits = ProbeLimits(
             min_frames=min(self.frames),
             fps=fps,
@@ -173,11 +221,12 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         self._decode = DecodeOptions(
             frames=self.frames,
             fps=fps,
-            buckets=self.buckets,
+            buckets=self.bucket_set,
             sampling=sampling,
             clips_per_video=clips_per_video,
             crop=crop,
             seed=seed,
+            no_upscale=no_upscale,
         )
         if report_dir is None:
             self.report_dir = Path(tempfile.mkdtemp(prefix="wan_data_report_"))
@@ -187,7 +236,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             self.report_dir.mkdir(parents=True, exist_ok=True)
         self._iterations = 0  # per process: names this process's report parts
 
-        context = StageContext(breaker_config=BreakerConfig(enabled=False))
+        context = StageContext(breaker_config=breaker)
         self.sources: list[Source] = []
         for item in collect(
             concepts,
@@ -201,43 +250,71 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
                 self.sources.append(item)
             else:
                 context.metrics.record_failed(item)
-        context.metrics.write(self.report_dir / f"part-collect-{os.getpid()}.json")
+        cache = MetadataCache(metadata_cache)
+        threads = probe_threads if probe_threads is not None else (os.cpu_count() or 1)
+        self.samples: list[PlanSample] = []
+        self.probed: list[Probed] = []
+        try:
+            probed_stream = probe(
+                self.sources,
+                policy=self.policy,
+                context=context,
+                limits=self.limits,
+                threads=threads,
+                cache=cache,
+            )
+            for planned in build_samples(
+                probed_stream, options=self._decode, policy=self.policy, context=context
+            ):
+                if isinstance(planned, Failed):
+                    context.metrics.record_failed(planned)
+                else:
+                    self.samples.append(planned)
+                    if not self.probed or self.probed[-1] is not planned.probed:
+                        self.probed.append(planned.probed)
+        finally:
+            cache.save()
+            context.metrics.write(self.report_dir / f"part-setup-{os.getpid()}.json")
+        self.fingerprint = self._fingerprint()
         logger.info(
-            "WanVideoDataset: %d source(s), %d skipped while collecting, %d bucket(s) at %s",
+            "WanVideoDataset: %d source(s), %d sample(s) in %d bucket(s), %d skipped at setup; "
+            "metadata cache %d hit(s), %d miss(es)",
             len(self.sources),
+            len(self.samples),
+            len({s.bucket for s in self.samples}),
             len(context.metrics.skipped),
-            len(self.buckets),
-            self.resolution,
+            cache.hits,
+            cache.misses,
         )
 
-    # -- epochs and sharding -------------------------------------------------------------
+    # -- epochs, plan and sharding -------------------------------------------------------
 
     @property
     def epoch(self) -> int:
-        return int(self._epoch.value)
+        return int(self._shared[0])
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch: reshuffles order and redraws every seeded choice.
+        """Select the epoch: a new plan and new seeded windows, crops and captions.
 
         The value lives in shared memory, so workers started earlier with
         ``persistent_workers=True`` see it at their next iteration.
         """
-        self._epoch.value = int(epoch)
+        self._shared[0] = int(epoch)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         if get_spawning_popen() is None:
             # Plain pickling (not a worker being spawned): shared memory cannot travel, the
-            # value can. A spawned worker receives the shared value itself.
-            state["_epoch"] = int(self._epoch.value)
+            # values can. A spawned worker receives the shared array itself.
+            state["_shared"] = list(self._shared)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if isinstance(state["_epoch"], int):
-            state["_epoch"] = multiprocessing.RawValue(ctypes.c_int64, state["_epoch"])
+        if isinstance(state["_shared"], list):
+            state["_shared"] = multiprocessing.RawArray(ctypes.c_int64, state["_shared"])
         self.__dict__.update(state)
 
-    def _rank_world(self) -> tuple[int, int]:
+    def rank_and_world_size(self) -> tuple[int, int]:
         if self._rank is not None or self._world_size is not None:
             return int(self._rank or 0), int(self._world_size or 1)
         dist = torch.distributed
@@ -245,12 +322,22 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             return dist.get_rank(), dist.get_world_size()
         return 0, 1
 
-    def shard_sources(self, shard: int, num_shards: int) -> list[Source]:
-        """The sources of one ``rank x worker`` shard this epoch (disjoint, covering)."""
-        order = list(self.sources)
-        if self.shuffle:
-            sample_rng(self.seed, self.epoch, "", "order").shuffle(order)
-        return order[shard::num_shards]
+    def plan(self, epoch: int | None = None, rank: int | None = None) -> EpochPlan:
+        """This rank's batch plan of an epoch (pure: every process computes the same)."""
+        own_rank, world = self.rank_and_world_size()
+        return plan_epoch(
+            [s.bucket for s in self.samples],
+            batch_size=self.batch_size,
+            seed=self.seed,
+            epoch=self.epoch if epoch is None else epoch,
+            rank=own_rank if rank is None else rank,
+            world_size=world,
+            small_buckets=self.small_buckets,
+        )
+
+    def __len__(self) -> int:
+        """Batches this rank yields per epoch (the same on every rank)."""
+        return len(self.plan().batches)
 
     # -- iteration -----------------------------------------------------------------------
 
@@ -259,31 +346,134 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         if info is not None:
             _freeze_inherited_objects()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        rank, world = self._rank_world()
+        rank, _ = self.rank_and_world_size()
+        epoch = self.epoch
         threads = self.num_ffmpeg_threads
         if threads is None:
             threads = default_ffmpeg_threads(workers if info is not None else 1)
         options = DecodeOptions(**{**self._decode.__dict__, "num_ffmpeg_threads": threads})
-        context = StageContext(
-            metrics=Metrics(), breaker_config=self.breaker_config, epoch=self.epoch
-        )
+        context = StageContext(metrics=Metrics(), breaker_config=self.breaker_config, epoch=epoch)
         self._iterations += 1
         part = self.report_dir / (
-            f"part-e{self.epoch}-r{rank}-w{worker}-p{os.getpid()}-i{self._iterations}.json"
+            f"part-e{epoch}-r{rank}-w{worker}-p{os.getpid()}-i{self._iterations}.json"
         )
-        sources = self.shard_sources(rank * workers + worker, world * workers)
-        probed = probe(sources, policy=self.policy, context=context, limits=self.limits)
-        clips = decode(
-            probed, policy=self.policy, options=options, context=context, epoch=self.epoch
-        )
+        plan = self.plan(epoch)
+        start = int(self._shared[2]) if int(self._shared[1]) == epoch else 0
+        # Dealt from the resume point on, so that worker 0 holds the next batch: the DataLoader
+        # collects from workers round-robin starting at worker 0.
+        mine = [b for b in plan.batches if b.position >= start][worker::workers]
         try:
-            for batch in batch_clips(
-                clips, batch_size=self.batch_size, drop_last=self.drop_last, context=context
+            for batch, out in build_batches(
+                mine,
+                plan,
+                self.samples,
+                options=options,
+                policy=self.policy,
+                context=context,
+                batch_size=self.batch_size,
             ):
                 context.metrics.write(part)
-                yield batch
+                if info is None:
+                    self._record_progress(epoch, batch.position + 1)
+                yield out
         finally:
             context.metrics.write(part)
+
+    def loader(self, **kwargs: Any) -> DataLoader[dict[str, Any]]:
+        """A ``DataLoader`` over this dataset that also records progress for ``state_dict()``.
+
+        Keyword arguments go to ``torch.utils.data.DataLoader`` (``batch_size`` is always
+        ``None``: the dataset makes the batches).
+        """
+        kwargs["batch_size"] = None
+        return _ProgressLoader(self, **kwargs)
+
+    def _record_progress(self, epoch: int, position: int) -> None:
+        self._shared[3] = epoch
+        self._shared[4] = position
+
+    # -- exact resume --------------------------------------------------------------------
+
+    def state_dict(self, last_batch: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Where this rank is: resuming from it yields exactly the batches after the last one.
+
+        Progress is known when iterating with ``num_workers=0`` or through :meth:`loader`; with
+        a plain multi-worker ``DataLoader``, pass the last batch the trainer consumed. The state
+        is a few integers and a fingerprint, whatever the dataset size.
+        """
+        if last_batch is not None:
+            epoch, position = int(last_batch["epoch"]), int(last_batch["position"]) + 1
+        else:
+            epoch, position = int(self._shared[3]), int(self._shared[4])
+        rank, world = self.rank_and_world_size()
+        return {
+            "version": STATE_VERSION,
+            "epoch": epoch,
+            "position": position,
+            "rank": rank,
+            "world_size": world,
+            "seed": self.seed,
+            "fingerprint": self.fingerprint,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], *, allow_mismatch: bool = False) -> None:
+        """Resume: the next iteration starts at the batch after the one the state was saved at.
+
+        Raises:
+            ConfigError: the state was saved against other sources or options (another
+                fingerprint), another world size or another seed, unless ``allow_mismatch``
+                (then the plan of *this* dataset is resumed at the saved position).
+        """
+        problems = []
+        if state.get("version") != STATE_VERSION:
+            problems.append(
+                format_error("state version", state.get("version"), f"must be {STATE_VERSION}")
+            )
+        _, world = self.rank_and_world_size()
+        checks = (("fingerprint", self.fingerprint), ("world_size", world), ("seed", self.seed))
+        for name, mine in checks:
+            if state.get(name) != mine:
+                problems.append(
+                    format_error(
+                        f"state {name}",
+                        state.get(name),
+                        f"differs from this dataset's ({mine})",
+                        "the sources or options changed since the state was saved; pass "
+                        "allow_mismatch=True to resume this dataset's plan at the saved position",
+                    )
+                )
+        if problems and not allow_mismatch:
+            raise ConfigError(problems)
+        for problem in problems:
+            logger.warning("load_state_dict: %s (allowed)", problem)
+        epoch, position = int(state["epoch"]), int(state["position"])
+        self.set_epoch(epoch)
+        self._shared[1] = epoch
+        self._shared[2] = position
+        self._record_progress(epoch, position)
+
+    def _fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        options = {
+            "frames": self.frames,
+            "fps": self.fps,
+            "resolutions": self.resolutions,
+            "step": self.step,
+            "batch_size": self.batch_size,
+            "small_buckets": self.small_buckets,
+            "decode": {
+                k: v
+                for k, v in self._decode.__dict__.items()
+                if k not in ("buckets", "num_ffmpeg_threads")
+            },
+        }
+        digest.update(json.dumps(options, sort_keys=True, default=str).encode())
+        for sample in self.samples:
+            meta = sample.probed.metadata
+            digest.update(
+                f"{sample.key}|{sample.bucket}|{meta.frame_count}|{meta.duration}\n".encode()
+            )
+        return digest.hexdigest()[:32]
 
     # -- reporting -----------------------------------------------------------------------
 
@@ -292,7 +482,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
 
         Keys: ``stages`` ({name: in/out/failed/seconds/...}), ``skipped`` (one record per
         skip: path, stage, reason, error_type, message, attempts, epoch), ``warnings``,
-        ``batches``, ``samples``, ``sources``, ``buckets``.
+        ``batches``, ``samples``, ``sources``, ``buckets`` (see :meth:`bucket_report`).
         """
         parts = []
         for path in sorted(self.report_dir.glob("part-*.json")):
@@ -303,20 +493,81 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         merged = merge_reports(parts)
         merged["sources"] = len(self.sources)
         merged["epoch"] = self.epoch
-        merged["buckets"] = [list(b) for b in self.buckets]
+        merged["buckets"] = self.bucket_report()
         return merged
 
+    def bucket_report(self) -> dict[str, Any]:
+        """Samples per bucket, repeats and drops of the current epoch's plan (all ranks),
+        pixels lost to cropping and frames lost to 4k+1 trimming."""
+        stats = plan_epoch(
+            [s.bucket for s in self.samples],
+            batch_size=self.batch_size,
+            seed=self.seed,
+            epoch=self.epoch,
+            rank=0,
+            world_size=self.rank_and_world_size()[1],
+            small_buckets=self.small_buckets,
+        ).stats
+        crop_loss = []
+        for sample in self.samples:
+            meta = sample.probed.metadata
+            b = sample.bucket
+            rw, rh = cover_size(meta.width, meta.height, b.width, b.height)
+            crop_loss.append(1.0 - (b.width * b.height) / (rw * rh))
+        trimmed = 0
+        videos = 0
+        used: dict[str, int] = {}
+        for sample in self.samples:
+            used[sample.probed.key] = used.get(sample.probed.key, 0) + sample.bucket.frames
+        for probed in self.probed:
+            meta = probed.metadata
+            if meta.media_type != "video":
+                continue
+            videos += 1
+            fps = self.fps if self.fps is not None else None
+            available = meta.frame_count if fps is None else available_frames(meta.duration, fps)
+            if self._decode.sampling in ("head", "chunks"):
+                trimmed += max(0, available - used.get(probed.key, 0))
+        return {
+            "plan": stats,
+            "crop_pixels_lost_mean": round(sum(crop_loss) / len(crop_loss), 4)
+            if crop_loss
+            else 0.0,
+            "frames_trimmed_total": trimmed,
+            "frames_trimmed_mean_per_video": round(trimmed / videos, 2) if videos else 0.0,
+            "bucket_set": [list(b) for b in self.buckets],
+        }
+
     def reset_report(self) -> None:
-        """Forget the counters of earlier iterations (collect results are kept)."""
+        """Forget the counters of earlier iterations (setup results are kept)."""
         for path in self.report_dir.glob("part-e*.json"):
             path.unlink(missing_ok=True)
 
     def __repr__(self) -> str:
         return (
-            f"WanVideoDataset({len(self.sources)} sources, frames={list(self.frames)}, "
-            f"fps={self.fps}, resolution={self.resolution}, batch_size={self.batch_size}, "
-            f"epoch={self.epoch})"
+            f"WanVideoDataset({len(self.sources)} sources, {len(self.samples)} samples, "
+            f"frames={list(self.frames)}, fps={self.fps}, resolution={list(self.resolutions)}, "
+            f"batch_size={self.batch_size}, epoch={self.epoch})"
         )
+
+
+class _ProgressLoader(DataLoader[dict[str, Any]]):
+    """A DataLoader that tells its dataset which batch the trainer has received."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
+        dataset = self.dataset
+        assert isinstance(dataset, WanVideoDataset)
+        for batch in super().__iter__():
+            dataset._record_progress(int(batch["epoch"]), int(batch["position"]) + 1)
+            yield batch
+
+
+def _is_pair(value: object) -> bool:
+    return (
+        isinstance(value, Sequence)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    )
 
 
 _FROZEN_IN_PID: int | None = None
@@ -348,9 +599,6 @@ def _check_options(**o: Any) -> list[str]:
                 "16 for Wan2.1/2.2-A14B, 24 for TI2V-5B",
             )
         )
-    bs = o["batch_size"]
-    if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
-        problems.append(format_error("batch_size", bs, "must be an int >= 1"))
     if o["sampling"] not in SAMPLING_MODES:
         problems.append(format_error("sampling", o["sampling"], f"must be one of {SAMPLING_MODES}"))
     cpv = o["clips_per_video"]
@@ -370,6 +618,9 @@ def _check_options(**o: Any) -> list[str]:
         problems.append(format_error("max_aspect", o["max_aspect"], "must be >= 1"))
     if not isinstance(o["max_pixels"], int) or o["max_pixels"] < 1:
         problems.append(format_error("max_pixels", o["max_pixels"], "must be a positive int"))
+    pt = o["probe_threads"]
+    if pt is not None and (not isinstance(pt, int) or pt < 1):
+        problems.append(format_error("probe_threads", pt, "must be an int >= 1 or None"))
     t = o["num_ffmpeg_threads"]
     if t is not None and (not isinstance(t, int) or t < 0):
         problems.append(format_error("num_ffmpeg_threads", t, "must be an int >= 0 or None"))

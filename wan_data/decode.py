@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .buckets import cover_size, crop_offsets, nearest_bucket, source_crop_box
+from .buckets import BucketSet, cover_size, crop_offsets, source_crop_box
 from .errors import SampleError, format_error
 from .items import Bucket, Clip, Failed, Probed
 from .pipeline import StageContext, clean_message, map_stage
@@ -54,12 +54,13 @@ class DecodeOptions:
 
     frames: tuple[int, ...]
     fps: float | None
-    buckets: tuple[tuple[int, int], ...]
+    buckets: tuple[tuple[int, int], ...] | BucketSet
     sampling: str = "head"
     clips_per_video: int = 1
     crop: str = "center"
     seed: int = 0
     num_ffmpeg_threads: int = 1
+    no_upscale: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,37 @@ class ClipPlan:
     indices: tuple[int, ...] | None
 
 
+def choose_bucket(width: int, height: int, options: DecodeOptions, path: str) -> tuple[int, int]:
+    """The spatial bucket of a source (see ``BucketSet.choose``).
+
+    Raises:
+        SampleError: ``too_small`` when ``no_upscale`` is set and no bucket fits the source.
+    """
+    buckets = options.buckets
+    if not isinstance(buckets, BucketSet):
+        buckets = BucketSet(tiers=(tuple(buckets),), targets=(max(buckets, key=_area),), step=1)
+    chosen = buckets.choose(width, height, no_upscale=options.no_upscale)
+    if chosen is None:
+        smallest = min(buckets.all, key=_area)
+        raise SampleError(
+            format_error(
+                "source size",
+                f"{width}x{height}",
+                f"is smaller than every bucket (smallest {smallest[0]}x{smallest[1]}) and "
+                "no_upscale is set",
+                "use a lower resolution, or no_upscale=False to allow upscaling",
+                path=path,
+                stage="bucket",
+            ),
+            reason="too_small",
+        )
+    return chosen
+
+
+def _area(size: tuple[int, int]) -> int:
+    return size[0] * size[1]
+
+
 def plan_clips(item: Probed, options: DecodeOptions, epoch: int) -> list[ClipPlan]:
     """The clips a probed source yields this epoch (pure: tests call it directly).
 
@@ -81,7 +113,7 @@ def plan_clips(item: Probed, options: DecodeOptions, epoch: int) -> list[ClipPla
         SampleError: ``too_short`` when no frame bucket fits.
     """
     meta = item.metadata
-    bw, bh = nearest_bucket(meta.width, meta.height, options.buckets)
+    bw, bh = choose_bucket(meta.width, meta.height, options, item.path)
     rw, rh = cover_size(meta.width, meta.height, bw, bh)
     if meta.media_type == "image":
         starts, frames = [0], 1
@@ -209,9 +241,7 @@ def decode_one(
     """
     plans = plan_clips(item, options, epoch)
     meta = item.metadata
-    caption = ""
-    if item.source.captions:
-        caption = sample_rng(options.seed, epoch, item.key, "caption").choice(item.source.captions)
+    caption = _caption(item, options, epoch)
     decoder = None
     if meta.media_type == "video":
         decoder = _open_decoder(
@@ -255,6 +285,53 @@ def decode_one(
         )
     errors.clear()  # the exceptions reference this frame: break the cycle now
     return out
+
+
+def _caption(item: Probed, options: DecodeOptions, epoch: int) -> str:
+    if not item.source.captions:
+        return ""
+    return sample_rng(options.seed, epoch, item.key, "caption").choice(item.source.captions)
+
+
+def decode_sample(
+    item: Probed, clip_index: int, bucket: Bucket, options: DecodeOptions, epoch: int
+) -> Clip:
+    """One planned clip of a source, exactly in its planned bucket.
+
+    A batch plan fixed the bucket before decoding, so a salvaged clip with fewer frames cannot
+    join its batch: it is a failure here, and the caller replaces the sample.
+
+    Raises:
+        SampleError: ``decode_error`` when only a shorter prefix decodes; whatever the decoder
+            raises otherwise (classified by the caller's policy).
+    """
+    plans = plan_clips(item, options, epoch)
+    plan = plans[clip_index]
+    decoder = None
+    if item.metadata.media_type == "video":
+        decoder = _open_decoder(
+            item.path,
+            plan.resized,
+            (item.metadata.width, item.metadata.height),
+            options.num_ffmpeg_threads,
+        )
+    try:
+        clip = _decode_clip(item, plan, decoder, options, _caption(item, options, epoch))
+    finally:
+        decoder = None  # free FFmpeg's threads now: see policy.release_frames
+    if clip.bucket != bucket:
+        raise SampleError(
+            format_error(
+                f"clip {clip_index} of file",
+                item.path,
+                f"decodes only {clip.bucket.frames} of the {bucket.frames} frames its batch "
+                "needs (a damaged packet)",
+                "the sample is replaced by another of its bucket; re-encode the file to keep it",
+                stage="decode",
+            ),
+            reason="decode_error",
+        )
+    return clip
 
 
 def _decode_clip(

@@ -223,10 +223,12 @@ def probe(
         threads: probes run ahead in this many threads (torchcodec releases the GIL while
             scanning: 1.8x on two cores); results are still consumed in input order, so the
             output order and every count are the same as with one thread.
-        cache: metadata of unchanged files (same size and mtime) is taken from here.
+        cache: metadata of unchanged files (same size and mtime) is taken from here, and
+            each path is probed once even when listed under several keys (concept repeats);
+            ``None`` probes every source.
     """
     lim = limits if limits is not None else ProbeLimits()
-    ahead = _Prefetcher(threads, cache if cache is not None else MetadataCache())
+    ahead = _Prefetcher(threads, cache)
 
     def one(source: Source) -> list[Probed]:
         meta = ahead.take(source)
@@ -251,12 +253,14 @@ class _Prefetcher:
     the policy classifies it as usual); a retry probes again in the calling thread.
     """
 
-    def __init__(self, threads: int, cache: MetadataCache) -> None:
+    def __init__(self, threads: int, cache: MetadataCache | None) -> None:
         self.threads = max(1, threads)
         self.cache = cache
         self.pending: dict[str, Future[VideoMetadata]] = {}
 
     def load(self, source: Source) -> VideoMetadata:
+        if self.cache is None:
+            return probe_metadata(source)
         meta = self.cache.get(source.path)
         if meta is None:
             meta = probe_metadata(source)

@@ -5,8 +5,9 @@ Feature: wan-training-pipeline-fixes, Property 7: metrics accuracy
 A folder is assembled from a pool of tiny good videos and broken files (empty, garbage, text,
 truncated before the index, damaged header, too short) built once; ``WanVideoDataset`` is
 iterated through a ``DataLoader`` with 0, 1 or 2 fork workers, and ``report()`` must give the
-ground truth: per-stage in/out/failed counts and reasons, one skip record per broken file, one
-sample per good video; and the same report (timings aside) as with ``num_workers=0``.
+ground truth: per-stage in/out/failed counts and reasons, one skip record per broken file, every
+good video in some full batch, one decode per batch slot; and the same report (timings aside) as
+with ``num_workers=0``.
 """
 
 from __future__ import annotations
@@ -134,8 +135,13 @@ def test_report_counts_equal_ground_truth_for_any_worker_count(
         broken.total(),
     )
     assert probe_stats["failed_by_reason"] == dict(sorted(broken.items()))
+    bucket_stats = stages.get("bucket", {"in": 0, "out": 0, "failed": 0})
+    assert (bucket_stats["in"], bucket_stats["out"], bucket_stats["failed"]) == (good, good, 0)
+    # Every planned batch slot is decoded once (slots exceed the good files when a bucket's
+    # remainder is filled by repeats: small_buckets="repeat").
+    slots = sum(len(b["keys"]) for b in batches)
     decode_stats = stages.get("decode", {"in": 0, "out": 0, "failed": 0})
-    assert (decode_stats["in"], decode_stats["out"], decode_stats["failed"]) == (good, good, 0)
+    assert (decode_stats["in"], decode_stats["out"], decode_stats["failed"]) == (slots, slots, 0)
 
     skipped = report["skipped"]
     assert len(skipped) == broken.total()
@@ -145,9 +151,12 @@ def test_report_counts_equal_ground_truth_for_any_worker_count(
     }
     assert all(r["stage"] == "probe" for r in skipped)
 
-    assert report["samples"] == good == sum(len(b["keys"]) for b in batches)
+    assert report["samples"] == slots
+    assert {p for b in batches for p in b["paths"]} == {
+        p for p, name in chosen.items() if ground_truth[name] is None
+    }
     assert report["batches"] == len(batches)
-    assert all(1 <= len(b["keys"]) <= batch_size for b in batches)
+    assert all(len(b["keys"]) == batch_size for b in batches)
     assert report["sources"] == total
 
     if workers:

@@ -1,0 +1,191 @@
+"""Turning a batch plan into batches: decode each member, replace failures, collate.
+
+The plan (``plan.py``) says which samples form which batch before anything is decoded. Here each
+member is decoded; a member that fails is replaced by the next candidate of the same bucket in a
+seeded order, so batches stay full and homogeneous and every rank yields its planned number of
+batches. Whether a sample fails is a property of the file, so the replacement chosen depends
+only on (seed, epoch, batch position): the same with any number of workers and after a resume.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .collate import collate
+from .decode import DecodeOptions, decode_sample
+from .errors import PipelineHealthError, format_error
+from .items import Bucket, Clip, Failed, Probed
+from .pipeline import StageContext, map_stage
+from .plan import EpochPlan, PlannedBatch, fallback_buckets, replacement_candidates
+from .policy import ErrorPolicy
+from .sampling import sample_rng
+
+__all__ = ["PlanSample", "build_batches", "build_samples"]
+
+logger = logging.getLogger("wan_data")
+
+
+@dataclass(frozen=True)
+class PlanSample:
+    """One clip of the epoch-independent sample list: which source, which window, which bucket."""
+
+    probed: Probed
+    clip_index: int
+    bucket: Bucket
+
+    @property
+    def key(self) -> str:
+        return f"{self.probed.key}#{self.clip_index}"
+
+    @property
+    def path(self) -> str:
+        return self.probed.path
+
+
+def build_samples(
+    probed: Iterable[Probed | Failed],
+    *,
+    options: DecodeOptions,
+    policy: ErrorPolicy,
+    context: StageContext,
+) -> Iterator[PlanSample | Failed]:
+    """Stage ``bucket``: every clip a source yields, with its bucket (no decoding).
+
+    Buckets and clip counts do not depend on the epoch (only windows and crops do), so this runs
+    once, at construction, and every epoch plans over the same list.
+    """
+    from .decode import plan_clips
+
+    def one(item: Probed) -> list[PlanSample]:
+        return [
+            PlanSample(item, plan.clip_index, plan.bucket)
+            for plan in plan_clips(item, options, epoch=0)
+        ]
+
+    yield from map_stage(
+        probed, one, stage="bucket", accepts=Probed, policy=policy, context=context
+    )
+
+
+def build_batches(
+    batches: Sequence[PlannedBatch],
+    plan: EpochPlan,
+    samples: Sequence[PlanSample],
+    *,
+    options: DecodeOptions,
+    policy: ErrorPolicy,
+    context: StageContext,
+    batch_size: int,
+) -> Iterator[tuple[PlannedBatch, dict[str, Any]]]:
+    """Decode and collate the given planned batches, in order, replacing failed members."""
+    for batch in batches:
+        clips, replaced, bucket = _fill(batch, plan, samples, options, policy, context, batch_size)
+        out = collate(clips)
+        out["position"] = batch.position
+        out["epoch"] = plan.epoch
+        out["replaced"] = replaced
+        out["padding"] = batch.padding
+        context.metrics.batches += 1
+        context.metrics.samples += len(clips)
+        if bucket != batch.bucket:
+            logger.warning(
+                "batch %d of epoch %d: bucket %s exhausted, filled from %s instead",
+                batch.position,
+                plan.epoch,
+                batch.bucket,
+                bucket,
+            )
+        yield batch, out
+
+
+def _decode(
+    index: int,
+    samples: Sequence[PlanSample],
+    options: DecodeOptions,
+    policy: ErrorPolicy,
+    context: StageContext,
+) -> Clip | Failed:
+    sample = samples[index]
+
+    def one(s: PlanSample) -> list[Clip]:
+        return [decode_sample(s.probed, s.clip_index, s.bucket, options, context.epoch)]
+
+    out = next(
+        map_stage([sample], one, stage="decode", accepts=PlanSample, policy=policy, context=context)
+    )
+    if isinstance(out, Failed):
+        context.metrics.record_failed(out, epoch=context.epoch)
+        return out
+    assert isinstance(out, Clip)
+    return out
+
+
+def _fill(
+    batch: PlannedBatch,
+    plan: EpochPlan,
+    samples: Sequence[PlanSample],
+    options: DecodeOptions,
+    policy: ErrorPolicy,
+    context: StageContext,
+    batch_size: int,
+) -> tuple[list[Clip], int, Bucket]:
+    clips: list[Clip] = []
+    replaced = 0
+    used = set(batch.members)
+    candidates = replacement_candidates(plan, batch, seed=options.seed)
+    for member in batch.members:
+        clip = _decode(member, samples, options, policy, context)
+        while isinstance(clip, Failed):
+            nxt = next((c for c in candidates if c not in used), None)
+            if nxt is None:
+                break
+            used.add(nxt)
+            replaced += 1
+            clip = _decode(nxt, samples, options, policy, context)
+        if isinstance(clip, Failed):
+            return _fallback(batch, plan, samples, options, policy, context, batch_size, replaced)
+        clips.append(clip)
+    return clips, replaced, batch.bucket
+
+
+def _fallback(
+    batch: PlannedBatch,
+    plan: EpochPlan,
+    samples: Sequence[PlanSample],
+    options: DecodeOptions,
+    policy: ErrorPolicy,
+    context: StageContext,
+    batch_size: int,
+    replaced: int,
+) -> tuple[list[Clip], int, Bucket]:
+    """Every candidate of the batch's bucket failed: build the whole batch from another bucket.
+
+    The batch count per rank must not change (DDP would hang), and a batch must not mix
+    buckets, so a whole batch of another bucket (tried in a seeded order) takes its place.
+    """
+    size = len(batch.members) if batch.members else batch_size
+    for bucket in fallback_buckets(plan, batch, seed=options.seed):
+        pool = list(plan.pools[bucket])
+        sample_rng(options.seed, plan.epoch, f"fallback:{batch.position}:{bucket}", "plan").shuffle(
+            pool
+        )
+        clips: list[Clip] = []
+        for index in pool:
+            clip = _decode(index, samples, options, policy, context)
+            if isinstance(clip, Clip):
+                clips.append(clip)
+                if len(clips) == size:
+                    return clips, replaced + size, bucket
+    raise PipelineHealthError(
+        format_error(
+            f"batch {batch.position} of epoch {plan.epoch}",
+            str(batch.bucket),
+            "cannot be filled: every sample of its bucket and of every other bucket failed to "
+            "decode",
+            "see report()['skipped'] for the causes",
+            stage="batch",
+        )
+    )
