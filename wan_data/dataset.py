@@ -207,9 +207,11 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         self.num_ffmpeg_threads = num_ffmpeg_threads
         self._rank = rank
         self._world_size = world_size
+        self._dist_rank_world = (0, 1)
+        self.rank_and_world_size()
         # Shared memory, so set_epoch and load_state_dict reach persistent DataLoader workers;
         # [epoch, resume epoch, resume position, progress epoch, progress position].
-        self._shared = multiprocessing.RawArray(ctypes.c_int64, [0, -1, 0, 0, 0])
+        self._shared = multiprocessing.RawArray(ctypes.c_int64, [0, -1, 0, -1, 0])
         self.bucket_set = make_bucket_set(self.resolutions, step=step, max_aspect=max_aspect)
         self.buckets = self.bucket_set.all
         self.limits = ProbeLimits(
@@ -300,6 +302,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         ``persistent_workers=True`` see it at their next iteration.
         """
         self._shared[0] = int(epoch)
+        self.rank_and_world_size()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -315,12 +318,19 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         self.__dict__.update(state)
 
     def rank_and_world_size(self) -> tuple[int, int]:
+        """``(rank, world_size)``: the explicit values, else ``torch.distributed``'s.
+
+        The values read from ``torch.distributed`` are remembered, because DataLoader worker
+        processes do not see the process group; they receive a copy of this dataset made after
+        the main process called this (at construction, ``set_epoch``, ``loader`` or
+        ``len``), so create or touch the dataset after ``init_process_group``.
+        """
         if self._rank is not None or self._world_size is not None:
             return int(self._rank or 0), int(self._world_size or 1)
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+            self._dist_rank_world = (dist.get_rank(), dist.get_world_size())
+        return self._dist_rank_world
 
     def plan(self, epoch: int | None = None, rank: int | None = None) -> EpochPlan:
         """This rank's batch plan of an epoch (pure: every process computes the same)."""
@@ -358,10 +368,12 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             f"part-e{epoch}-r{rank}-w{worker}-p{os.getpid()}-i{self._iterations}.json"
         )
         plan = self.plan(epoch)
-        start = int(self._shared[2]) if int(self._shared[1]) == epoch else 0
+        start = self._start_position(epoch)
         # Dealt from the resume point on, so that worker 0 holds the next batch: the DataLoader
         # collects from workers round-robin starting at worker 0.
         mine = [b for b in plan.batches if b.position >= start][worker::workers]
+        if info is None:
+            self._record_progress(epoch, start)
         try:
             for batch, out in build_batches(
                 mine,
@@ -386,7 +398,11 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         ``None``: the dataset makes the batches).
         """
         kwargs["batch_size"] = None
+        self.rank_and_world_size()
         return _ProgressLoader(self, **kwargs)
+
+    def _start_position(self, epoch: int) -> int:
+        return int(self._shared[2]) if int(self._shared[1]) == epoch else 0
 
     def _record_progress(self, epoch: int, position: int) -> None:
         self._shared[3] = epoch
@@ -403,6 +419,16 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         """
         if last_batch is not None:
             epoch, position = int(last_batch["epoch"]), int(last_batch["position"]) + 1
+        elif int(self._shared[3]) < 0:
+            raise RuntimeError(
+                format_error(
+                    "progress of this dataset",
+                    "unknown",
+                    "was never recorded: DataLoader workers do not report it to the main process",
+                    "iterate through ds.loader(num_workers=...) (or with num_workers=0), or pass "
+                    "the last batch the trainer consumed: ds.state_dict(last_batch=batch)",
+                )
+            )
         else:
             epoch, position = int(self._shared[3]), int(self._shared[4])
         rank, world = self.rank_and_world_size()
@@ -557,6 +583,7 @@ class _ProgressLoader(DataLoader[dict[str, Any]]):
     def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
         dataset = self.dataset
         assert isinstance(dataset, WanVideoDataset)
+        dataset._record_progress(dataset.epoch, dataset._start_position(dataset.epoch))
         for batch in super().__iter__():
             dataset._record_progress(int(batch["epoch"]), int(batch["position"]) + 1)
             yield batch

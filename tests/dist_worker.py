@@ -1,0 +1,37 @@
+"""Entry point of one rank in the 2-process distributed test (importable by spawned children)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch.distributed as dist
+
+from wan_data import WanVideoDataset
+
+
+def rank_main(rank: int, world: int, root: str, out_dir: str, init_file: str, workers: int) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        ds = WanVideoDataset(
+            root,
+            frames=[5, 17],
+            fps=16,
+            resolution=(32, 32),
+            batch_size=2,
+            seed=3,
+            breaker_threshold=None,
+        )
+        batches = list(ds.loader(num_workers=workers, timeout=120 if workers else 0))
+        record = {
+            "rank": dist.get_rank(),
+            "len": len(ds),
+            "positions": [b["position"] for b in batches],
+            "keys": [b["keys"] for b in batches],
+            "padding": [bool(b["padding"]) for b in batches],
+            "sizes": [len(b["keys"]) for b in batches],
+            "samples": sorted(s.key for s in ds.samples),
+        }
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
+    finally:
+        dist.destroy_process_group()
