@@ -1,8 +1,9 @@
 """Pixel-stream throughput against bare torchcodec, as ratios measured in the same run.
 
-Baseline: for each video, probe its metadata once (``VideoDecoder(seek_mode="exact")``), then one
-decoder open with the same decoder-side ``Resize`` and one ``get_frames_played_at`` call for the
-same timestamps, plus the same crop slice. That is the least work that yields the same frames.
+Baseline: the clips of the dataset's epoch plan, each with one decoder open with the same
+decoder-side ``Resize``, one ``get_frames_played_at`` call for the same timestamps and the same
+crop slice; metadata is probed once, at construction, for both sides. That is the least work that
+yields the same frames.
 
 Measured:
     pipeline_vs_bare    WanVideoDataset via DataLoader(num_workers=0) / baseline (target >= 0.90)
@@ -35,43 +36,45 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wan_data import Probed, WanVideoDataset
+from wan_data import WanVideoDataset
 from wan_data.decode import plan_clips
-from wan_data.probe import probe_metadata
 from wan_data.synthetic import make_synthetic_dataset
 
 
 def bare_torchcodec(ds: WanVideoDataset, threads: int) -> tuple[int, float]:
-    """Decode exactly the clips the dataset would, with torchcodec alone; (clips, seconds)."""
+    """Decode exactly the clips of the dataset's epoch plan with torchcodec alone.
+
+    Metadata was probed once, at construction, for both sides; per clip the baseline opens one
+    decoder with the same ``Resize`` and asks for the same timestamps, then crops by slicing.
+    """
     from torchcodec.decoders import VideoDecoder
     from torchcodec.transforms import Resize
 
     options = ds._decode
+    plan = ds.plan()
     started = time.perf_counter()
     clips = 0
-    for source in ds.sources:
-        if source.media_type != "video":
-            continue
-        try:
-            meta = probe_metadata(source)  # one exact-mode open: the metadata probe
-            plans = plan_clips(Probed(source, meta), options, ds.epoch)
-        except Exception:
-            continue
-        for plan in plans:
-            rw, rh = plan.resized
+    for batch in plan.batches:
+        for member in batch.members:
+            sample = ds.samples[member]
+            meta = sample.probed.metadata
+            if meta.media_type != "video":
+                continue
+            clip = plan_clips(sample.probed, options, ds.epoch)[sample.clip_index]
+            rw, rh = clip.resized
             transforms = [] if (rw, rh) == (meta.width, meta.height) else [Resize((rh, rw))]
             try:
                 decoder = VideoDecoder(
-                    source.path,
+                    sample.path,
                     seek_mode="exact",
                     num_ffmpeg_threads=threads,
                     transforms=transforms,
                 )
-                frames = decoder.get_frames_played_at(list(plan.times or ())).data
+                frames = decoder.get_frames_played_at(list(clip.times or ())).data
             except Exception:
                 continue
-            x, y = plan.offset
-            frames[..., y : y + plan.bucket.height, x : x + plan.bucket.width].contiguous()
+            x, y = clip.offset
+            frames[..., y : y + clip.bucket.height, x : x + clip.bucket.width].contiguous()
             clips += 1
     return clips, time.perf_counter() - started
 
@@ -141,7 +144,6 @@ def main() -> int:
             "resolution": (rw, rh),
             "batch_size": args.batch_size,
             "seed": 0,
-            "shuffle": False,
         }
 
         def make(threads: int | None) -> WanVideoDataset:
