@@ -10,7 +10,7 @@ only on (seed, epoch, batch position): the same with any number of workers and a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from .plan import EpochPlan, PlannedBatch, fallback_buckets, replacement_candida
 from .policy import ErrorPolicy
 from .sampling import sample_rng
 
-__all__ = ["PlanSample", "build_batches", "build_samples"]
+__all__ = ["MemberReader", "PlanSample", "build_batches", "build_samples", "pixel_reader"]
 
 logger = logging.getLogger("wan_data")
 
@@ -70,6 +70,30 @@ def build_samples(
     )
 
 
+@dataclass(frozen=True)
+class MemberReader:
+    """How a planned member becomes a batch item: decode pixels, or read cached latents.
+
+    Attributes:
+        stage: the stage name in counters and skips (``decode`` or ``cache``).
+        read: ``read(sample, epoch)`` returns the item or raises (the policy decides).
+        collate: stacks a list of items into the public batch dict.
+    """
+
+    stage: str
+    read: Callable[[PlanSample, int], Any]
+    collate: Callable[[list[Any]], dict[str, Any]]
+
+
+def pixel_reader(options: DecodeOptions) -> MemberReader:
+    """Members decoded from their source files into uint8 clips, batched as float pixels."""
+
+    def read(sample: PlanSample, epoch: int) -> Clip:
+        return decode_sample(sample.probed, sample.clip_index, sample.bucket, options, epoch)
+
+    return MemberReader("decode", read, collate)
+
+
 def build_batches(
     batches: Sequence[PlannedBatch],
     plan: EpochPlan,
@@ -79,11 +103,15 @@ def build_batches(
     policy: ErrorPolicy,
     context: StageContext,
     batch_size: int,
+    reader: MemberReader | None = None,
 ) -> Iterator[tuple[PlannedBatch, dict[str, Any]]]:
-    """Decode and collate the given planned batches, in order, replacing failed members."""
+    """Read and collate the given planned batches, in order, replacing failed members."""
+    member_reader = reader if reader is not None else pixel_reader(options)
     for batch in batches:
-        clips, replaced, bucket = _fill(batch, plan, samples, options, policy, context, batch_size)
-        out = collate(clips)
+        clips, replaced, bucket = _fill(
+            batch, plan, samples, options, policy, context, batch_size, member_reader
+        )
+        out = member_reader.collate(clips)
         out["position"] = batch.position
         out["epoch"] = plan.epoch
         out["replaced"] = replaced
@@ -104,22 +132,22 @@ def build_batches(
 def _decode(
     index: int,
     samples: Sequence[PlanSample],
-    options: DecodeOptions,
     policy: ErrorPolicy,
     context: StageContext,
-) -> Clip | Failed:
+    reader: MemberReader,
+) -> Any:
     sample = samples[index]
 
-    def one(s: PlanSample) -> list[Clip]:
-        return [decode_sample(s.probed, s.clip_index, s.bucket, options, context.epoch)]
+    def one(s: PlanSample) -> list[Any]:
+        return [reader.read(s, context.epoch)]
 
     out = next(
-        map_stage([sample], one, stage="decode", accepts=PlanSample, policy=policy, context=context)
+        map_stage(
+            [sample], one, stage=reader.stage, accepts=PlanSample, policy=policy, context=context
+        )
     )
     if isinstance(out, Failed):
         context.metrics.record_failed(out, epoch=context.epoch)
-        return out
-    assert isinstance(out, Clip)
     return out
 
 
@@ -131,24 +159,34 @@ def _fill(
     policy: ErrorPolicy,
     context: StageContext,
     batch_size: int,
-) -> tuple[list[Clip], int, Bucket]:
-    clips: list[Clip] = []
+    reader: MemberReader,
+) -> tuple[list[Any], int, Bucket]:
+    clips: list[Any] = []
+    unfilled = 0
     replaced = 0
     used = set(batch.members)
     candidates = replacement_candidates(plan, batch, seed=options.seed)
     for member in batch.members:
-        clip = _decode(member, samples, options, policy, context)
+        clip = _decode(member, samples, policy, context, reader)
         while isinstance(clip, Failed):
             nxt = next((c for c in candidates if c not in used), None)
             if nxt is None:
                 break
             used.add(nxt)
             replaced += 1
-            clip = _decode(nxt, samples, options, policy, context)
+            clip = _decode(nxt, samples, policy, context, reader)
         if isinstance(clip, Failed):
-            return _fallback(batch, plan, samples, options, policy, context, batch_size, replaced)
-        clips.append(clip)
-    return clips, replaced, batch.bucket
+            unfilled += 1
+        else:
+            clips.append(clip)
+    if not clips:
+        return _fallback(
+            batch, plan, samples, options, policy, context, batch_size, replaced, reader
+        )
+    # The bucket has no unused sample left: repeat the batch's good clips, as small_buckets
+    # "repeat" does, rather than shrink the batch or change its bucket.
+    clips.extend(clips[i % len(clips)] for i in range(unfilled))
+    return clips, replaced + unfilled, batch.bucket
 
 
 def _fallback(
@@ -160,7 +198,8 @@ def _fallback(
     context: StageContext,
     batch_size: int,
     replaced: int,
-) -> tuple[list[Clip], int, Bucket]:
+    reader: MemberReader,
+) -> tuple[list[Any], int, Bucket]:
     """Every candidate of the batch's bucket failed: build the whole batch from another bucket.
 
     The batch count per rank must not change (DDP would hang), and a batch must not mix
@@ -172,13 +211,16 @@ def _fallback(
         sample_rng(options.seed, plan.epoch, f"fallback:{batch.position}:{bucket}", "plan").shuffle(
             pool
         )
-        clips: list[Clip] = []
+        clips: list[Any] = []
         for index in pool:
-            clip = _decode(index, samples, options, policy, context)
-            if isinstance(clip, Clip):
+            clip = _decode(index, samples, policy, context, reader)
+            if not isinstance(clip, Failed):
                 clips.append(clip)
                 if len(clips) == size:
-                    return clips, replaced + size, bucket
+                    break
+        if clips:  # a bucket smaller than the batch is filled by repeats, as the plan does
+            clips.extend(clips[i % len(clips)] for i in range(size - len(clips)))
+            return clips, replaced + size, bucket
     raise PipelineHealthError(
         format_error(
             f"batch {batch.position} of epoch {plan.epoch}",

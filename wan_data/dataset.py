@@ -28,20 +28,31 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .batches import PlanSample, build_batches, build_samples
+from .batches import MemberReader, PlanSample, build_batches, build_samples
 from .breaker import BreakerConfig
 from .buckets import Preset, check_resolutions, cover_size, get_preset, make_bucket_set
 from .collect import Concept, check_concepts, collect, concepts_from
 from .decode import DecodeOptions, default_ffmpeg_threads
 from .errors import ConfigError, format_error
 from .items import Failed, Probed, Source
+from .latent_cache import LatentCache
 from .metadata_cache import MetadataCache
 from .metrics import Metrics, merge_reports
 from .pipeline import StageContext
 from .plan import EpochPlan, check_plan_options, plan_epoch
 from .policy import ErrorPolicy
+from .prepare import (
+    CachedClip,
+    CacheSpec,
+    collate_latents,
+    prepare_cache,
+    read_cached,
+    sample_key,
+    vae_info_from_files,
+)
 from .probe import ProbeLimits, probe
 from .sampling import SAMPLING_MODES, available_frames, check_frame_buckets
+from .vae import VaeEncoder
 
 __all__ = ["WanVideoDataset"]
 
@@ -105,6 +116,20 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             runs (``None``: probe every file at every construction).
         report_dir: where workers write report parts (default: a private temp folder).
         rank, world_size: override ``torch.distributed``'s values.
+        vae: a local folder holding a Wan VAE (``AutoencoderKLWan``) or a full Wan Diffusers
+            repo with a ``vae/`` subfolder; with ``cache_dir``, batches carry ``latents``
+            read from the cache instead of pixels (see docs/cache.md).
+        cache_dir: the latent cache folder (shared by ranks and runs).
+        device: where :meth:`prepare` runs the VAE (default: ``cuda`` when available).
+        vae_dtype, latent_dtype: VAE compute dtype and stored latent dtype.
+        encode_batch_size: clips of one bucket per VAE call.
+        vae_subfolder: overrides the ``vae/`` detection.
+        variations: cached variants per clip (random windows and crops); epoch ``e`` reads
+            variant ``e mod variations``.
+        prepare: ``"error"`` (a missing entry stops iteration with the command that fills the
+            cache) or ``"auto"`` (:meth:`loader` and ``num_workers=0`` iteration fill it first).
+        content_hash: add the sha256 of each source's bytes to its cache key (for filesystems
+            whose mtimes cannot be trusted).
     """
 
     def __init__(
@@ -138,6 +163,16 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         report_dir: str | os.PathLike[str] | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        vae: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        vae_dtype: torch.dtype = torch.float32,
+        latent_dtype: torch.dtype = torch.bfloat16,
+        encode_batch_size: int = 1,
+        vae_subfolder: str | None = None,
+        variations: int = 1,
+        prepare: str = "error",
+        content_hash: bool = False,
     ) -> None:
         super().__init__()
         problems: list[str] = []
@@ -177,6 +212,13 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             seed=seed,
         )
         problems += check_plan_options(batch_size, small_buckets, world_size or 1, rank or 0)
+        problems += _check_cache_options(
+            vae=vae,
+            cache_dir=cache_dir,
+            variations=variations,
+            prepare=prepare,
+            encode_batch_size=encode_batch_size,
+        )
         breaker = BreakerConfig(enabled=False)
         try:
             breaker = BreakerConfig(
@@ -278,6 +320,30 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             cache.save()
             context.metrics.write(self.report_dir / f"part-setup-{os.getpid()}.json")
         self.fingerprint = self._fingerprint()
+        self.vae = vae
+        self.cache_dir = str(cache_dir) if cache_dir is not None else None
+        self.prepare_mode = prepare
+        self._encoder_options: dict[str, Any] = {
+            "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
+            "vae_dtype": vae_dtype,
+            "latent_dtype": latent_dtype,
+            "encode_batch_size": encode_batch_size,
+            "subfolder": vae_subfolder,
+        }
+        self._encoder: Any = None
+        self.cache_spec: CacheSpec | None = None
+        if vae is not None and cache_dir is not None:
+            roots_text = " ".join(str(c.root) for c in concepts)
+            self.cache_spec = CacheSpec.from_info(
+                str(cache_dir),
+                vae_info_from_files(vae, subfolder=vae_subfolder, dtype=vae_dtype),
+                latent_dtype,
+                variations=variations,
+                content_hash=content_hash,
+                command_hint=f"`wan-data cache {roots_text} --vae {vae} --cache-dir {cache_dir}` "
+                "(with the same options) or ds.prepare()",
+            )
+            LatentCache(cache_dir)  # create it now: an unwritable folder fails at construction
         logger.info(
             "WanVideoDataset: %d source(s), %d sample(s) in %d bucket(s), %d skipped at setup; "
             "metadata cache %d hit(s), %d miss(es)",
@@ -306,6 +372,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state["_encoder"] = None  # the VAE stays in the process that loaded it
         if get_spawning_popen() is None:
             # Plain pickling (not a worker being spawned): shared memory cannot travel, the
             # values can. A spawned worker receives the shared array itself.
@@ -355,6 +422,8 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         info = get_worker_info()
         if info is not None:
             _freeze_inherited_objects()
+        else:
+            self._prepare_if_needed()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         rank, _ = self.rank_and_world_size()
         epoch = self.epoch
@@ -374,6 +443,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         mine = [b for b in plan.batches if b.position >= start][worker::workers]
         if info is None:
             self._record_progress(epoch, start)
+        reader = self._latent_reader(options) if self.cache_spec is not None else None
         try:
             for batch, out in build_batches(
                 mine,
@@ -383,6 +453,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
                 policy=self.policy,
                 context=context,
                 batch_size=self.batch_size,
+                reader=reader,
             ):
                 context.metrics.write(part)
                 if info is None:
@@ -390,6 +461,66 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
                 yield out
         finally:
             context.metrics.write(part)
+
+    def _latent_reader(self, options: DecodeOptions) -> MemberReader:
+        spec = self.cache_spec
+        assert spec is not None
+        cache = LatentCache(spec.root)
+
+        def read(sample: PlanSample, epoch: int) -> CachedClip:
+            return read_cached(sample, epoch, options, spec, cache)
+
+        return MemberReader("cache", read, collate_latents)
+
+    # -- the cache pass ------------------------------------------------------------------
+
+    def prepare(self, *, num_workers: int = 2, progress: bool = True) -> dict[str, Any]:
+        """Fill the latent cache for every clip and variant of this rank (see docs/cache.md).
+
+        Decoding runs in ``num_workers`` DataLoader workers, the VAE in this process on
+        ``device``. Resumable: present entries are skipped. Returns a summary dict.
+        """
+        if self.cache_spec is None or self.vae is None:
+            raise ConfigError(
+                format_error(
+                    "prepare()", "no cache", "needs vae= and cache_dir=", "pass both to the dataset"
+                )
+            )
+        if self._encoder is None:
+            self._encoder = VaeEncoder(self.vae, **self._encoder_options)
+        rank, world = self.rank_and_world_size()
+        return prepare_cache(
+            self.samples,
+            options=self._decode,
+            spec=self.cache_spec,
+            encoder=self._encoder,
+            policy=self.policy,
+            report_dir=str(self.report_dir),
+            rank=rank,
+            world_size=world,
+            num_workers=num_workers,
+            progress=progress,
+        )
+
+    def cache_complete(self, epoch: int | None = None) -> bool:
+        """Whether every clip this rank reads in ``epoch`` is in the cache."""
+        spec = self.cache_spec
+        if spec is None:
+            return True
+        cache = LatentCache(spec.root)
+        variant = spec.variant(self.epoch if epoch is None else epoch)
+        return all(
+            cache.contains(sample_key(s, variant, self._decode, spec)[0]) for s in self.samples
+        )
+
+    def _prepare_if_needed(self) -> None:
+        if (
+            self.cache_spec is not None
+            and self.prepare_mode == "auto"
+            and not self.cache_complete()
+        ):
+            logger.info("prepare='auto': filling the latent cache before iterating")
+            self.prepare(num_workers=0, progress=False)
 
     def loader(self, **kwargs: Any) -> DataLoader[dict[str, Any]]:
         """A ``DataLoader`` over this dataset that also records progress for ``state_dict()``.
@@ -399,6 +530,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         """
         kwargs["batch_size"] = None
         self.rank_and_world_size()
+        self._prepare_if_needed()
         return _ProgressLoader(self, **kwargs)
 
     def _start_position(self, epoch: int) -> int:
@@ -612,6 +744,29 @@ def _freeze_inherited_objects() -> None:
     if _FROZEN_IN_PID != os.getpid():
         gc.freeze()
         _FROZEN_IN_PID = os.getpid()
+
+
+def _check_cache_options(**o: Any) -> list[str]:
+    problems = []
+    if (o["vae"] is None) != (o["cache_dir"] is None):
+        given, missing = ("vae", "cache_dir") if o["vae"] is not None else ("cache_dir", "vae")
+        problems.append(
+            format_error(
+                given,
+                str(o[given]),
+                f"needs {missing} too",
+                "latents are encoded by the VAE into the cache folder; pass both",
+            )
+        )
+    v = o["variations"]
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        problems.append(format_error("variations", v, "must be an int >= 1"))
+    if o["prepare"] not in ("error", "auto"):
+        problems.append(format_error("prepare", o["prepare"], "must be 'error' or 'auto'"))
+    b = o["encode_batch_size"]
+    if not isinstance(b, int) or isinstance(b, bool) or b < 1:
+        problems.append(format_error("encode_batch_size", b, "must be an int >= 1"))
+    return problems
 
 
 def _check_options(**o: Any) -> list[str]:

@@ -241,7 +241,7 @@ def decode_one(
     """
     plans = plan_clips(item, options, epoch)
     meta = item.metadata
-    caption = _caption(item, options, epoch)
+    caption = caption_for(item, options, epoch)
     decoder = None
     if meta.media_type == "video":
         decoder = _open_decoder(
@@ -287,7 +287,8 @@ def decode_one(
     return out
 
 
-def _caption(item: Probed, options: DecodeOptions, epoch: int) -> str:
+def caption_for(item: Probed, options: DecodeOptions, epoch: int) -> str:
+    """The caption of a source for an epoch (seeded choice among its candidates)."""
     if not item.source.captions:
         return ""
     return sample_rng(options.seed, epoch, item.key, "caption").choice(item.source.captions)
@@ -316,7 +317,7 @@ def decode_sample(
             options.num_ffmpeg_threads,
         )
     try:
-        clip = _decode_clip(item, plan, decoder, options, _caption(item, options, epoch))
+        clip = _decode_clip(item, plan, decoder, options, caption_for(item, options, epoch))
     finally:
         decoder = None  # free FFmpeg's threads now: see policy.release_frames
     if clip.bucket != bucket:

@@ -1,0 +1,266 @@
+"""The cache pass and the train pass from cached latents, end to end with tiny Wan VAEs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from media import make_video
+from vae_fixtures import make_tiny_wan21_vae, make_tiny_wan22_vae
+
+from wan_data import WanVideoDataset
+from wan_data.latent_cache import LatentCache
+from wan_data.prepare import CacheIncompleteError, sample_key
+from wan_data.vae import load_vae, normalise
+
+pytestmark = pytest.mark.integration
+
+OPTIONS: dict[str, Any] = {
+    "frames": [5, 9],
+    "fps": 8,
+    "resolution": (64, 64),
+    "batch_size": 2,
+    "seed": 1,
+    "sampling": "random",
+    "crop": "random",
+    "device": "cpu",
+    "latent_dtype": torch.float32,
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cache_data")
+    make_video(root / "wide.mp4", width=96, height=64, fps=16, num_frames=24)
+    make_video(root / "tall.mp4", width=64, height=96, fps=16, num_frames=24)
+    make_video(root / "square.mp4", width=64, height=64, fps=12, num_frames=20)
+    make_video(root / "square2.mp4", width=64, height=64, fps=24, num_frames=30)
+    (root / "broken.mp4").write_bytes(b"not a video")
+    return root
+
+
+@pytest.fixture(scope="module")
+def vae21(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_wan21_vae(tmp_path_factory.mktemp("vae21") / "vae")
+
+
+@pytest.fixture(scope="module")
+def vae22(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_wan22_vae(tmp_path_factory.mktemp("vae22") / "vae")
+
+
+def prepared(data: Path, vae: Path, cache: Path, **extra: Any) -> WanVideoDataset:
+    ds = WanVideoDataset(data, **{**OPTIONS, **extra}, vae=vae, cache_dir=cache)
+    ds.prepare(num_workers=0, progress=False)
+    return ds
+
+
+@pytest.mark.parametrize("which", ["wan21", "wan22"])
+def test_cached_latents_equal_encoding_the_pixel_stream(
+    data: Path, vae21: Path, vae22: Path, tmp_path: Path, which: str
+) -> None:
+    vae = vae21 if which == "wan21" else vae22
+    latent_ds = prepared(data, vae, tmp_path / "cache")
+    pixel_ds = WanVideoDataset(
+        data, **{k: v for k, v in OPTIONS.items() if k not in ("device", "latent_dtype")}
+    )
+    model, info = load_vae(vae)
+    pixel_batches = {b["position"]: b for b in pixel_ds.loader(num_workers=0)}
+    latent_batches = list(latent_ds.loader(num_workers=2, timeout=120))
+    assert len(latent_batches) == len(pixel_batches) > 0
+    for batch in latent_batches:
+        pixels = pixel_batches[batch["position"]]
+        assert batch["keys"] == pixels["keys"]
+        assert batch["captions"] == pixels["captions"]
+        with torch.no_grad():
+            expected = normalise(model.encode(pixels["pixels"]).latent_dist.mode(), info)
+        assert batch["latents"].shape == expected.shape
+        b, _, f, h, w = pixels["pixels"].shape
+        assert batch["latents"].shape == (
+            b,
+            info.z_dim,
+            (f - 1) // 4 + 1,
+            h // info.spatial_factor,
+            w // info.spatial_factor,
+        )
+        torch.testing.assert_close(batch["latents"], expected, atol=1e-5, rtol=1e-5)
+        assert batch["frame_times"] == pixels["frame_times"]
+        assert [pytest.approx(c) for c in pixels["crops"]] == batch["crops"]
+    assert "decode" not in latent_ds.report()["stages"] or all(
+        r["stage"] != "decode" for r in latent_ds.report()["skipped"]
+    )
+
+
+def test_missing_entries_stop_with_the_command_or_fill_with_auto(
+    data: Path, vae21: Path, tmp_path: Path
+) -> None:
+    ds = WanVideoDataset(data, **OPTIONS, vae=vae21, cache_dir=tmp_path / "cache")
+    with pytest.raises(CacheIncompleteError, match="wan-data cache") as info:
+        next(iter(ds.loader(num_workers=0)))
+    assert "ds.prepare()" in str(info.value)
+    auto = WanVideoDataset(data, **OPTIONS, vae=vae21, cache_dir=tmp_path / "cache", prepare="auto")
+    assert len(list(auto.loader(num_workers=0))) == len(auto)
+    assert auto.cache_complete()
+
+
+def test_rerun_encodes_only_what_changed(data: Path, vae21: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    shutil.copytree(data, folder)
+    cache = tmp_path / "cache"
+    first = prepared(folder, vae21, cache)
+    tasks = len(first.samples)
+    ds = WanVideoDataset(folder, **OPTIONS, vae=vae21, cache_dir=cache)
+    assert ds.prepare(num_workers=0, progress=False)["encoded"] == 0
+    st = os.stat(folder / "wide.mp4")
+    os.utime(folder / "wide.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "touched"
+    ds = WanVideoDataset(folder, **OPTIONS, vae=vae21, cache_dir=cache)
+    wide = sum(1 for s in ds.samples if s.path.endswith("wide.mp4"))
+    assert ds.prepare(num_workers=0, progress=False)["encoded"] == wide
+    for change in (
+        {"fps": 6},
+        {"resolution": (48, 48)},
+        {"frames": [5]},
+        {"latent_dtype": torch.bfloat16},
+    ):
+        changed = WanVideoDataset(folder, **{**OPTIONS, **change}, vae=vae21, cache_dir=cache)
+        summary = changed.prepare(num_workers=0, progress=False)
+        assert summary["already_cached"] == 0 and summary["encoded"] == len(changed.samples), change
+    # Another seed moves the random windows and crops of some clips: exactly those re-encode
+    # (a clip with no slack keeps its frames and crop, hence its key and its entry).
+    reseeded = WanVideoDataset(folder, **{**OPTIONS, "seed": 2}, vae=vae21, cache_dir=cache)
+    summary = reseeded.prepare(num_workers=0, progress=False)
+    assert summary["encoded"] > 0
+    assert summary["encoded"] + summary["already_cached"] == len(reseeded.samples)
+    other_vae = make_tiny_wan21_vae(tmp_path / "other_vae", seed=7)
+    other = WanVideoDataset(folder, **OPTIONS, vae=other_vae, cache_dir=cache)
+    summary = other.prepare(num_workers=0, progress=False)
+    assert summary["already_cached"] == 0 and summary["encoded"] == tasks
+
+
+def test_corrupt_entries_are_quarantined_replaced_and_re_encoded(
+    data: Path, vae21: Path, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "cache"
+    ds = prepared(data, vae21, cache_dir)
+    cache = LatentCache(cache_dir)
+    victim = sorted(cache.keys())[0]
+    path = cache.path_for(victim)
+    blob = bytearray(path.read_bytes())
+    blob[-5] ^= 0xFF  # flip a byte of the tensor data
+    path.write_bytes(bytes(blob))
+    batches = list(ds.loader(num_workers=0))
+    assert len(batches) == len(ds)
+    assert all(len(b["keys"]) == OPTIONS["batch_size"] for b in batches)
+    report = ds.report()
+    corrupt = [r for r in report["skipped"] if r["reason"] == "cache_corrupt"]
+    assert corrupt, report["skipped"]
+    assert any(b["replaced"] for b in batches)
+    assert list((cache_dir / "quarantine").iterdir())
+    again = WanVideoDataset(data, **OPTIONS, vae=vae21, cache_dir=cache_dir)
+    assert again.prepare(num_workers=0, progress=False)["encoded"] == 1
+
+
+def test_variations_cache_k_variants_and_epochs_cycle_through_them(
+    data: Path, vae21: Path, tmp_path: Path
+) -> None:
+    ds = WanVideoDataset(data, **OPTIONS, vae=vae21, cache_dir=tmp_path / "c", variations=2)
+    summary = ds.prepare(num_workers=0, progress=False)
+    assert summary["encoded"] == 2 * len(ds.samples)
+
+    def latents(epoch: int) -> dict[str, torch.Tensor]:
+        ds.set_epoch(epoch)
+        return {
+            k: b["latents"][i] for b in ds.loader(num_workers=0) for i, k in enumerate(b["keys"])
+        }
+
+    e0, e1, e2 = latents(0), latents(1), latents(2)
+    assert any(not torch.equal(e0[k], e1[k]) for k in e0)  # other window or crop
+    assert all(torch.equal(e0[k], e2[k]) for k in e0)  # epoch 2 reads variant 0 again
+
+
+def test_cache_options_are_checked_together(data: Path, vae21: Path) -> None:
+    from wan_data import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        WanVideoDataset(data, **OPTIONS, vae=vae21, variations=0, prepare="sometimes")
+    text = str(info.value)
+    assert "cache_dir" in text and "variations" in text and "prepare" in text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_kill_9_during_the_cache_pass_loses_nothing_but_in_flight_work(
+    vae21: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    for i in range(8):
+        make_video(root / f"v{i}.mp4", width=64, height=64, fps=16, num_frames=20)
+    cache_dir = tmp_path / "cache"
+    script = f"""
+import torch
+from wan_data import WanVideoDataset
+ds = WanVideoDataset({str(root)!r}, frames=[5, 9], fps=8, resolution=(64, 64), batch_size=2,
+                     device="cpu", latent_dtype=torch.float32, vae={str(vae21)!r},
+                     cache_dir={str(cache_dir)!r}, variations=4)
+ds.prepare(num_workers=0, progress=False)
+"""
+    for attempt in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ})
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            entries = (
+                list((cache_dir / "entries").rglob("*.safetensors"))
+                if (cache_dir / "entries").exists()
+                else []
+            )
+            if len(entries) >= 3 * (attempt + 1):
+                break
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    ds = WanVideoDataset(
+        root,
+        frames=[5, 9],
+        fps=8,
+        resolution=(64, 64),
+        batch_size=2,
+        device="cpu",
+        latent_dtype=torch.float32,
+        vae=vae21,
+        cache_dir=cache_dir,
+        variations=4,
+    )
+    summary = ds.prepare(num_workers=0, progress=False)
+    assert summary["already_cached"] + summary["encoded"] == summary["tasks"] == 4 * len(ds.samples)
+    assert summary["already_cached"] >= 3
+    spec = ds.cache_spec
+    assert spec is not None
+    unique = {sample_key(s, v, ds._decode, spec)[0] for s in ds.samples for v in range(4)}
+    verified = LatentCache(cache_dir).verify_all()
+    assert verified["quarantined"] == 0 and verified["ok"] == len(unique)
+    leftovers = [
+        p
+        for p in (cache_dir / "entries").rglob("*")
+        if p.is_file() and not p.name.endswith(".safetensors")
+    ]
+    assert leftovers == [] or all(".tmp" in p.name for p in leftovers)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cache_pass_on_gpu(data: Path, vae21: Path, tmp_path: Path) -> None:
+    ds = WanVideoDataset(
+        data, **{**OPTIONS, "device": "cuda"}, vae=vae21, cache_dir=tmp_path / "cache"
+    )
+    assert ds.prepare(num_workers=2, progress=False)["encoded"] == len(ds.samples)
+    assert len(list(ds.loader(num_workers=0))) == len(ds)

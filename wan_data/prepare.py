@@ -1,0 +1,430 @@
+"""The cache pass: encode every planned clip once into the latent cache, and read it back.
+
+Decoding runs in DataLoader worker processes; the VAE runs in the calling process only (never
+in a forked worker: one model per GPU, and CUDA cannot start in a forked child). Entries are
+written as they finish, so an interrupted pass (Ctrl-C, kill -9) loses at most the clips in
+flight, and a rerun encodes only what is missing. Keys are content + configuration addresses
+(``latent_cache.cache_key``): any change of source, frame selection, bucket, crop, VAE, dtype or
+normalisation gives a new key, so nothing stale is ever served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from .batches import PlanSample
+from .collate import collate
+from .decode import DecodeOptions, caption_for, decode_sample, plan_clips
+from .errors import ConfigError, SampleError, format_error
+from .items import Bucket, Clip, CropBox, Failed, Source
+from .latent_cache import LatentCache, cache_key, source_identity
+from .metrics import Metrics
+from .pipeline import StageContext, map_stage
+from .policy import ErrorPolicy
+from .vae import VaeInfo
+
+__all__ = [
+    "CacheIncompleteError",
+    "CacheSpec",
+    "CachedClip",
+    "prepare_cache",
+    "sample_key",
+    "vae_info_from_files",
+]
+
+logger = logging.getLogger("wan_data")
+
+
+class CacheIncompleteError(ConfigError):
+    """The train pass met a clip that was never cached: the cache pass must run first."""
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What workers need to address the cache (picklable: no model, no open files)."""
+
+    root: str
+    vae: dict[str, object]
+    dtypes: dict[str, str]
+    normalisation: dict[str, object]
+    variations: int = 1
+    content_hash: bool = False
+    command_hint: str = ""
+
+    @classmethod
+    def from_info(
+        cls,
+        root: str,
+        info: VaeInfo,
+        latent_dtype: torch.dtype,
+        *,
+        variations: int = 1,
+        content_hash: bool = False,
+        command_hint: str = "",
+    ) -> CacheSpec:
+        return cls(
+            root=root,
+            vae={
+                "config_hash": info.config_hash,
+                "weights_hash": info.weights_hash,
+                "z_dim": info.z_dim,
+                "spatial_factor": info.spatial_factor,
+                "temporal_factor": info.temporal_factor,
+            },
+            dtypes={"vae": info.dtype, "latent": str(latent_dtype).replace("torch.", "")},
+            normalisation={"mean": list(info.latents_mean), "std": list(info.latents_std)},
+            variations=variations,
+            content_hash=content_hash,
+            command_hint=command_hint,
+        )
+
+    def variant(self, epoch: int) -> int:
+        """Epoch ``e`` trains on cached variant ``e mod variations``."""
+        return epoch % self.variations
+
+
+@dataclass(frozen=True)
+class CachedClip:
+    """A clip read back from the cache: latents instead of pixels."""
+
+    key: str
+    source: Source
+    latents: torch.Tensor
+    frame_times: tuple[float, ...]
+    crop: CropBox
+    bucket: Bucket
+    caption: str
+
+
+def sample_key(
+    sample: PlanSample, variant: int, options: DecodeOptions, spec: CacheSpec
+) -> tuple[str, dict[str, object]]:
+    """The cache key of one planned clip in one variant, and the clip description it hashes."""
+    plan = plan_clips(sample.probed, options, variant)[sample.clip_index]
+    clip: dict[str, object] = {
+        "clip_index": sample.clip_index,
+        "times": list(plan.times) if plan.times is not None else None,
+        "indices": list(plan.indices) if plan.indices is not None else None,
+        "fps": options.fps,
+        "bucket": [plan.bucket.frames, plan.bucket.width, plan.bucket.height],
+        "resized": list(plan.resized),
+        "offset": list(plan.offset),
+    }
+    key = cache_key(
+        source=source_identity(sample.path, content_hash=spec.content_hash),
+        clip=clip,
+        vae=spec.vae,
+        dtypes=spec.dtypes,
+        normalisation=spec.normalisation,
+    )
+    return key, clip
+
+
+def read_cached(
+    sample: PlanSample,
+    epoch: int,
+    options: DecodeOptions,
+    spec: CacheSpec,
+    cache: LatentCache,
+) -> CachedClip:
+    """Read one planned clip's latents; corrupt entries are quarantined and become a skip.
+
+    Raises:
+        CacheIncompleteError: the entry was never written (the cache pass has not covered it).
+        SampleError: ``cache_corrupt`` when the entry failed verification (it is quarantined and
+            re-encoded by the next cache pass; the caller replaces the sample meanwhile).
+    """
+    variant = spec.variant(epoch)
+    key, _ = sample_key(sample, variant, options, spec)
+    if not cache.contains(key):
+        if any(cache.quarantine_dir.glob(f"{key}.*")):
+            raise SampleError(
+                format_error(
+                    "cache entry of file",
+                    sample.path,
+                    "was quarantined after failing verification",
+                    "it is re-encoded by the next cache pass; the sample is replaced meanwhile",
+                    stage="cache",
+                ),
+                reason="cache_corrupt",
+            )
+        raise CacheIncompleteError(
+            format_error(
+                "cache entry of file",
+                sample.path,
+                f"is missing (clip {sample.clip_index}, variant {variant}, key {key[:12]}...)",
+                "fill the cache first: "
+                + (
+                    spec.command_hint
+                    or "ds.prepare() or `wan-data cache ROOT --vae ... --cache-dir ...`"
+                )
+                + ", or pass prepare='auto'",
+                stage="cache",
+            )
+        )
+    entry = cache.get(key)
+    if entry is None:
+        raise SampleError(
+            format_error(
+                "cache entry of file",
+                sample.path,
+                "failed verification and was quarantined",
+                "it is re-encoded by the next cache pass; the sample is replaced meanwhile",
+                stage="cache",
+            ),
+            reason="cache_corrupt",
+        )
+    meta = entry.metadata
+    times = tuple(float(t) for t in json.loads(meta.get("frame_times", "[]")))
+    crop = CropBox(*[float(v) for v in json.loads(meta.get("crop", "[0, 0, 0, 0]"))])
+    return CachedClip(
+        key=f"{sample.key}",
+        source=sample.probed.source,
+        latents=entry.latents,
+        frame_times=times,
+        crop=crop,
+        bucket=sample.bucket,
+        caption=caption_for(sample.probed, options, epoch),
+    )
+
+
+def collate_latents(clips: Sequence[CachedClip]) -> dict[str, Any]:
+    """The train-pass batch: ``latents`` (B, z, T, h, w) plus the same fields as pixel batches."""
+    return {
+        "latents": torch.stack([c.latents for c in clips]),
+        "captions": [c.caption for c in clips],
+        "paths": [c.source.path for c in clips],
+        "keys": [c.key for c in clips],
+        "frame_times": [list(c.frame_times) for c in clips],
+        "crops": [c.crop.as_list() for c in clips],
+        "buckets": [str(c.bucket) for c in clips],
+        "dropped": 0,
+    }
+
+
+def vae_info_from_files(
+    vae: str | os.PathLike[str], *, subfolder: str | None = None, dtype: torch.dtype = torch.float32
+) -> VaeInfo:
+    """The VAE's identity from its config and weight files, without building the model.
+
+    The train pass needs cache keys, hence the VAE identity, but must not load a VAE; diffusers'
+    ``extract_init_dict`` fills the config's defaults exactly as ``from_pretrained`` does, so the
+    identity equals the one the cache pass computed from the loaded model.
+    """
+    from diffusers import AutoencoderKLWan
+    from diffusers.configuration_utils import FrozenDict
+
+    from .vae import _describe, resolve_vae_path
+
+    path, sub = resolve_vae_path(vae, subfolder=subfolder)
+    folder = Path(os.path.expanduser(path))
+    if not folder.is_dir():
+        raise ConfigError(
+            format_error(
+                "vae",
+                str(vae),
+                "is not a local folder, and the train pass computes cache keys from local files",
+                "download the VAE once and pass its folder",
+            )
+        )
+    config = AutoencoderKLWan.load_config(str(folder), subfolder=sub)
+    init, _, _ = AutoencoderKLWan.extract_init_dict(config)
+    return _describe(SimpleNamespace(config=FrozenDict(init)), path, sub, True, dtype)
+
+
+# -- the cache pass ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Task:
+    sample: int
+    variant: int
+    key: str
+
+
+class _PrepareStream(IterableDataset[dict[str, Any]]):
+    """Worker side of the cache pass: decode chunks of one bucket into pixel batches."""
+
+    def __init__(
+        self,
+        chunks: list[list[_Task]],
+        samples: Sequence[PlanSample],
+        options: DecodeOptions,
+        policy: ErrorPolicy,
+        report_dir: str,
+    ) -> None:
+        self.chunks = chunks
+        self.samples = samples
+        self.options = options
+        self.policy = policy
+        self.report_dir = report_dir
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        context = StageContext(metrics=Metrics())
+        part = Path(self.report_dir) / f"part-prepare-w{worker}-p{os.getpid()}.json"
+        try:
+            for chunk in self.chunks[worker::workers]:
+                clips: list[Clip] = []
+                tasks: list[_Task] = []
+                for task in chunk:
+                    sample = self.samples[task.sample]
+                    context.epoch = task.variant
+
+                    def one(s: PlanSample, variant: int = task.variant) -> list[Clip]:
+                        return [
+                            decode_sample(s.probed, s.clip_index, s.bucket, self.options, variant)
+                        ]
+
+                    out = next(
+                        map_stage(
+                            [sample],
+                            one,
+                            stage="decode",
+                            accepts=PlanSample,
+                            policy=self.policy,
+                            context=context,
+                        )
+                    )
+                    if isinstance(out, Failed):
+                        context.metrics.record_failed(out)
+                        continue
+                    assert isinstance(out, Clip)
+                    clips.append(out)
+                    tasks.append(task)
+                context.metrics.write(part)
+                if clips:
+                    batch = collate(clips)
+                    batch["tasks"] = [(t.sample, t.variant, t.key) for t in tasks]
+                    yield batch
+        finally:
+            context.metrics.write(part)
+
+
+def prepare_cache(
+    samples: Sequence[PlanSample],
+    *,
+    options: DecodeOptions,
+    spec: CacheSpec,
+    encoder: Any,
+    policy: ErrorPolicy,
+    report_dir: str,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Encode every (sample, variant) of this rank that the cache lacks; returns a summary.
+
+    Work is sharded across ranks by task index, so under ``torchrun`` each clip is encoded by
+    exactly one rank into the shared cache directory. Already present entries are skipped, which
+    makes the pass resumable and safe to run from two processes at once (atomic writes: the
+    last writer of a key wins with an identical, valid file).
+    """
+    started = time.perf_counter()
+    cache = LatentCache(spec.root)
+    tasks_all = [(i, v) for i in range(len(samples)) for v in range(spec.variations)][
+        rank::world_size
+    ]
+    missing: list[_Task] = []
+    present = 0
+    for i, v in tasks_all:
+        key, _ = sample_key(samples[i], v, options, spec)
+        if cache.contains(key):
+            present += 1
+        else:
+            missing.append(_Task(i, v, key))
+    by_bucket: dict[Bucket, list[_Task]] = defaultdict(list)
+    for task in missing:
+        by_bucket[samples[task.sample].bucket].append(task)
+    size = max(1, int(getattr(encoder, "encode_batch_size", 1)))
+    chunks = [
+        tasks[i : i + size]
+        for _, tasks in sorted(by_bucket.items(), key=lambda kv: str(kv[0]))
+        for i in range(0, len(tasks), size)
+    ]
+    stream = _PrepareStream(chunks, samples, options, policy, report_dir)
+    loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
+    encoded = skipped_encode = 0
+    context = StageContext(metrics=Metrics())
+    bar = _progress(len(missing), progress)
+    try:
+        for batch in loader:
+            results = encoder.encode_each(batch["pixels"])
+            for (i, v, key), result, times, crop, caption in zip(
+                batch["tasks"],
+                results,
+                batch["frame_times"],
+                batch["crops"],
+                batch["captions"],
+                strict=True,
+            ):
+                sample = samples[i]
+                if isinstance(result, SampleError):
+                    skipped_encode += 1
+                    failed = Failed(
+                        key=sample.key,
+                        path=sample.path,
+                        stage="encode",
+                        reason=result.reason,
+                        error_type="SampleError",
+                        message=str(result),
+                    )
+                    context.metrics.record_failed(failed)
+                    continue
+                cache.put(
+                    key,
+                    result,
+                    {
+                        "path": sample.path,
+                        "clip_index": str(sample.clip_index),
+                        "variant": str(v),
+                        "frame_times": json.dumps(times),
+                        "crop": json.dumps(crop),
+                        "bucket": str(sample.bucket),
+                        "caption": caption,
+                    },
+                )
+                encoded += 1
+            if bar is not None:
+                bar.update(len(batch["tasks"]))
+                bar.set_postfix(encoded=encoded, skipped=skipped_encode)
+    finally:
+        if bar is not None:
+            bar.close()
+        context.metrics.write(Path(report_dir) / "part-prepare-main.json")
+    seconds = time.perf_counter() - started
+    summary = {
+        "tasks": len(tasks_all),
+        "already_cached": present,
+        "encoded": encoded,
+        "skipped": len(missing) - encoded,
+        "skipped_in_encode": skipped_encode,
+        "seconds": round(seconds, 3),
+        "clips_per_second": round(encoded / seconds, 3) if seconds else None,
+        "rank": rank,
+        "world_size": world_size,
+    }
+    logger.info("cache pass: %s", summary)
+    return summary
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="clip", desc="wan-data cache", dynamic_ncols=True)
