@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from wan_data.cli import format_report, main
 
@@ -86,3 +88,64 @@ def test_format_report_lists_stages_and_skips() -> None:
     text = format_report(report)
     assert "probe" in text and "/d/x.mp4" in text and "unreadable" in text
     assert "samples: 2" in text
+
+
+@pytest.mark.timeout(300)
+def test_cache_command_fills_verifies_and_prunes(tmp_path: Path) -> None:
+    from media import make_video
+    from vae_fixtures import make_tiny_wan21_vae
+
+    from wan_data.latent_cache import LatentCache
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, (w, h) in {"a.mp4": (64, 64), "b.mp4": (96, 64)}.items():
+        make_video(data / name, width=w, height=h, fps=16, num_frames=20)
+    (data / "bad.mp4").write_bytes(b"junk")
+    vae = make_tiny_wan21_vae(tmp_path / "vae")
+    cache = tmp_path / "cache"
+    base = [
+        sys.executable,
+        "-m",
+        "wan_data",
+        "cache",
+        str(data),
+        "--vae",
+        str(vae),
+        "--cache-dir",
+        str(cache),
+        "--frames",
+        "5",
+        "--fps",
+        "8",
+        "--resolution",
+        "64x64",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.run(
+        [*base, "--json", str(tmp_path / "s.json")],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env=env,
+    )
+    assert first.returncode == 0, first.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["encoded"] == 2 and summary["already_cached"] == 0
+    assert "bad.mp4" in first.stdout
+    # an orphan: an entry no clip of this dataset uses
+    orphan = LatentCache(cache)
+    orphan.put("f" * 64, torch.zeros(16, 2, 8, 8), {"path": "gone.mp4"})
+    second = subprocess.run(
+        [*base, "--verify", "--prune"], capture_output=True, text=True, timeout=280, env=env
+    )
+    assert second.returncode == 0, second.stderr
+    assert "0 encoded, 2 already cached" in second.stdout
+    assert "pruned: 1" in second.stdout
+    keys = LatentCache(cache).keys()
+    assert "f" * 64 not in keys and len(keys) == 2

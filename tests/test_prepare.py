@@ -264,3 +264,17 @@ def test_cache_pass_on_gpu(data: Path, vae21: Path, tmp_path: Path) -> None:
     )
     assert ds.prepare(num_workers=2, progress=False)["encoded"] == len(ds.samples)
     assert len(list(ds.loader(num_workers=0))) == len(ds)
+
+
+def test_report_carries_cache_stats_aggregated_over_workers(
+    data: Path, vae21: Path, tmp_path: Path
+) -> None:
+    ds = prepared(data, vae21, tmp_path / "cache")
+    batches = list(ds.loader(num_workers=2, timeout=120))
+    stats = ds.report()["cache"]
+    reads = sum(len(b["keys"]) for b in batches)
+    assert stats["hits"] == reads and stats["misses"] == 0
+    assert stats["hit_rate"] == 1.0 and stats["miss_rate"] == 0.0
+    assert stats["corruption_count"] == 0
+    assert stats["total_items"] == len(LatentCache(tmp_path / "cache").keys()) > 0
+    assert stats["cache_size_mb"] > 0 and stats["avg_access_time"] > 0

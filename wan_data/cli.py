@@ -3,6 +3,7 @@
 Subcommands:
     demo    make a small synthetic dataset (with broken files), stream one epoch of pixel
             batches through ``DataLoader(num_workers=2)`` and print the report.
+    cache   fill (and optionally verify / prune) the latent cache of a dataset.
 """
 
 from __future__ import annotations
@@ -49,6 +50,41 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--videos", type=int, default=8, help="good videos to generate")
     demo.add_argument("--batch-size", type=int, default=2)
     demo.add_argument("--json", type=Path, default=None, help="also write the report here")
+
+    cache = sub.add_parser(
+        "cache",
+        help="encode a dataset's clips with a Wan VAE into the latent cache (resumable)",
+        description="Decode every planned clip (in worker processes), encode it with the VAE in "
+        "this process and write it to the cache; present entries are skipped, so an interrupted "
+        "run is simply rerun. Use the same options as the WanVideoDataset that will read it.",
+    )
+    cache.add_argument("roots", nargs="+", help="folders or .jsonl/.csv metadata files")
+    cache.add_argument("--vae", required=True, help="local VAE folder or Wan Diffusers repo")
+    cache.add_argument("--cache-dir", required=True, type=Path)
+    cache.add_argument(
+        "--preset", default=None, choices=["wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b"]
+    )
+    cache.add_argument("--frames", type=int, nargs="+", default=None)
+    cache.add_argument("--fps", type=float, default=None)
+    cache.add_argument("--resolution", nargs="+", default=None, help="WxH [WxH ...]")
+    cache.add_argument("--batch-size", type=int, default=1)
+    cache.add_argument("--seed", type=int, default=0)
+    cache.add_argument(
+        "--sampling", default="head", choices=["head", "random", "uniform", "chunks"]
+    )
+    cache.add_argument("--crop", default="center", choices=["center", "random"])
+    cache.add_argument("--variations", type=int, default=1)
+    cache.add_argument("--device", default=None, help="default: cuda when available")
+    cache.add_argument("--vae-dtype", default="float32", choices=["float32", "bfloat16"])
+    cache.add_argument("--latent-dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    cache.add_argument("--encode-batch-size", type=int, default=1)
+    cache.add_argument("--workers", type=int, default=2, help="decoding worker processes")
+    cache.add_argument("--verify", action="store_true", help="verify every entry afterwards")
+    cache.add_argument(
+        "--prune", action="store_true", help="delete entries no clip of this dataset uses (orphans)"
+    )
+    cache.add_argument("--no-progress", action="store_true")
+    cache.add_argument("--json", type=Path, default=None, help="also write the summary here")
     return parser
 
 
@@ -62,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "demo":
         return _demo(args, sys.stdout)
+    if args.command == "cache":
+        return _cache(args, sys.stdout)
     parser.error(f"unknown command {args.command!r}")
     return 2
 
@@ -99,6 +137,78 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
             args.json.write_text(json.dumps(report, indent=2))
             out.write(f"report written to {args.json}\n")
     return 0
+
+
+def _cache(args: argparse.Namespace, out: TextIO) -> int:
+    import torch
+
+    from .dataset import WanVideoDataset
+    from .latent_cache import LatentCache
+    from .prepare import sample_key
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    options: dict[str, Any] = {
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "sampling": args.sampling,
+        "crop": args.crop,
+        "variations": args.variations,
+        "device": args.device,
+        "vae_dtype": dtypes[args.vae_dtype],
+        "latent_dtype": dtypes[args.latent_dtype],
+        "encode_batch_size": args.encode_batch_size,
+        "preset": args.preset,
+    }
+    if args.frames is not None:
+        options["frames"] = args.frames
+    if args.fps is not None:
+        options["fps"] = args.fps
+    if args.resolution is not None:
+        options["resolution"] = [_size(text) for text in args.resolution]
+    ds = WanVideoDataset(args.roots, vae=args.vae, cache_dir=args.cache_dir, **options)
+    out.write(f"{ds}\n")
+    summary: dict[str, Any] = ds.prepare(num_workers=args.workers, progress=not args.no_progress)
+    cache = LatentCache(args.cache_dir)
+    if args.verify:
+        summary["verify"] = cache.verify_all()
+    if args.prune:
+        spec = ds.cache_spec
+        assert spec is not None
+        keep = {
+            sample_key(s, v, ds._decode, spec)[0]
+            for s in ds.samples
+            for v in range(spec.variations)
+        }
+        summary["pruned"] = cache.prune(keep)
+    report = ds.report()
+    summary["skipped_files"] = report["skipped"]
+    summary["cache"] = cache.stats().as_dict()
+    out.write(
+        f"cache pass: {summary['encoded']} encoded, {summary['already_cached']} already cached, "
+        f"{len(summary['skipped_files'])} skipped file(s), "
+        f"{summary['seconds']:.1f} s\n"
+    )
+    for rec in report["skipped"]:
+        out.write(f"  {rec['path']}  [{rec['stage']}] {rec['reason']} ({rec['error_type']})\n")
+    if "verify" in summary:
+        out.write(f"verify: {summary['verify']}\n")
+    if "pruned" in summary:
+        out.write(f"pruned: {summary['pruned']} orphan entr(y/ies)\n")
+    out.write(
+        f"cache: {summary['cache']['total_items']} entries, "
+        f"{summary['cache']['cache_size_mb']:.1f} MB in {args.cache_dir}\n"
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise SystemExit(f"wan-data: --resolution ({text!r}) must look like 832x480") from exc
+    return width, height
 
 
 def format_report(report: dict[str, Any]) -> str:

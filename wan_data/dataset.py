@@ -11,6 +11,7 @@ which is the order the DataLoader collects them in, so the loader yields the pla
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import gc
 import hashlib
 import json
@@ -443,7 +444,9 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         mine = [b for b in plan.batches if b.position >= start][worker::workers]
         if info is None:
             self._record_progress(epoch, start)
-        reader = self._latent_reader(options) if self.cache_spec is not None else None
+        reader = (
+            self._latent_reader(options, context.metrics) if self.cache_spec is not None else None
+        )
         try:
             for batch, out in build_batches(
                 mine,
@@ -462,13 +465,16 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         finally:
             context.metrics.write(part)
 
-    def _latent_reader(self, options: DecodeOptions) -> MemberReader:
+    def _latent_reader(self, options: DecodeOptions, metrics: Metrics) -> MemberReader:
         spec = self.cache_spec
         assert spec is not None
         cache = LatentCache(spec.root)
 
         def read(sample: PlanSample, epoch: int) -> CachedClip:
-            return read_cached(sample, epoch, options, spec, cache)
+            try:
+                return read_cached(sample, epoch, options, spec, cache)
+            finally:
+                metrics.cache = cache.counters()
 
         return MemberReader("cache", read, collate_latents)
 
@@ -652,6 +658,24 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         merged["sources"] = len(self.sources)
         merged["epoch"] = self.epoch
         merged["buckets"] = self.bucket_report()
+        if self.cache_spec is not None:
+            directory = LatentCache(self.cache_spec.root).stats()
+            reads = merged.get("cache") or {}
+            stats = dataclasses.replace(
+                directory,
+                **{
+                    k: reads.get(k, 0)
+                    for k in (
+                        "hits",
+                        "misses",
+                        "corruption_count",
+                        "writes",
+                        "quarantined",
+                        "access_seconds",
+                    )
+                },
+            )
+            merged["cache"] = stats.as_dict()
         return merged
 
     def bucket_report(self) -> dict[str, Any]:

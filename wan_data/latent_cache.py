@@ -911,6 +911,11 @@ class LatentCache:
             )
         return removed
 
+    def counters(self) -> CacheStats:
+        """The read/write counters only, without scanning the directory (cheap per batch)."""
+        with self._lock:
+            return dataclasses.replace(self._stats)
+
     def stats(self) -> CacheStats:
         """A copy of the counters with ``total_items`` and ``cache_size_mb`` of the entries dir."""
         sizes = self._sizes()

@@ -9,6 +9,7 @@ with fork and spawn alike.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .items import Failed
+from .latent_cache import CacheStats
 
 __all__ = ["Metrics", "StageStats", "merge_reports"]
 
@@ -57,6 +59,7 @@ class Metrics:
     batches: int = 0
     samples: int = 0
     dropped_in_collate: int = 0
+    cache: CacheStats | None = None
 
     def stage(self, name: str) -> StageStats:
         if name not in self.stages:
@@ -78,6 +81,7 @@ class Metrics:
             "batches": self.batches,
             "samples": self.samples,
             "dropped_in_collate": self.dropped_in_collate,
+            "cache": self.cache.as_dict() if self.cache is not None else None,
         }
 
     def write(self, path: Path) -> None:
@@ -99,7 +103,12 @@ def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
     skipped: list[dict[str, object]] = []
     warnings: collections.Counter[str] = collections.Counter()
     totals = {"batches": 0, "samples": 0, "dropped_in_collate": 0}
+    cache: CacheStats | None = None
     for part in parts:
+        if part.get("cache"):
+            fields = {f.name for f in dataclasses.fields(CacheStats)}
+            stats = CacheStats(**{k: v for k, v in part["cache"].items() if k in fields})
+            cache = stats if cache is None else cache.merge(stats)
         for name, s in part.get("stages", {}).items():
             acc = stages.setdefault(
                 name,
@@ -129,6 +138,7 @@ def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
         acc["failed_by_error_type"] = dict(sorted(acc["failed_by_error_type"].items()))
     skipped.sort(key=lambda r: (str(r.get("path")), str(r.get("stage")), str(r.get("key"))))
     return {
+        "cache": cache.as_dict() if cache is not None else None,
         "stages": stages,
         "skipped": skipped,
         "warnings": dict(sorted(warnings.items())),
