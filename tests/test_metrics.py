@@ -143,6 +143,7 @@ def test_merge_of_one_equals_its_own_counts() -> None:
 
 def test_merge_empty_is_zeros() -> None:
     assert merge_reports([]) == {
+        "cache": None,
         "stages": {},
         "skipped": [],
         "warnings": {},
@@ -157,3 +158,31 @@ def test_merge_tolerates_missing_keys() -> None:
     assert merged["stages"]["probe"]["in"] == 2
     assert merged["stages"]["probe"]["failed"] == 0
     assert merged["batches"] == 0
+
+
+def test_merge_combines_cache_counters_of_workers() -> None:
+    a = {
+        "cache": {
+            "hits": 3,
+            "misses": 1,
+            "corruption_count": 1,
+            "total_items": 10,
+            "cache_size_mb": 1.5,
+            "access_seconds": 0.4,
+            "hit_rate": 0.75,
+        }
+    }
+    b = {
+        "cache": {
+            "hits": 5,
+            "misses": 0,
+            "total_items": 12,
+            "cache_size_mb": 1.0,
+            "access_seconds": 0.1,
+        }
+    }
+    merged = merge_reports([a, b, {}])["cache"]
+    assert (merged["hits"], merged["misses"], merged["corruption_count"]) == (8, 1, 1)
+    assert merged["total_items"] == 12 and merged["cache_size_mb"] == 1.5
+    assert merged["hit_rate"] == 8 / 9
+    assert merged["avg_access_time"] == pytest.approx(0.5 / 9)

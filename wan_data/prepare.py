@@ -327,26 +327,31 @@ def prepare_cache(
     num_workers: int = 2,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Encode every (sample, variant) of this rank that the cache lacks; returns a summary.
+    """Encode every distinct clip (sample x variant) of this rank that the cache lacks.
 
-    Work is sharded across ranks by task index, so under ``torchrun`` each clip is encoded by
+    Returns a summary; ``tasks`` counts distinct keys of this rank. Work is sharded across ranks
+    by the index of the distinct key, so under ``torchrun`` each clip is encoded by
     exactly one rank into the shared cache directory. Already present entries are skipped, which
     makes the pass resumable and safe to run from two processes at once (atomic writes: the
     last writer of a key wins with an identical, valid file).
     """
     started = time.perf_counter()
     cache = LatentCache(spec.root)
-    tasks_all = [(i, v) for i in range(len(samples)) for v in range(spec.variations)][
-        rank::world_size
-    ]
+    # Distinct keys, in a fixed order, dealt to ranks: variants of a clip that cannot vary (no
+    # slack for its window or crop) share a key and must be encoded once, by one rank.
+    unique: dict[str, _Task] = {}
+    for i in range(len(samples)):
+        for v in range(spec.variations):
+            key, _ = sample_key(samples[i], v, options, spec)
+            unique.setdefault(key, _Task(i, v, key))
+    tasks_all = list(unique.values())[rank::world_size]
     missing: list[_Task] = []
     present = 0
-    for i, v in tasks_all:
-        key, _ = sample_key(samples[i], v, options, spec)
-        if cache.contains(key):
+    for task in tasks_all:
+        if cache.contains(task.key):
             present += 1
         else:
-            missing.append(_Task(i, v, key))
+            missing.append(task)
     by_bucket: dict[Bucket, list[_Task]] = defaultdict(list)
     for task in missing:
         by_bucket[samples[task.sample].bucket].append(task)
