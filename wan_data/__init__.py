@@ -7,18 +7,26 @@ from __future__ import annotations
 
 import logging
 
+from .buckets import PRESETS, BucketSet, Preset
 from .collate import collate
 from .collect import Concept
 from .dataset import WanVideoDataset
 from .errors import ConfigError, FatalError, PipelineHealthError, SampleError, WanDataError
 from .items import Bucket, Clip, CropBox, Failed, Probed, Source, ValidationResult, VideoMetadata
+from .latent_cache import CacheStats, LatentCache
 from .policy import Action, ErrorPolicy
+from .prepare import CacheIncompleteError
+from .vae import VaeEncoder, VaeInfo
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PRESETS",
     "Action",
     "Bucket",
+    "BucketSet",
+    "CacheIncompleteError",
+    "CacheStats",
     "Clip",
     "Concept",
     "ConfigError",
@@ -26,10 +34,14 @@ __all__ = [
     "ErrorPolicy",
     "Failed",
     "FatalError",
+    "LatentCache",
     "PipelineHealthError",
+    "Preset",
     "Probed",
     "SampleError",
     "Source",
+    "VaeEncoder",
+    "VaeInfo",
     "ValidationResult",
     "VideoMetadata",
     "WanDataError",
