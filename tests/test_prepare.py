@@ -18,7 +18,7 @@ from vae_fixtures import make_tiny_wan21_vae, make_tiny_wan22_vae
 
 from wan_data import WanVideoDataset
 from wan_data.latent_cache import LatentCache
-from wan_data.prepare import CacheIncompleteError, sample_key
+from wan_data.prepare import CacheIncompleteError
 from wan_data.vae import load_vae, normalise
 
 pytestmark = pytest.mark.integration
@@ -173,9 +173,7 @@ def test_variations_cache_k_variants_and_epochs_cycle_through_them(
 ) -> None:
     ds = WanVideoDataset(data, **OPTIONS, vae=vae21, cache_dir=tmp_path / "c", variations=2)
     summary = ds.prepare(num_workers=0, progress=False)
-    spec = ds.cache_spec
-    assert spec is not None
-    distinct = {sample_key(s, v, ds._decode, spec)[0] for s in ds.samples for v in range(2)}
+    distinct = ds.cache_keys()
     assert len(distinct) > len(ds.samples)  # random windows and crops: most variants differ
     assert summary["encoded"] == summary["tasks"] == len(distinct)
 
@@ -245,9 +243,7 @@ ds.prepare(num_workers=0, progress=False)
         variations=4,
     )
     summary = ds.prepare(num_workers=0, progress=False)
-    spec = ds.cache_spec
-    assert spec is not None
-    unique = {sample_key(s, v, ds._decode, spec)[0] for s in ds.samples for v in range(4)}
+    unique = ds.cache_keys()
     assert summary["already_cached"] + summary["encoded"] == summary["tasks"] == len(unique)
     assert summary["already_cached"] >= 3
     verified = LatentCache(cache_dir).verify_all()

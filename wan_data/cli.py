@@ -144,7 +144,6 @@ def _cache(args: argparse.Namespace, out: TextIO) -> int:
 
     from .dataset import WanVideoDataset
     from .latent_cache import LatentCache
-    from .prepare import sample_key
 
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
     options: dict[str, Any] = {
@@ -172,14 +171,7 @@ def _cache(args: argparse.Namespace, out: TextIO) -> int:
     if args.verify:
         summary["verify"] = cache.verify_all()
     if args.prune:
-        spec = ds.cache_spec
-        assert spec is not None
-        keep = {
-            sample_key(s, v, ds._decode, spec)[0]
-            for s in ds.samples
-            for v in range(spec.variations)
-        }
-        summary["pruned"] = cache.prune(keep)
+        summary["pruned"] = cache.prune(ds.cache_keys())
     report = ds.report()
     summary["skipped_files"] = report["skipped"]
     summary["cache"] = cache.stats().as_dict()

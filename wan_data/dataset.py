@@ -516,16 +516,22 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             progress=progress,
         )
 
+    def cache_keys(self, variant: int | None = None) -> set[str]:
+        """The cache keys of every clip of this dataset (all ranks), in one variant or all."""
+        spec = self.cache_spec
+        if spec is None:
+            return set()
+        variants = range(spec.variations) if variant is None else (variant,)
+        return {sample_key(s, v, self._decode, spec)[0] for s in self.samples for v in variants}
+
     def cache_complete(self, epoch: int | None = None) -> bool:
-        """Whether every clip this rank reads in ``epoch`` is in the cache."""
+        """Whether every clip this dataset reads in ``epoch`` is in the cache."""
         spec = self.cache_spec
         if spec is None:
             return True
         cache = LatentCache(spec.root)
         variant = spec.variant(self.epoch if epoch is None else epoch)
-        return all(
-            cache.contains(sample_key(s, variant, self._decode, spec)[0]) for s in self.samples
-        )
+        return all(cache.contains(key) for key in self.cache_keys(variant))
 
     def _prepare_if_needed(self) -> None:
         if (
