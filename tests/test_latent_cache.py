@@ -302,22 +302,57 @@ def _flip_tensor_byte(data: bytes) -> bytes:
 
 CORRUPTIONS = {
     "flipped_tensor_byte": (lambda key, good: _flip_tensor_byte(good), "checksum"),
-    "truncated": (lambda key, good: good[: len(good) // 2], "safetensors rejected"),
+    "truncated": (lambda key, good: good[: len(good) // 2], "truncated or extended"),
     "truncated_header": (lambda key, good: good[:5], "truncated"),
     "garbage": (lambda key, good: b"this is not a safetensors file" * 10, "header length"),
     "other_keys_file": (
         lambda key, good: encode_entry(key_of("other"), latents_for(key), {}),
         "file holds key",
     ),
-    "nan_written_by_hand": (
-        lambda key, good: encode_entry(key, torch.full((2, 1, 2, 2), float("nan")), {}),
-        "non-finite",
+    "flipped_header_byte": (
+        lambda key, good: good.replace(b'"caption":"c"', b'"caption":"d"'),
+        "checksum",
     ),
-    "inf_written_by_hand": (
-        lambda key, good: encode_entry(key, torch.tensor([1.0, float("-inf")]), {}),
-        "non-finite",
+    "checksum_field_removed": (
+        lambda key, good: good.replace(b'"checksum":"', b'"checksuM":"'),
+        "checksum",
     ),
 }
+
+
+def forge_entry(key: str, values: torch.Tensor) -> bytes:
+    """An entry holding ``values`` with a valid checksum, made without encode_entry's checks:
+    what only a forger (or a bug) could write."""
+    data = bytearray(encode_entry(key, torch.zeros_like(values), {}))
+    start = len(data) - values.numel() * values.element_size()
+    data[start:] = values.contiguous().view(torch.uint8).numpy().tobytes()
+    digits = lc._checksum_digits_at(memoryview(data))
+    data[digits : digits + 32] = lc.entry_checksum(data).split(":")[1].encode("ascii")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_encode_entry_refuses_non_finite_latents(bad: float) -> None:
+    with pytest.raises(SampleError, match="1 of 2 values NaN/inf") as info:
+        encode_entry(key_of("x"), torch.tensor([1.0, bad]), {"path": "/data/x.mp4"})
+    assert info.value.reason == "non_finite_latents"
+    assert "/data/x.mp4" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf")])
+def test_forged_non_finite_entry_fails_the_audit(tmp_path: Path, bad: float) -> None:
+    """Reads trust the write-time finiteness check (the checksum proves the bytes unchanged);
+    the audit (`verify_all`, `wan-data cache --verify`) checks finiteness again."""
+    key = key_of("forged")
+    data = forge_entry(key, torch.tensor([1.0, bad, 2.0, 3.0]))
+    with pytest.raises(lc.CacheCorruptionError, match="non-finite"):
+        decode_entry(key, data)
+    assert decode_entry(key, data, check_finite=False).latents.shape == (4,)
+    cache = LatentCache(tmp_path)
+    cache.put(key, torch.zeros(4), {})
+    write_raw(cache, key, data)
+    assert cache.verify_all() == {"ok": 0, "quarantined": 1}
+    assert cache.get(key) is None
 
 
 @pytest.mark.parametrize("case", sorted(CORRUPTIONS))

@@ -278,3 +278,80 @@ def test_report_carries_cache_stats_aggregated_over_workers(
     assert stats["corruption_count"] == 0
     assert stats["total_items"] == len(LatentCache(tmp_path / "cache").keys()) > 0
     assert stats["cache_size_mb"] > 0 and stats["avg_access_time"] > 0
+
+
+def _entry_latents(ds: WanVideoDataset, cache_dir: Path, batch: dict[str, Any]) -> torch.Tensor:
+    """The batch's latents as read one by one from the cache (by each member's entry key)."""
+    from wan_data.prepare import sample_key
+
+    cache = LatentCache(cache_dir)
+    by_key = {s.key: s for s in ds.samples}
+    assert ds.cache_spec is not None
+    out = []
+    for member in batch["keys"]:
+        key, _ = sample_key(by_key[member], 0, ds._decode, ds.cache_spec)
+        entry = cache.get(key)
+        assert entry is not None
+        out.append(entry.latents)
+    return torch.stack(out)
+
+
+def test_latents_are_read_into_their_batch_without_a_stack_copy(
+    data: Path, vae21: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wan_data.prepare as prepare_module
+
+    cache_dir = tmp_path / "cache"
+    ds = prepared(data, vae21, cache_dir)
+    expected = [_entry_latents(ds, cache_dir, b) for b in ds.loader(num_workers=0)]
+
+    def no_stack(*args: Any, **kwargs: Any) -> torch.Tensor:
+        raise AssertionError("full batches must not be stacked")
+
+    monkeypatch.setattr(prepare_module.torch, "stack", no_stack)
+    try:
+        got = [b["latents"] for b in ds.loader(num_workers=0)]
+    finally:
+        monkeypatch.undo()
+    assert len(got) == len(expected) == len(ds)
+    for g, e in zip(got, expected, strict=True):
+        assert torch.equal(g, e)
+
+
+def test_a_corrupt_member_leaves_its_slot_to_the_replacement(
+    data: Path, vae21: Path, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "cache"
+    ds = prepared(data, vae21, cache_dir)
+    cache = LatentCache(cache_dir)
+    victim = cache.path_for(sorted(cache.keys())[0])
+    blob = bytearray(victim.read_bytes())
+    blob[-3] ^= 0x10
+    victim.write_bytes(bytes(blob))
+    for workers in (0, 2):
+        for batch in ds.loader(num_workers=workers):
+            assert torch.equal(batch["latents"], _entry_latents(ds, cache_dir, batch))
+
+
+def test_batcher_stacks_when_the_slots_do_not_line_up(
+    data: Path, vae21: Path, tmp_path: Path
+) -> None:
+    from wan_data.prepare import LatentBatcher
+
+    cache_dir = tmp_path / "cache"
+    ds = prepared(data, vae21, cache_dir)
+    assert ds.cache_spec is not None
+    batcher = LatentBatcher(ds._decode, ds.cache_spec, LatentCache(cache_dir), batch_size=2)
+    same = [s for s in ds.samples if s.bucket == ds.samples[0].bucket]
+    first = batcher.read(same[0], 0)
+    batcher.read(same[-1], 0)  # fills slot 1, then is not part of the batch
+    third = batcher.read(same[0], 0)  # a third read starts a new arena
+    out = batcher.collate([first, third])
+    assert torch.equal(out["latents"], torch.stack([first.latents, third.latents]))
+    assert out["latents"].data_ptr() not in (first.latents.data_ptr(), third.latents.data_ptr())
+    # Lined-up slots are handed out as they are.
+    a = batcher.read(same[0], 0)
+    b = batcher.read(same[-1], 0)
+    lined = batcher.collate([a, b])
+    assert lined["latents"].data_ptr() == a.latents.data_ptr()
+    assert torch.equal(lined["latents"][1], b.latents)

@@ -17,13 +17,13 @@ from .errors import ConfigError, format_error
 from .items import Clip, Failed
 from .pipeline import StageContext
 
-__all__ = ["batch_clips", "collate", "pixels_to_float"]
+__all__ = ["batch_clips", "collate", "empty_batch", "pixels_to_float"]
 
 logger = logging.getLogger("wan_data")
 
 
-def _empty_batch(shape: tuple[int, ...]) -> torch.Tensor:
-    """A float32 tensor, in shared memory when made inside a DataLoader worker.
+def empty_batch(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An uninitialised batch tensor, in shared memory when made inside a DataLoader worker.
 
     A worker sends tensors to the main process through shared memory; a tensor that is not
     already there is copied into it on the way out (80 MB per batch of two 33x240x416 clips).
@@ -31,12 +31,13 @@ def _empty_batch(shape: tuple[int, ...]) -> torch.Tensor:
     ``default_collate`` does.
     """
     if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.float32)
+        return torch.empty(shape, dtype=dtype)
     numel = 1
     for n in shape:
         numel *= n
-    storage = torch.UntypedStorage._new_shared(numel * 4)
-    return torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    storage = torch.UntypedStorage._new_shared(numel * itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
 
 
 def pixels_to_float(frames: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -49,7 +50,7 @@ def pixels_to_float(frames: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tens
     """
     clips = list(frames.unbind(0)) if isinstance(frames, torch.Tensor) else list(frames)
     f, c, h, w = clips[0].shape
-    out = _empty_batch((len(clips), c, f, h, w))
+    out = empty_batch((len(clips), c, f, h, w))
     for i, clip in enumerate(clips):
         for channel in range(c):
             out[i, channel].copy_(clip[:, channel])

@@ -46,9 +46,8 @@ from .policy import ErrorPolicy
 from .prepare import (
     CachedClip,
     CacheSpec,
-    collate_latents,
+    LatentBatcher,
     prepare_cache,
-    read_cached,
     sample_key,
     vae_info_from_files,
 )
@@ -478,13 +477,15 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         assert spec is not None
         cache = LatentCache(spec.root)
 
+        batcher = LatentBatcher(options, spec, cache, self.batch_size)
+
         def read(sample: PlanSample, epoch: int) -> CachedClip:
             try:
-                return read_cached(sample, epoch, options, spec, cache)
+                return batcher.read(sample, epoch)
             finally:
                 metrics.cache = cache.counters()
 
-        return MemberReader("cache", read, collate_latents)
+        return MemberReader("cache", read, batcher.collate)
 
     # -- the cache pass ------------------------------------------------------------------
 
@@ -546,9 +547,12 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         """A ``DataLoader`` over this dataset that also records progress for ``state_dict()``.
 
         Keyword arguments go to ``torch.utils.data.DataLoader`` (``batch_size`` is always
-        ``None``: the dataset makes the batches).
+        ``None``: the dataset makes the batches). ``collate_fn`` defaults to passing batches
+        through: they are already tensors, and DataLoader's default ``default_convert`` walks
+        every list element of every batch (a third of a cached read of small latents).
         """
         kwargs["batch_size"] = None
+        kwargs.setdefault("collate_fn", keep_batch)
         self.rank_and_world_size()
         self._prepare_if_needed()
         return _ProgressLoader(self, **kwargs)
@@ -745,6 +749,11 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             f"frames={list(self.frames)}, fps={self.fps}, resolution={list(self.resolutions)}, "
             f"batch_size={self.batch_size}, epoch={self.epoch})"
         )
+
+
+def keep_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """The ``collate_fn`` of :meth:`WanVideoDataset.loader`: batches arrive ready."""
+    return batch
 
 
 class _ProgressLoader(DataLoader[dict[str, Any]]):

@@ -10,12 +10,13 @@ normalisation gives a new key, so nothing stale is ever served.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,11 +26,11 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .batches import PlanSample
-from .collate import collate
+from .collate import collate, empty_batch
 from .decode import DecodeOptions, caption_for, decode_sample, plan_clips
 from .errors import ConfigError, SampleError, format_error
 from .items import Bucket, Clip, CropBox, Failed, Source
-from .latent_cache import LatentCache, cache_key, source_identity
+from .latent_cache import LatentCache, cache_key_for, config_digest, source_identity
 from .metrics import Metrics
 from .pipeline import StageContext, map_stage
 from .policy import ErrorPolicy
@@ -39,6 +40,7 @@ __all__ = [
     "CacheIncompleteError",
     "CacheSpec",
     "CachedClip",
+    "LatentBatcher",
     "prepare_cache",
     "sample_key",
     "vae_info_from_files",
@@ -94,6 +96,11 @@ class CacheSpec:
         """Epoch ``e`` trains on cached variant ``e mod variations``."""
         return epoch % self.variations
 
+    @functools.cached_property
+    def config(self) -> str:
+        """:func:`~wan_data.latent_cache.config_digest` of this spec (computed once)."""
+        return config_digest(vae=self.vae, dtypes=self.dtypes, normalisation=self.normalisation)
+
 
 @dataclass(frozen=True)
 class CachedClip:
@@ -122,12 +129,10 @@ def sample_key(
         "resized": list(plan.resized),
         "offset": list(plan.offset),
     }
-    key = cache_key(
+    key = cache_key_for(
+        spec.config,
         source=source_identity(sample.path, content_hash=spec.content_hash),
         clip=clip,
-        vae=spec.vae,
-        dtypes=spec.dtypes,
-        normalisation=spec.normalisation,
     )
     return key, clip
 
@@ -138,8 +143,13 @@ def read_cached(
     options: DecodeOptions,
     spec: CacheSpec,
     cache: LatentCache,
+    *,
+    into: Callable[[tuple[int, ...], torch.dtype], torch.Tensor] | None = None,
 ) -> CachedClip:
     """Read one planned clip's latents; corrupt entries are quarantined and become a skip.
+
+    ``into`` places the latents (see :meth:`LatentCache.lookup`); :class:`LatentBatcher` uses it
+    to read each member straight into its slot of the batch.
 
     Raises:
         CacheIncompleteError: the entry was never written (the cache pass has not covered it).
@@ -148,7 +158,8 @@ def read_cached(
     """
     variant = spec.variant(epoch)
     key, _ = sample_key(sample, variant, options, spec)
-    if not cache.contains(key):
+    entry, status = cache.lookup(key, into=into)
+    if status == "missing":
         if any(cache.quarantine_dir.glob(f"{key}.*")):
             raise SampleError(
                 format_error(
@@ -174,7 +185,6 @@ def read_cached(
                 stage="cache",
             )
         )
-    entry = cache.get(key)
     if entry is None:
         raise SampleError(
             format_error(
@@ -200,10 +210,66 @@ def read_cached(
     )
 
 
-def collate_latents(clips: Sequence[CachedClip]) -> dict[str, Any]:
-    """The train-pass batch: ``latents`` (B, z, T, h, w) plus the same fields as pixel batches."""
+class LatentBatcher:
+    """Reads planned members' latents straight into their batch tensor, then hands it out.
+
+    Stacking separately read latents copies every byte once more: for Wan-sized entries (4 MB)
+    that copy costs as much as the read itself. Members are read in batch order, so member ``i``
+    of a batch goes into slot ``i`` of a preallocated ``(batch_size, z, T, h, w)`` tensor (in
+    shared memory inside a DataLoader worker, which is where the batch must end up). A member
+    that fails leaves its slot to the next candidate; when the slots do not line up with the
+    batch's clips (another bucket's shape mid-batch, a fallback batch), :meth:`collate` stacks as
+    usual. Pass :meth:`read` and :meth:`collate` as a :class:`~wan_data.batches.MemberReader`.
+    """
+
+    def __init__(
+        self, options: DecodeOptions, spec: CacheSpec, cache: LatentCache, batch_size: int
+    ) -> None:
+        self.options = options
+        self.spec = spec
+        self.cache = cache
+        self.batch_size = max(1, batch_size)
+        self._arena: torch.Tensor | None = None
+        self._used = 0
+
+    def _slot(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        arena = self._arena
+        if (
+            arena is None
+            or tuple(arena.shape[1:]) != shape
+            or arena.dtype != dtype
+            or self._used >= arena.shape[0]
+        ):
+            arena = self._arena = empty_batch((self.batch_size, *shape), dtype)
+            self._used = 0
+        return arena[self._used]
+
+    def read(self, sample: PlanSample, epoch: int) -> CachedClip:
+        clip = read_cached(sample, epoch, self.options, self.spec, self.cache, into=self._slot)
+        self._used += 1  # only once verified: a failed read leaves its slot to the next one
+        return clip
+
+    def collate(self, clips: Sequence[CachedClip]) -> dict[str, Any]:
+        arena, self._arena, self._used = self._arena, None, 0
+        n = len(clips)
+        latents = None
+        if arena is not None and 0 < n <= arena.shape[0]:
+            base = arena.data_ptr()
+            step = arena[0].numel() * arena.element_size()
+            if all(c.latents.data_ptr() == base + i * step for i, c in enumerate(clips)):
+                latents = arena if n == arena.shape[0] else arena[:n]
+        return collate_latents(clips, latents=latents)
+
+
+def collate_latents(
+    clips: Sequence[CachedClip], *, latents: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """The train-pass batch: ``latents`` (B, z, T, h, w) plus the same fields as pixel batches.
+
+    ``latents``: the clips' latents already in one tensor (see :class:`LatentBatcher`).
+    """
     return {
-        "latents": torch.stack([c.latents for c in clips]),
+        "latents": latents if latents is not None else torch.stack([c.latents for c in clips]),
         "captions": [c.caption for c in clips],
         "paths": [c.source.path for c in clips],
         "keys": [c.key for c in clips],
