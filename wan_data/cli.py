@@ -4,6 +4,8 @@ Subcommands:
     demo    make a small synthetic dataset (with broken files), stream one epoch of pixel
             batches through ``DataLoader(num_workers=2)`` and print the report.
     cache   fill (and optionally verify / prune) the latent cache of a dataset.
+    scan    a dataset doctor: what training would make of every file (good / bad and why,
+            buckets, summaries), as a table, JSON and pictures (docs/scan.md).
 """
 
 from __future__ import annotations
@@ -85,7 +87,48 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     cache.add_argument("--no-progress", action="store_true")
     cache.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    _add_scan_parser(sub)
     return parser
+
+
+def _add_scan_parser(sub: Any) -> None:
+    scan = sub.add_parser(
+        "scan",
+        help="check a dataset before training: good and bad files, buckets, summaries, plots",
+        description="Collect, probe and bucket every file exactly as WanVideoDataset would with "
+        "the same options, and report what training would do with each: good (its bucket) or "
+        "bad (the reason it is skipped). Exit status 0 even when bad files exist; 2 for a bad "
+        "configuration.",
+    )
+    scan.add_argument("roots", nargs="+", help="folders or .jsonl/.csv metadata files")
+    scan.add_argument("--preset", default=None, choices=["wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b"])
+    scan.add_argument("--frames", type=int, nargs="+", default=None, help="4k+1 frame buckets")
+    scan.add_argument(
+        "--fps", default=None, help="sampling fps, or 'native' (default: the preset's, else 16)"
+    )
+    scan.add_argument("--resolution", nargs="+", default=None, help="WxH [WxH ...] (tiers)")
+    scan.add_argument("--step", type=int, default=None, help="bucket side multiple (16 or 32)")
+    scan.add_argument("--no-upscale", action="store_true", help="as WanVideoDataset(no_upscale)")
+    scan.add_argument("--sampling", default="head", choices=["head", "random", "uniform", "chunks"])
+    scan.add_argument("--clips-per-video", type=int, default=1)
+    scan.add_argument("--crop", default="center", choices=["center", "random"])
+    scan.add_argument("--seed", type=int, default=0)
+    scan.add_argument("--threads", type=int, default=None, help="probe threads (default: cores)")
+    scan.add_argument(
+        "--metadata-cache", type=Path, default=None, help="the dataset's metadata cache file"
+    )
+    scan.add_argument("--json", type=Path, default=None, help="write the full report here")
+    scan.add_argument(
+        "--plots", type=Path, default=None, help="write buckets.png and contact_sheet.png here"
+    )
+    scan.add_argument(
+        "--max-rows", type=_at_least(1), default=20, help="rows per list in the table"
+    )
+    scan.add_argument("--sheet-buckets", type=_at_least(1), default=12, help="contact sheet rows")
+    scan.add_argument("--sheet-samples", type=_at_least(1), default=3, help="samples per row")
+    scan.add_argument("--sheet-frames", type=_at_least(1), default=4, help="frames per sample")
+    scan.add_argument("--thumb-height", type=_at_least(8), default=64, help="thumbnail height (px)")
+    scan.add_argument("--no-progress", action="store_true")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args, sys.stdout)
     if args.command == "cache":
         return _cache(args, sys.stdout)
+    if args.command == "scan":
+        return _scan(args, sys.stdout, sys.stderr)
     parser.error(f"unknown command {args.command!r}")
     return 2
 
@@ -193,6 +238,101 @@ def _cache(args: argparse.Namespace, out: TextIO) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``wan-data scan``: bad files are findings (exit 0), a bad configuration is not (exit 2)."""
+    from .errors import ConfigError, FatalError
+    from .plots import bucket_histogram, contact_sheet
+    from .scan import UNSET, format_scan_table, scan_dataset
+
+    log = logging.getLogger("wan_data")
+    level = log.level
+    # Every skip is in the table; a warning line per bad file on top of it is noise.
+    if args.verbose == 0:
+        log.setLevel(logging.ERROR)
+    try:
+        options: dict[str, Any] = {
+            "preset": args.preset,
+            "frames": args.frames,
+            "step": args.step,
+            "no_upscale": args.no_upscale,
+            "sampling": args.sampling,
+            "clips_per_video": args.clips_per_video,
+            "crop": args.crop,
+            "seed": args.seed,
+            "threads": args.threads,
+            "metadata_cache": args.metadata_cache,
+            "progress": not args.no_progress,
+        }
+        # Unparseable values go to scan_dataset as they are: it reports them together with
+        # every other configuration problem, so one run lists everything to fix.
+        options["fps"] = UNSET
+        if args.fps is not None:
+            options["fps"] = None if args.fps.lower() in ("native", "none") else _number(args.fps)
+        if args.resolution is not None:
+            options["resolution"] = [_size_or_text(text) for text in args.resolution]
+        try:
+            report = scan_dataset(args.roots, **options)
+        except ConfigError as exc:
+            err.write(f"wan-data scan: {exc}\n")
+            return 2
+        except FatalError as exc:
+            err.write(f"wan-data scan: {exc}\n")
+            return 1
+        out.write(format_scan_table(report, max_rows=args.max_rows) + "\n")
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+            out.write(f"report written to {args.json}\n")
+        if args.plots is not None:
+            histogram = args.plots / "buckets.png"
+            bucket_histogram(report, histogram)
+            sheet = contact_sheet(
+                report,
+                args.plots / "contact_sheet.png",
+                per_bucket=args.sheet_samples,
+                frames_per_sample=args.sheet_frames,
+                thumb_height=args.thumb_height,
+                max_buckets=args.sheet_buckets,
+            )
+            out.write(f"plots written to {histogram} and {sheet.path}\n")
+            for path, why in sheet.failed:
+                out.write(f"  contact sheet: {path} did not decode: {why}\n")
+        bad = len(report.bad)
+        out.write(
+            f"{bad} bad file(s) of {len(report.rows)}: training skips them\n"
+            if bad
+            else f"all {len(report.rows)} file(s) are usable\n"
+        )
+        return 0
+    finally:
+        log.setLevel(level)
+
+
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _size_or_text(text: str) -> tuple[int, int] | str:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        return text
+    return width, height
+
+
+def _at_least(low: int) -> Any:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}, got {value}")
+        return value
+
+    return parse
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -1,0 +1,206 @@
+"""wan-data scan: every file's verdict equals what WanVideoDataset does with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from media import Corpus, make_video
+from PIL import Image
+
+from wan_data import ConfigError, WanVideoDataset
+from wan_data.cli import main
+from wan_data.plots import bucket_histogram_size, contact_sheet_size
+from wan_data.scan import ScanReport, format_scan_table, scan_dataset
+
+OPTIONS: dict[str, Any] = {"frames": [17, 33], "fps": 16, "resolution": (64, 64)}
+
+
+@pytest.fixture(scope="module")
+def report(corpus: Corpus) -> ScanReport:
+    return scan_dataset(corpus.root, **OPTIONS, threads=2, progress=False)
+
+
+def rows_by_name(report: ScanReport, corpus: Corpus) -> dict[str, Any]:
+    return {str(Path(r.path).relative_to(corpus.root)): r for r in report.rows}
+
+
+def test_every_broken_file_is_bad_with_its_expected_reason(
+    report: ScanReport, corpus: Corpus
+) -> None:
+    rows = rows_by_name(report, corpus)
+    for spec in corpus.by_kind("broken"):
+        row = rows[spec.name]
+        assert row.status == "bad" and row.reason == spec.expected_reason, (spec.name, row)
+        assert row.message and row.stage and row.bucket is None and row.clips == 0
+    short = rows[corpus.by_kind("short")[0].name]
+    assert short.status == "bad" and short.reason == "too_short"
+    # It opened before failing validation: its metadata explains the verdict.
+    assert short.duration_seconds == pytest.approx(0.5) and short.width == 96
+    assert rows["damaged/truncated_after_index.mp4"].reason == "truncated"
+    # Damage inside an intact index is invisible to metadata: good here, found when decoded.
+    assert rows["damaged/corrupt_middle.mp4"].status == "good"
+
+
+def test_every_good_file_is_good_with_a_bucket(report: ScanReport, corpus: Corpus) -> None:
+    rows = rows_by_name(report, corpus)
+    for spec in corpus.by_kind("good", "image"):
+        row = rows[spec.name]
+        assert row.status == "good" and row.reason is None, (spec.name, row)
+        assert (row.width, row.height) == (spec.width, spec.height)
+        assert row.bucket is not None and row.clips == 1
+        width, height, frames = row.bucket
+        assert width % 16 == 0 and height % 16 == 0
+        assert frames == (1 if spec.kind == "image" else 33)
+        assert row.has_caption == (spec.caption is not None)
+    assert rows["good/h264_landscape.mp4"].num_frames == 54
+    assert rows["good/h264_landscape.mp4"].fps == pytest.approx(24.0)
+    assert rows["images/landscape.png"].fps is None
+    assert not {s.name for s in corpus.by_kind("ignored")} & set(rows)
+
+
+def test_counts_are_consistent(report: ScanReport, corpus: Corpus) -> None:
+    totals = report.totals()
+    assert totals["good"] + totals["bad"] == totals["files"] == len(report.rows)
+    assert sum(totals["bad_by_reason"].values()) == totals["bad"]
+    assert totals["good_videos"] + totals["good_images"] == totals["good"]
+    assert totals["samples"] == len(report.samples) == sum(r.clips for r in report.rows)
+    assert sum(b.files for b in report.buckets) == totals["good"]
+    expected_files = len(corpus.by_kind("good", "image", "broken", "short", "damaged"))
+    assert totals["files"] == expected_files
+    assert report.breaker is None  # a third of the corpus is bad: training would run
+
+
+def test_vfr_captions_trimming_and_summaries(report: ScanReport, corpus: Corpus) -> None:
+    assert report.vfr_files == [str(corpus.path("good/h264_vfr.mp4"))]
+    uncaptioned = {
+        str(corpus.path(s.name))
+        for s in corpus.by_kind("good", "image", "damaged")
+        if s.caption is None
+    }
+    assert set(report.missing_captions) == uncaptioned - {
+        str(corpus.path("damaged/truncated_after_index.mp4"))
+    }
+    landscape = rows_by_name(report, corpus)["good/h264_landscape.mp4"]
+    assert (landscape.frames_available, landscape.frames_trimmed) == (36, 3)  # 2.25 s at 16 fps
+    summary = report.summary()
+    assert summary["fps"]["min"] == pytest.approx(20.0)  # the VFR clip's average
+    assert summary["duration_seconds"]["max"] == pytest.approx(3.0)
+    assert summary["resolution"]["count"] == report.totals()["good"]
+
+
+def test_json_round_trip_equals_as_dict(report: ScanReport) -> None:
+    data = report.as_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert data["totals"]["files"] == len(data["files"])
+    assert {b["width"] for b in data["buckets"]} and data["options"]["frames"] == [17, 33]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        OPTIONS,
+        {
+            "frames": [5, 9],
+            "fps": None,
+            "resolution": [(64, 64), (128, 128)],
+            "sampling": "chunks",
+            "clips_per_video": 0,
+            "no_upscale": True,
+        },
+        {},  # the defaults must stay WanVideoDataset's
+    ],
+    ids=["head", "native-chunks-no-upscale", "defaults"],
+)
+def test_scan_agrees_with_the_dataset(corpus: Corpus, options: dict[str, Any]) -> None:
+    scanned = scan_dataset(corpus.root, **options, threads=2, progress=False)
+    ds = WanVideoDataset(corpus.root, **options, probe_threads=2)
+    per_key: dict[str, list[tuple[int, int, int]]] = {}
+    for s in ds.samples:
+        per_key.setdefault(s.key.split("#")[0], []).append(
+            (s.bucket.width, s.bucket.height, s.bucket.frames)
+        )
+    good = {r.key: r for r in scanned.good}
+    assert set(good) == set(per_key)
+    for key, buckets in per_key.items():
+        assert {good[key].bucket} == set(buckets) and good[key].clips == len(buckets)
+    skipped = {(r["path"], r["reason"]) for r in ds.report()["skipped"]}
+    assert {(r.path, r.reason) for r in scanned.bad} == skipped
+    assert scanned.frames_trimmed_total == ds.bucket_report()["frames_trimmed_total"]
+    assert [(s.key, s.bucket) for s in scanned.samples] == [(s.key, s.bucket) for s in ds.samples]
+
+
+def test_table_lists_sections_and_bad_files(report: ScanReport, corpus: Corpus) -> None:
+    text = format_scan_table(report)
+    for spec in corpus.by_kind("broken"):
+        assert spec.name in text and str(spec.expected_reason) in text
+    for section in ("verdict", "good files", "buckets:", "4k+1 trimming", "variable frame rate"):
+        assert section in text
+    assert "good/h264_vfr.mp4" in text
+    trimmed = format_scan_table(report, max_rows=2)
+    assert f"and {len(report.bad) - 2} more file(s)" in trimmed
+    assert len(trimmed.splitlines()) < len(text.splitlines())
+
+
+def test_an_empty_folder_scans_to_an_empty_report(tmp_path: Path) -> None:
+    empty = scan_dataset(tmp_path, progress=False)
+    assert empty.rows == [] and empty.buckets == [] and empty.samples == []
+    data = empty.as_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert data["totals"]["files"] == 0 and data["summary"]["fps"]["median"] is None
+    assert "0 file(s)" in format_scan_table(empty)
+
+
+def test_config_problems_are_reported_together(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        scan_dataset(tmp_path / "missing", frames=[18], resolution=(830, 480), fps=-1)
+    assert len(info.value.problems) == 4
+
+
+def test_scan_reports_when_training_would_trip_the_breaker(tmp_path: Path) -> None:
+    for i in range(24):
+        (tmp_path / f"junk_{i:02d}.mp4").write_bytes(b"not a video" * (i + 1))
+    make_video(tmp_path / "ok.mp4", width=64, height=64, fps=16, num_frames=20)
+    scanned = scan_dataset(tmp_path, frames=[17], resolution=(64, 64), progress=False)
+    assert len(scanned.bad) == 24 and len(scanned.good) == 1  # every verdict, none cut short
+    assert scanned.breaker is not None and "circuit-breaker" in scanned.breaker
+    assert "training would stop here" in format_scan_table(scanned)
+    assert (
+        scan_dataset(tmp_path, frames=[17], breaker_threshold=None, progress=False).breaker is None
+    )
+
+
+def test_cli_prints_the_table_and_writes_json_and_plots(
+    corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, plots = tmp_path / "scan.json", tmp_path / "plots"
+    args = ["scan", str(corpus.root), "--frames", "17", "33", "--fps", "16"]
+    args += ["--resolution", "64x64", "--threads", "2", "--no-progress"]
+    args += ["--json", str(out), "--plots", str(plots), "--sheet-samples", "2"]
+    assert main(args) == 0
+    stdout = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    bad = data["totals"]["bad"]
+    assert bad > 0 and f"{bad} bad file(s) of {data['totals']['files']}" in stdout
+    for spec in corpus.by_kind("broken"):
+        assert spec.name in stdout
+    expected = scan_dataset(corpus.root, **OPTIONS, progress=False).as_dict()
+    assert {**data, "seconds": 0} == {**expected, "seconds": 0}
+    with Image.open(plots / "buckets.png") as image:
+        assert image.format == "PNG"
+        assert image.size == bucket_histogram_size(len(data["buckets"]))
+    shown = [(b["width"], b["height"], b["frames"]) for b in data["buckets"][:12]]
+    with Image.open(plots / "contact_sheet.png") as image:
+        assert image.size == contact_sheet_size(shown, per_bucket=2)
+
+
+def test_cli_config_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["scan", str(tmp_path / "nope"), "--frames", "18", "--fps", "fast"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "configuration problem" in err and "18" in err and "'fast'" in err
+    with pytest.raises(SystemExit) as info:  # argparse: usage errors exit 2 as well
+        main(["scan", str(tmp_path), "--max-rows", "0"])
+    assert info.value.code == 2
