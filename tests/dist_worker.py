@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch.distributed as dist
 
 from wan_data import WanVideoDataset
+
+
+def _counts(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "batches": report["batches"],
+        "samples": report["samples"],
+        "skipped": sorted((r["path"], r["stage"]) for r in report["skipped"]),
+        "decode_in": report["stages"].get("decode", {}).get("in", 0),
+        "probe_in": report["stages"].get("probe", {}).get("in", 0),
+        "processes": report["memory"]["processes"],
+    }
 
 
 def rank_main(rank: int, world: int, root: str, out_dir: str, init_file: str, workers: int) -> None:
@@ -31,6 +43,8 @@ def rank_main(rank: int, world: int, root: str, out_dir: str, init_file: str, wo
             "padding": [bool(b["padding"]) for b in batches],
             "sizes": [len(b["keys"]) for b in batches],
             "samples": sorted(s.key for s in ds.samples),
+            "local": _counts(ds.report()),
+            "all": _counts(ds.report(all_ranks=True)),
         }
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
     finally:

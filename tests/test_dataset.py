@@ -319,3 +319,245 @@ def test_set_epoch_reaches_persistent_workers(corpus: Corpus) -> None:
     fresh.set_epoch(1)
     assert second == samples(run_epoch(fresh, 0))
     assert first != second
+
+
+# --------------------------------------------------------------------------------------------
+# observability: ledger, memory, alerts, stall watchdog, metrics hook, JSON-lines log
+# --------------------------------------------------------------------------------------------
+
+
+def _small_dataset(root: Path, good: int = 4) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(good):
+        make_video(root / f"good{i}.mp4", width=64, height=64, fps=16, num_frames=20)
+    (root / "garbage.mp4").write_bytes(b"this is not a video" * 20)
+    (root / "empty.mp4").write_bytes(b"")
+    return root
+
+
+SMALL: dict[str, Any] = {"frames": [5, 17], "fps": 16, "resolution": (32, 32), "batch_size": 2}
+
+
+def test_ledger_skips_known_bad_files_until_they_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wan_data.probe as probe_module
+
+    root = _small_dataset(tmp_path / "data")
+    ledger = tmp_path / "ledger.jsonl"
+    first = WanVideoDataset(root, **SMALL, ledger=ledger)
+    recorded = {json.loads(line)["path"] for line in ledger.read_text().splitlines()}
+    assert recorded == {str(root / "garbage.mp4"), str(root / "empty.mp4")}
+    assert {r["reason"] for r in first.report()["skipped"]} == {"unreadable"}
+
+    probed: list[str] = []
+    real = probe_module.probe_metadata
+
+    def counting(source: Any) -> Any:
+        probed.append(Path(source.path).name)
+        return real(source)
+
+    monkeypatch.setattr(probe_module, "probe_metadata", counting)
+    second = WanVideoDataset(root, **SMALL, ledger=ledger, probe_threads=1)
+    assert "garbage.mp4" not in probed and "empty.mp4" not in probed
+    skipped = {Path(r["path"]).name: r for r in second.report()["skipped"]}
+    assert {n: r["stage"] for n, r in skipped.items()} == {
+        "garbage.mp4": "ledger",
+        "empty.mp4": "ledger",
+    }
+    assert all(r["reason"] == "known_bad" for r in skipped.values())
+    assert "retry_failed=True" in skipped["garbage.mp4"]["message"]
+    assert len(second.samples) == len(first.samples)
+
+    # A changed file is tried again; a fixed one leaves the ledger.
+    (root / "garbage.mp4").write_bytes(b"still not a video, but longer" * 30)
+    make_video(root / "empty.mp4", width=64, height=64, fps=16, num_frames=20)
+    probed.clear()
+    third = WanVideoDataset(root, **SMALL, ledger=ledger, probe_threads=1)
+    assert {"garbage.mp4", "empty.mp4"} <= set(probed)
+    assert len(third.samples) == len(first.samples) + 1
+    fourth = WanVideoDataset(root, **SMALL, ledger=ledger, probe_threads=1)
+    assert [Path(r["path"]).name for r in fourth.report()["skipped"]] == ["garbage.mp4"]
+    assert fourth.report()["skipped"][0]["stage"] == "ledger"
+
+    # retry_failed tries known-bad files again.
+    probed.clear()
+    WanVideoDataset(root, **SMALL, ledger=ledger, probe_threads=1, retry_failed=True)
+    assert "garbage.mp4" in probed
+
+
+def test_ledger_defaults_next_to_the_cache_and_can_be_disabled(tmp_path: Path) -> None:
+    from vae_fixtures import make_tiny_wan21_vae
+
+    root = _small_dataset(tmp_path / "data", good=1)
+    vae = make_tiny_wan21_vae(tmp_path / "vae")
+    ds = WanVideoDataset(root, **SMALL, vae=vae, cache_dir=tmp_path / "cache")
+    assert ds.ledger is not None and ds.ledger.path == tmp_path / "cache" / "ledger.jsonl"
+    assert len(ds.ledger) == 2
+    off = WanVideoDataset(root, **SMALL, vae=vae, cache_dir=tmp_path / "c2", ledger=None)
+    assert off.ledger is None and not (tmp_path / "c2" / "ledger.jsonl").exists()
+    assert WanVideoDataset(root, **SMALL).ledger is None
+
+
+def test_report_has_memory_of_the_main_process_and_each_worker(tmp_path: Path) -> None:
+    root = _small_dataset(tmp_path / "data")
+    ds = WanVideoDataset(root, **SMALL)
+    list(ds.loader(num_workers=2, timeout=120))
+    memory = ds.report()["memory"]
+    assert memory["processes"] == 3  # main + 2 workers (their latest snapshots)
+    assert memory["rss_bytes_total"] > memory["rss_bytes_max"] > 10 * 2**20
+    assert memory["available_bytes"] > 0 and memory["total_bytes"] >= memory["available_bytes"]
+    ds.reset_report()
+    list(ds.loader(num_workers=0))
+    assert ds.report()["memory"]["processes"] == 1  # its own parts are not counted again
+
+
+def _collect(into: list[Any]) -> Any:
+    return into.append
+
+
+def test_failure_rate_alert_fires_once_from_the_merged_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wan_data.batches as batches_module
+    from wan_data import AlertConfig
+    from wan_data.errors import SampleError
+
+    root = _small_dataset(tmp_path / "data", good=6)
+    fired: list[Any] = []
+    ds = WanVideoDataset(
+        root,
+        **SMALL,
+        alerts=AlertConfig(failure_rate=0.3, failure_min_items=4, stall_seconds=None),
+        on_alert=_collect(fired),
+        metrics_every=1,
+        breaker_threshold=None,
+    )
+    real = batches_module.decode_sample
+
+    def flaky(probed: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(probed.path).name in ("good0.mp4", "good1.mp4", "good2.mp4"):
+            raise SampleError(f"file ({probed.path}) injected failure", reason="decode_error")
+        return real(probed, *args, **kwargs)
+
+    monkeypatch.setattr(batches_module, "decode_sample", flaky)
+    batches = list(ds.loader(num_workers=0))
+    assert batches and all(len(b["keys"]) == 2 for b in batches)
+    rates = [a for a in fired if a.kind == "failure_rate"]
+    assert len(rates) == 1, fired  # edge-triggered: once, though checked after every batch
+    assert rates[0].stage == "decode" and rates[0].value > 0.3
+
+    quiet: list[Any] = []
+    calm = WanVideoDataset(root, **SMALL, on_alert=_collect(quiet), metrics_every=1)
+    monkeypatch.undo()
+    list(calm.loader(num_workers=0))
+    assert not [a for a in quiet if a.kind == "failure_rate"]
+
+
+def test_stall_watchdog_names_the_stage_and_file_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import wan_data.batches as batches_module
+    from wan_data import AlertConfig
+
+    root = _small_dataset(tmp_path / "data", good=2)
+    fired: list[Any] = []
+    ds = WanVideoDataset(
+        root, **SMALL, alerts=AlertConfig(stall_seconds=0.2), on_alert=_collect(fired)
+    )
+    real = batches_module.decode_sample
+
+    def slow(probed: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(probed.path).name == "good1.mp4":
+            time.sleep(1.0)
+        return real(probed, *args, **kwargs)
+
+    monkeypatch.setattr(batches_module, "decode_sample", slow)
+    list(ds.loader(num_workers=0))
+    stalls = [a for a in fired if a.kind == "stall"]
+    assert len(stalls) >= 1
+    assert stalls[0].stage == "decode" and stalls[0].path.endswith("good1.mp4")
+    assert "decode" in stalls[0].message and "good1.mp4" in stalls[0].message
+
+    fired.clear()
+    monkeypatch.undo()
+    list(ds.loader(num_workers=0))
+    assert not [a for a in fired if a.kind == "stall"]
+
+
+def test_metrics_callback_receives_the_report_every_n_batches(tmp_path: Path) -> None:
+    from wan_data import scalars
+
+    root = _small_dataset(tmp_path / "data", good=6)
+    reports: list[dict[str, Any]] = []
+    ds = WanVideoDataset(
+        root, **{**SMALL, "batch_size": 1}, metrics_callback=reports.append, metrics_every=2
+    )
+    n = len(ds)
+    assert n >= 4
+    list(ds.loader(num_workers=0))
+    assert len(reports) == n // 2 + 1  # every 2nd batch, and once at the end
+    assert reports[-1]["batches"] == n
+    assert [r["batches"] for r in reports[:-1]] == [2 * (i + 1) for i in range(n // 2)]
+    flat = scalars(reports[-1])
+    assert flat["wan_data/batches"] == n and flat["wan_data/stages/decode/out"] == n
+
+    def broken(report: dict[str, Any]) -> None:
+        raise RuntimeError("tensorboard is down")
+
+    noisy = WanVideoDataset(root, **SMALL, metrics_callback=broken, metrics_every=1)
+    assert len(list(noisy.loader(num_workers=0))) == len(noisy)  # a failing hook never stops it
+
+
+def test_metrics_off_writes_no_iteration_parts(tmp_path: Path) -> None:
+    root = _small_dataset(tmp_path / "data", good=2)
+    reports: list[Any] = []
+    ds = WanVideoDataset(root, **SMALL, metrics=False, metrics_callback=reports.append)
+    assert len(list(ds.loader(num_workers=0))) == len(ds)
+    assert not list(ds.report_dir.glob("part-e*.json")) and not reports
+    assert ds.alert_monitor is None
+
+
+def _fail_good0(real: Any) -> Any:
+    from wan_data.errors import SampleError
+
+    def decode(probed: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(probed.path).name == "good0.mp4":
+            raise SampleError(f"file ({probed.path}) injected failure", reason="decode_error")
+        return real(probed, *args, **kwargs)
+
+    return decode
+
+
+def test_json_lines_log_records_skips_from_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    import wan_data.batches as batches_module
+    from wan_data.logs import JsonLinesHandler, remove_jsonl
+
+    root = _small_dataset(tmp_path / "data", good=3)
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setattr(batches_module, "decode_sample", _fail_good0(batches_module.decode_sample))
+    try:
+        ds = WanVideoDataset(root, **SMALL, log_jsonl=log)
+        loader = ds.loader(num_workers=2, timeout=120, multiprocessing_context="fork")
+        list(loader)
+    finally:
+        for handler in list(logging.getLogger("wan_data").handlers):
+            if isinstance(handler, JsonLinesHandler):
+                remove_jsonl(handler)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    keys = {"time", "level", "stage", "key", "path", "reason", "error_type", "worker", "rank"}
+    assert lines and all(keys <= set(line) for line in lines)
+    setup = [ln for ln in lines if ln["path"] and ln["path"].endswith("garbage.mp4")]
+    assert setup and setup[0]["stage"] == "probe" and setup[0]["worker"] is None
+    assert setup[0]["reason"] == "unreadable" and setup[0]["level"] == "WARNING"
+    in_workers = [ln for ln in lines if ln["stage"] == "decode"]
+    assert in_workers, lines
+    assert all(ln["worker"] in (0, 1) for ln in in_workers)
+    assert all(ln["path"].endswith("good0.mp4") for ln in in_workers)
+    assert {ln["error_type"] for ln in in_workers} == {"SampleError"}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from wan_data.items import Failed
-from wan_data.metrics import Metrics, StageStats, merge_reports
+from wan_data.metrics import Metrics, StageStats, latest_memory, merge_reports, scalars
 
 
 def _failed(key: str, path: str, stage: str = "decode", reason: str = "decode_error") -> Failed:
@@ -75,7 +76,10 @@ def test_write_is_atomic_and_valid_json(tmp_path: Path) -> None:
     target.write_text("old, half written {")
     m.write(target)
     data = json.loads(target.read_text())
-    assert data == json.loads(json.dumps(m.snapshot()))
+    expected = json.loads(json.dumps(m.snapshot()))
+    assert data.pop("time") <= expected.pop("time")
+    assert data == expected
+    assert data["pid"] == os.getpid()
     assert data["stages"]["probe"]["in"] == 5
     assert data["skipped"][0]["key"] == "k"
     assert data["warnings"] == {"none_item_dropped": 2}
@@ -144,6 +148,7 @@ def test_merge_of_one_equals_its_own_counts() -> None:
 def test_merge_empty_is_zeros() -> None:
     assert merge_reports([]) == {
         "cache": None,
+        "memory": None,
         "stages": {},
         "skipped": [],
         "warnings": {},
@@ -186,3 +191,37 @@ def test_merge_combines_cache_counters_of_workers() -> None:
     assert merged["total_items"] == 12 and merged["cache_size_mb"] == 1.5
     assert merged["hit_rate"] == 8 / 9
     assert merged["avg_access_time"] == pytest.approx(0.5 / 9)
+
+
+def test_memory_merges_the_latest_snapshot_of_each_process() -> None:
+    """A persistent worker writes a part per epoch: only its latest memory counts, once."""
+    parts = [
+        {"host": "h", "pid": 1, "time": 1.0, "memory": {"rss_bytes": 100, "peak_rss_bytes": 100}},
+        {"host": "h", "pid": 1, "time": 2.0, "memory": {"rss_bytes": 150, "peak_rss_bytes": 160}},
+        {"host": "h", "pid": 2, "time": 1.5, "memory": {"rss_bytes": 10, "peak_rss_bytes": 10}},
+        {"host": "g", "pid": 1, "time": 0.5, "memory": {"rss_bytes": 1, "peak_rss_bytes": 1}},
+        {"host": "h", "pid": 3, "time": 3.0, "memory": None},
+    ]
+    memory = merge_reports(parts)["memory"]
+    assert memory["processes"] == 3
+    assert memory["rss_bytes_total"] == 161
+    assert memory["rss_bytes_max"] == 150
+    assert memory["peak_rss_bytes"] == 160
+    assert latest_memory(parts[:1] + parts[1:2]) == [parts[1]["memory"]]
+
+
+def test_scalars_flattens_a_report_into_numbers() -> None:
+    m = _metrics(5, 4, 1, 0.5)
+    m.record_failed(_failed("k", "/a.mp4"), epoch=0)
+    m.batches, m.samples = 3, 12
+    report = merge_reports([m.snapshot()])
+    report["memory"] = {"rss_bytes_total": 2048, "processes": 1, "gpu_total_bytes": None}
+    flat = scalars(report, prefix="data")
+    assert flat["data/stages/probe/in"] == 5.0
+    assert flat["data/stages/probe/out"] == 4.0
+    assert flat["data/stages/probe/failed"] == 1.0
+    assert flat["data/batches"] == 3.0 and flat["data/samples"] == 12.0
+    assert flat["data/skipped"] == 1.0
+    assert flat["data/memory/rss_bytes_total"] == 2048.0
+    assert "data/memory/gpu_total_bytes" not in flat  # None is not a number
+    assert all(isinstance(v, float) for v in flat.values())

@@ -166,3 +166,14 @@ def test_two_ranks_get_equal_disjoint_batches(corpus: Corpus, tmp_path: Path, wo
     shared = rank_sets[0] & rank_sets[1]
     # only fillers of small buckets may appear on both ranks
     assert len(shared) <= 2 * len({k.split("#")[0] for k in shared})
+    # report(all_ranks=True): every rank gets the same totals; iteration counts add up over
+    # ranks, construction counts (identical on every rank) are counted once.
+    local, total = [r["local"] for r in ranks], ranks[0]["all"]
+    assert ranks[1]["all"] == total
+    assert total["batches"] == local[0]["batches"] + local[1]["batches"] == 2 * ranks[0]["len"]
+    assert total["samples"] == local[0]["samples"] + local[1]["samples"]
+    assert total["decode_in"] == local[0]["decode_in"] + local[1]["decode_in"]
+    assert total["probe_in"] == local[0]["probe_in"] == local[1]["probe_in"]
+    setup_skips = [s for s in local[0]["skipped"] if s[1] != "decode"]
+    assert [s for s in total["skipped"] if s[1] != "decode"] == setup_skips
+    assert total["processes"] == local[0]["processes"] + local[1]["processes"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from .alerts import Alert, AlertConfig, AlertMonitor, StallWatchdog
 from .buckets import PRESETS, BucketSet, Preset
 from .collate import collate
 from .collect import Concept
@@ -14,8 +15,13 @@ from .dataset import WanVideoDataset
 from .errors import ConfigError, FatalError, PipelineHealthError, SampleError, WanDataError
 from .items import Bucket, Clip, CropBox, Failed, Probed, Source, ValidationResult, VideoMetadata
 from .latent_cache import CacheStats, LatentCache
+from .ledger import Ledger, LedgerEntry
+from .logs import log_to_jsonl
+from .memory import MemoryStats
+from .metrics import scalars
 from .policy import Action, ErrorPolicy
 from .prepare import CacheIncompleteError
+from .scan import ScanReport, scan_dataset
 from .vae import VaeEncoder, VaeInfo
 
 __version__ = "0.1.0"
@@ -23,6 +29,9 @@ __version__ = "0.1.0"
 __all__ = [
     "PRESETS",
     "Action",
+    "Alert",
+    "AlertConfig",
+    "AlertMonitor",
     "Bucket",
     "BucketSet",
     "CacheIncompleteError",
@@ -35,11 +44,16 @@ __all__ = [
     "Failed",
     "FatalError",
     "LatentCache",
+    "Ledger",
+    "LedgerEntry",
+    "MemoryStats",
     "PipelineHealthError",
     "Preset",
     "Probed",
     "SampleError",
+    "ScanReport",
     "Source",
+    "StallWatchdog",
     "VaeEncoder",
     "VaeInfo",
     "ValidationResult",
@@ -48,6 +62,9 @@ __all__ = [
     "WanVideoDataset",
     "__version__",
     "collate",
+    "log_to_jsonl",
+    "scalars",
+    "scan_dataset",
 ]
 
 logging.getLogger("wan_data").addHandler(logging.NullHandler())

@@ -19,10 +19,11 @@ import logging
 import multiprocessing
 import os
 import shutil
+import socket
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.context import get_spawning_popen
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from .alerts import Alert, AlertConfig, AlertMonitor
 from .batches import MemberReader, PlanSample, build_batches, build_samples
 from .breaker import BreakerConfig
 from .buckets import Preset, check_resolutions, cover_size, get_preset, make_bucket_set
@@ -38,8 +40,11 @@ from .decode import DecodeOptions, default_ffmpeg_threads
 from .errors import ConfigError, format_error
 from .items import Failed, Probed, Source
 from .latent_cache import LatentCache
+from .ledger import Ledger, skip_known_bad
+from .logs import log_to_jsonl
+from .memory import MemoryStats, merge_memory
 from .metadata_cache import MetadataCache
-from .metrics import Metrics, merge_reports
+from .metrics import Metrics, MetricsCallback, latest_memory, merge_reports
 from .pipeline import StageContext
 from .plan import EpochPlan, check_plan_options, plan_epoch
 from .policy import ErrorPolicy
@@ -134,6 +139,23 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             cache) or ``"auto"`` (:meth:`loader` and ``num_workers=0`` iteration fill it first).
         content_hash: add the sha256 of each source's bytes to its cache key (for filesystems
             whose mtimes cannot be trusted).
+        ledger: a JSON-lines file of sources that failed for reasons of their own (unreadable,
+            no video stream, undecodable...); later constructions skip them without opening
+            them unless they changed (see docs/ledger.md). Default: ``<cache_dir>/ledger.jsonl``
+            with a cache, none without; ``None`` disables it.
+        retry_failed: try the ledger's known-bad files again (and clear those that now work).
+        metrics: collect per-process report snapshots, memory figures, alerts and the stall
+            watchdog while iterating; ``False`` keeps only the stage counters in memory
+            (``report()`` then covers construction only).
+        alerts: thresholds of the alerts (see docs/observability.md); ``None`` disables them.
+        on_alert: called with each :class:`~wan_data.alerts.Alert`, in the process that fired
+            it (a worker for memory and stall alerts: pass a picklable function).
+        metrics_callback: receives :meth:`report` every ``metrics_every`` batches in the main
+            process while iterating :meth:`loader` (e.g. to forward
+            :func:`~wan_data.metrics.scalars` to TensorBoard).
+        metrics_every: batches between two ``metrics_callback`` calls and alert checks.
+        log_jsonl: also write the ``wan_data`` log as JSON lines to this file (from every
+            worker process too).
     """
 
     def __init__(
@@ -177,6 +199,14 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         variations: int = 1,
         prepare: str = "error",
         content_hash: bool = False,
+        ledger: str | os.PathLike[str] | None = DEFAULT,
+        retry_failed: bool = False,
+        metrics: bool = True,
+        alerts: AlertConfig | None = DEFAULT,
+        on_alert: Callable[[Alert], None] | Sequence[Callable[[Alert], None]] | None = None,
+        metrics_callback: MetricsCallback | None = None,
+        metrics_every: int = 50,
+        log_jsonl: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         problems: list[str] = []
@@ -223,6 +253,38 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             prepare=prepare,
             encode_batch_size=encode_batch_size,
         )
+        if (
+            not isinstance(metrics_every, int)
+            or isinstance(metrics_every, bool)
+            or metrics_every < 1
+        ):
+            problems.append(format_error("metrics_every", metrics_every, "must be an int >= 1"))
+        if metrics_callback is not None and not callable(metrics_callback):
+            problems.append(
+                format_error("metrics_callback", repr(metrics_callback), "must be callable")
+            )
+        callbacks = [] if on_alert is None else [on_alert] if callable(on_alert) else list(on_alert)
+        if not all(callable(c) for c in callbacks):
+            problems.append(format_error("on_alert", repr(on_alert), "must be callable(s)"))
+        if alerts is DEFAULT:
+            alerts = AlertConfig()
+        if alerts is not None and not isinstance(alerts, AlertConfig):
+            problems.append(
+                format_error(
+                    "alerts", repr(alerts), "must be an AlertConfig or None", "see alerts.py"
+                )
+            )
+        ledger_path = (
+            (Path(cache_dir) / "ledger.jsonl" if cache_dir is not None else None)
+            if ledger is DEFAULT
+            else ledger
+        )
+        self.ledger: Ledger | None = None
+        if ledger_path is not None:
+            try:
+                self.ledger = Ledger(ledger_path)
+            except ConfigError as exc:
+                problems += list(exc.problems)
         breaker = BreakerConfig(enabled=False)
         try:
             breaker = BreakerConfig(
@@ -283,9 +345,20 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             self.report_dir = Path(report_dir)
             self.report_dir.mkdir(parents=True, exist_ok=True)
         self._iterations = 0  # per process: names this process's report parts
+        self._live: tuple[str, Metrics] | None = None
+        self.metrics_enabled = bool(metrics)
+        self.alert_monitor = (
+            AlertMonitor(alerts, callbacks) if alerts is not None and metrics else None
+        )
+        self.metrics_callback = metrics_callback
+        self.metrics_every = metrics_every
+        self.log_jsonl = str(log_jsonl) if log_jsonl is not None else None
+        if self.log_jsonl is not None:
+            log_to_jsonl(self.log_jsonl)
 
         context = StageContext(breaker_config=breaker)
         self.sources: list[Source] = []
+        failures: list[Failed] = []  # what the ledger may record, once construction succeeds
         for item in collect(
             concepts,
             policy=self.policy,
@@ -298,13 +371,20 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
                 self.sources.append(item)
             else:
                 context.metrics.record_failed(item)
+                failures.append(item)
         cache = MetadataCache(metadata_cache)
         threads = probe_threads if probe_threads is not None else (os.cpu_count() or 1)
         self.samples: list[PlanSample] = []
         self.probed: list[Probed] = []
         try:
             probed_stream = probe(
-                self.sources,
+                skip_known_bad(
+                    self.sources,
+                    policy=self.policy,
+                    context=context,
+                    ledger=self.ledger,
+                    retry_failed=retry_failed,
+                ),
                 policy=self.policy,
                 context=context,
                 limits=self.limits,
@@ -316,12 +396,15 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             ):
                 if isinstance(planned, Failed):
                     context.metrics.record_failed(planned)
+                    failures.append(planned)
                 else:
                     self.samples.append(planned)
                     if not self.probed or self.probed[-1] is not planned.probed:
                         self.probed.append(planned.probed)
+            self._update_ledger(failures)
         finally:
             cache.save()
+            context.metrics.setup = True
             context.metrics.write(self.report_dir / f"part-setup-{os.getpid()}.json")
         self.fingerprint = self._fingerprint()
         self.vae = vae
@@ -358,6 +441,43 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             cache.hits,
             cache.misses,
         )
+
+    def _emit_metrics(self) -> None:
+        """The periodic hook of :meth:`loader`: alerts, then the trainer's callback."""
+        report = self.report()
+        self.check_alerts(report)
+        if self.metrics_callback is not None:
+            try:
+                self.metrics_callback(report)
+            except Exception as exc:
+                logger.error(
+                    "metrics_callback %r raised %s: %s (ignored; iteration continues)",
+                    self.metrics_callback,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=True,
+                )
+
+    def _update_ledger(self, failures: list[Failed]) -> None:
+        """Record this construction's skips of the file's own making; clear files that now work.
+
+        Only after construction succeeded (a tripped breaker, e.g. a broken FFmpeg, must not
+        mark a whole dataset bad) and only on rank 0 (every rank probes every source). Decode
+        failures while iterating are not recorded: they concern one clip window, and dropping
+        the whole file at the next construction would change the sample list under a resumed
+        run.
+        """
+        if self.ledger is None or self.rank_and_world_size()[0] != 0:
+            return
+        recorded = sum(self.ledger.record(f) for f in failures)
+        cleared = sum(self.ledger.resolve(p.path) for p in self.probed)
+        if recorded or cleared:
+            logger.info(
+                "ledger %s: %d file(s) recorded as bad, %d cleared",
+                self.ledger.path,
+                recorded,
+                cleared,
+            )
 
     # -- epochs, plan and sharding -------------------------------------------------------
 
@@ -436,6 +556,10 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             threads = default_ffmpeg_threads(workers if info is not None else 1)
         options = DecodeOptions(**{**self._decode.__dict__, "num_ffmpeg_threads": threads})
         context = StageContext(metrics=Metrics(), breaker_config=self.breaker_config, epoch=epoch)
+        if info is not None and self.log_jsonl is not None:
+            log_to_jsonl(self.log_jsonl)  # spawned workers do not inherit handlers
+        monitor = self.alert_monitor
+        context.watchdog = monitor.stall_watchdog() if monitor is not None else None
         self._iterations += 1
         part = self.report_dir / (
             f"part-e{epoch}-r{rank}-w{worker}-p{os.getpid()}-i{self._iterations}.json"
@@ -447,6 +571,8 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         mine = [b for b in plan.batches if b.position >= start][worker::workers]
         if info is None:
             self._record_progress(epoch, start)
+            # report() reads this iteration's counters live, not from its last snapshot
+            self._live = (part.name, context.metrics)
         reader = (
             self._latent_reader(options, context.metrics) if self.cache_spec is not None else None
         )
@@ -463,14 +589,25 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
                 reader=reader,
             ):
                 now = time.monotonic()
-                if now - last_snapshot >= SNAPSHOT_SECONDS:
-                    context.metrics.write(part)
+                if self.metrics_enabled and now - last_snapshot >= SNAPSHOT_SECONDS:
+                    self._snapshot(context, part)
                     last_snapshot = now
                 if info is None:
                     self._record_progress(epoch, batch.position + 1)
                 yield out
         finally:
-            context.metrics.write(part)
+            if context.watchdog is not None:
+                context.watchdog.close()
+            if self.metrics_enabled:
+                self._snapshot(context, part)
+
+    def _snapshot(self, context: StageContext, part: Path) -> None:
+        """Write this process's report part, with its memory, and check the memory alerts."""
+        memory = MemoryStats.measure()
+        context.metrics.memory = memory.as_dict()
+        if self.alert_monitor is not None:
+            self.alert_monitor.check_memory(memory)
+        context.metrics.write(part)
 
     def _latent_reader(self, options: DecodeOptions, metrics: Metrics) -> MemberReader:
         spec = self.cache_spec
@@ -659,20 +796,59 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
 
     # -- reporting -----------------------------------------------------------------------
 
-    def report(self) -> dict[str, Any]:
-        """The aggregate over every worker and iteration so far (JSON-serialisable).
+    def _report_parts(self) -> list[dict[str, Any]]:
+        """Every process's latest snapshot; this process's running iteration counted live.
 
-        Keys: ``stages`` ({name: in/out/failed/seconds/...}), ``skipped`` (one record per
-        skip: path, stage, reason, error_type, message, attempts, epoch), ``warnings``,
-        ``batches``, ``samples``, ``sources``, ``buckets`` (see :meth:`bucket_report`).
+        Worker snapshots lag by at most :data:`SNAPSHOT_SECONDS` while they iterate (exact
+        once their iteration ends).
         """
+        live = self._live
         parts = []
         for path in sorted(self.report_dir.glob("part-*.json")):
+            if live is not None and path.name == live[0]:
+                continue
             try:
                 parts.append(json.loads(path.read_text()))
             except (OSError, ValueError) as exc:
                 logger.warning("report part %s unreadable (%s); ignored", path, exc)
+        if live is not None:
+            parts.append(live[1].snapshot())
+        return parts
+
+    def report(self, *, all_ranks: bool = False) -> dict[str, Any]:
+        """The aggregate over every worker and iteration so far (JSON-serialisable).
+
+        Keys: ``stages`` ({name: in/out/failed/seconds/items_per_second/...}), ``skipped``
+        (one record per skip: path, stage, reason, error_type, message, attempts, epoch),
+        ``warnings``, ``batches``, ``samples``, ``sources``, ``buckets`` (see
+        :meth:`bucket_report`), ``cache`` (:class:`~wan_data.latent_cache.CacheStats`) and
+        ``memory`` (RSS summed over this process and its workers' latest snapshots, peaks,
+        available RAM, swap, GPU; see :func:`~wan_data.memory.merge_memory`).
+
+        Args:
+            all_ranks: merge every rank's parts (exchanged with ``all_gather_object``): a
+                collective call, so every rank must make it, at the same point (e.g. at the
+                end of an epoch). Ranks that share one ``report_dir`` get the same totals
+                without it. Construction counts are the same on every rank (each probes
+                every source), so they are taken from rank 0's parts only.
+        """
+        parts = self._report_parts()
+        # This process's memory now, and each worker's latest snapshot (not this process's
+        # own older snapshots: it would count twice).
+        mine = (socket.gethostname(), os.getpid())
+        here = MemoryStats.measure().as_dict()
+        memories = [here, *latest_memory([p for p in parts if _owner(p) != mine])]
+        dist = torch.distributed
+        rank, world = self.rank_and_world_size()
+        if all_ranks and world > 1 and dist.is_available() and dist.is_initialized():
+            gathered: list[Any] = [None] * world
+            dist.all_gather_object(gathered, (rank, parts, memories))
+            parts, memories = [], []
+            for other, their_parts, their_memories in gathered:
+                memories += their_memories
+                parts += [p for p in their_parts if other == 0 or not _is_setup_part(p)]
         merged = merge_reports(parts)
+        merged["memory"] = merge_memory(memories)
         merged["sources"] = len(self.sources)
         merged["epoch"] = self.epoch
         merged["buckets"] = self.bucket_report()
@@ -738,10 +914,22 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             "bucket_set": [list(b) for b in self.buckets],
         }
 
+    def check_alerts(self, report: dict[str, Any] | None = None) -> list[Alert]:
+        """Check the failure-rate, cache-corruption and memory alerts against the merged report
+        (this process's memory included, GPU too); returns what fired. :meth:`loader` calls it
+        every ``metrics_every`` batches; with a plain DataLoader, call it yourself."""
+        if self.alert_monitor is None:
+            return []
+        merged = report if report is not None else self.report()
+        fired = self.alert_monitor.check_metrics(merged)
+        fired += self.alert_monitor.check_memory(MemoryStats.measure())
+        return fired
+
     def reset_report(self) -> None:
         """Forget the counters of earlier iterations (setup results are kept)."""
         for path in self.report_dir.glob("part-e*.json"):
             path.unlink(missing_ok=True)
+        self._live = None
 
     def __repr__(self) -> str:
         return (
@@ -763,9 +951,25 @@ class _ProgressLoader(DataLoader[dict[str, Any]]):
         dataset = self.dataset
         assert isinstance(dataset, WanVideoDataset)
         dataset._record_progress(dataset.epoch, dataset._start_position(dataset.epoch))
-        for batch in super().__iter__():
+        every = dataset.metrics_every
+        watch = dataset.metrics_enabled and (
+            dataset.metrics_callback is not None or dataset.alert_monitor is not None
+        )
+        for count, batch in enumerate(super().__iter__(), start=1):
             dataset._record_progress(int(batch["epoch"]), int(batch["position"]) + 1)
+            if watch and count % every == 0:
+                dataset._emit_metrics()
             yield batch
+        if watch:
+            dataset._emit_metrics()
+
+
+def _owner(part: dict[str, Any]) -> tuple[object, object]:
+    return part.get("host"), part.get("pid")
+
+
+def _is_setup_part(part: dict[str, Any]) -> bool:
+    return bool(part.get("setup"))
 
 
 def _is_pair(value: object) -> bool:

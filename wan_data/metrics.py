@@ -1,9 +1,13 @@
-"""Per-stage counters and their aggregation across DataLoader workers.
+"""Per-stage counters and their aggregation across DataLoader workers and ranks.
 
 Workers are separate processes: each writes a JSON snapshot of its counters into the dataset's
-report folder (atomically, after every batch), and ``report()`` in the main process merges them.
-Files, not queues, because they survive a worker being killed, need no draining thread, and work
-with fork and spawn alike.
+report folder (atomically, at most every half second and at the end), and ``report()`` in the
+main process merges them. Files, not queues, because they survive a worker being killed, need no
+draining thread, and work with fork and spawn alike. Ranks merge by exchanging their parts
+(``report(all_ranks=True)``) or by sharing one report folder.
+
+:func:`scalars` flattens a report into ``name -> number`` pairs for a trainer's logger (the
+``metrics_callback`` of :class:`~wan_data.WanVideoDataset` receives the report every N batches).
 """
 
 from __future__ import annotations
@@ -12,15 +16,22 @@ import collections
 import dataclasses
 import json
 import os
+import socket
 import tempfile
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .items import Failed
 from .latent_cache import CacheStats
+from .memory import merge_memory
 
-__all__ = ["Metrics", "StageStats", "merge_reports"]
+__all__ = ["Metrics", "MetricsCallback", "StageStats", "latest_memory", "merge_reports", "scalars"]
+
+MetricsCallback = Callable[[dict[str, Any]], None]
+"""Receives ``ds.report()`` every ``metrics_every`` batches (in the main process)."""
 
 
 @dataclass
@@ -60,6 +71,8 @@ class Metrics:
     samples: int = 0
     dropped_in_collate: int = 0
     cache: CacheStats | None = None
+    memory: dict[str, Any] | None = None
+    setup: bool = False  # counts of construction (identical on every rank)
 
     def stage(self, name: str) -> StageStats:
         if name not in self.stages:
@@ -82,6 +95,11 @@ class Metrics:
             "samples": self.samples,
             "dropped_in_collate": self.dropped_in_collate,
             "cache": self.cache.as_dict() if self.cache is not None else None,
+            "memory": self.memory,
+            "setup": self.setup,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "time": time.time(),
         }
 
     def write(self, path: Path) -> None:
@@ -104,6 +122,7 @@ def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
     warnings: collections.Counter[str] = collections.Counter()
     totals = {"batches": 0, "samples": 0, "dropped_in_collate": 0}
     cache: CacheStats | None = None
+    memories = latest_memory(parts)
     for part in parts:
         if part.get("cache"):
             fields = {f.name for f in dataclasses.fields(CacheStats)}
@@ -139,8 +158,53 @@ def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
     skipped.sort(key=lambda r: (str(r.get("path")), str(r.get("stage")), str(r.get("key"))))
     return {
         "cache": cache.as_dict() if cache is not None else None,
+        "memory": merge_memory(memories) if memories else None,
         "stages": stages,
         "skipped": skipped,
         "warnings": dict(sorted(warnings.items())),
         **totals,
     }
+
+
+def latest_memory(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The latest memory snapshot of each process among report parts.
+
+    A persistent worker writes one part per epoch; summing them all would count one process
+    several times (and processes long gone).
+    """
+    latest: dict[tuple[object, ...], tuple[float, dict[str, Any]]] = {}
+    for part in parts:
+        memory = part.get("memory")
+        if memory:
+            who = (part.get("host"), part.get("pid"))
+            when = float(part.get("time", 0.0))
+            if who not in latest or when >= latest[who][0]:
+                latest[who] = (when, memory)
+    return [memory for _, memory in latest.values()]
+
+
+def scalars(report: Mapping[str, Any], prefix: str = "wan_data") -> dict[str, float]:
+    """Flatten a report into ``"prefix/section/name" -> number`` for TensorBoard and the like.
+
+    Per stage: in, out, failed, seconds, items_per_second and failures per reason; totals
+    (batches, samples, sources, skipped); cache counters and rates; memory figures. Values that
+    are not numbers (lists, ``None``) are left out, so every value can go to ``add_scalar``.
+    """
+    out: dict[str, float] = {}
+
+    def put(name: str, value: object) -> None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"{prefix}/{name}"] = float(value)
+
+    for key in ("batches", "samples", "sources", "dropped_in_collate", "epoch"):
+        put(key, report.get(key))
+    put("skipped", len(report.get("skipped") or []))
+    for stage, stats in (report.get("stages") or {}).items():
+        for key in ("in", "out", "failed", "bypassed", "warned", "seconds", "items_per_second"):
+            put(f"stages/{stage}/{key}", stats.get(key))
+        for reason, count in (stats.get("failed_by_reason") or {}).items():
+            put(f"stages/{stage}/failed_by_reason/{reason}", count)
+    for section in ("cache", "memory"):
+        for key, value in (report.get(section) or {}).items():
+            put(f"{section}/{key}", value)
+    return out

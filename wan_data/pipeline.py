@@ -9,19 +9,23 @@ this once keeps every stage's error handling identical.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .breaker import BreakerConfig, CircuitBreaker
 from .errors import SampleError, format_error
 from .items import Failed
 from .metrics import Metrics
 from .policy import Action, ErrorPolicy
+
+if TYPE_CHECKING:
+    from .alerts import StallWatchdog
 
 __all__ = ["StageContext", "clean_message", "drop_failed", "failure_hint", "map_stage"]
 
@@ -69,6 +73,7 @@ class StageContext:
     breaker_config: BreakerConfig = field(default_factory=BreakerConfig)
     epoch: int = 0
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    watchdog: StallWatchdog | None = None
 
     def breaker(self, stage: str, *, mandatory: bool = True) -> CircuitBreaker:
         if stage not in self.breakers:
@@ -143,7 +148,7 @@ def map_stage(
             stats.items_in += 1
             _count_failure(stats, failed)
             logger.debug("stage=%s in=%s key=%s", stage, type(item).__name__, key)
-            logger.warning("%s", failed.message)
+            logger.warning("%s", failed.message, extra=_log_fields(failed))
             logger.debug("stage=%s out=Failed key=%s", stage, key)
             yield failed
             continue
@@ -155,9 +160,15 @@ def map_stage(
             yield item  # type: ignore[misc]  # optional stages pass their input through
             continue
         started = time.perf_counter()
-        result, exc, decision, attempts = policy.call(
-            functools.partial(_run_one, fn, item), stage=stage, key=key, path=path
+        watch = (
+            ctx.watchdog.working(stage, path or key)
+            if ctx.watchdog is not None
+            else contextlib.nullcontext()
         )
+        with watch:
+            result, exc, decision, attempts = policy.call(
+                functools.partial(_run_one, fn, item), stage=stage, key=key, path=path
+            )
         stats.seconds += time.perf_counter() - started
         if exc is None:
             assert result is not None
@@ -169,7 +180,13 @@ def map_stage(
                 if isinstance(out, Failed):
                     clean = False
                     _count_failure(stats, out)
-                    logger.warning("skipped %s at stage=%s: %s", out.path, out.stage, out.message)
+                    logger.warning(
+                        "skipped %s at stage=%s: %s",
+                        out.path,
+                        out.stage,
+                        out.message,
+                        extra=_log_fields(out),
+                    )
                     yield out  # before the breaker may raise, so the report keeps it
                     breaker.record_failure(out)
                 else:
@@ -205,10 +222,28 @@ def map_stage(
             attempts=attempts,
         )
         _count_failure(stats, failed)
-        logger.warning("skipped %s at stage=%s reason=%s: %s", path, stage, failed.reason, message)
+        logger.warning(
+            "skipped %s at stage=%s reason=%s: %s",
+            path,
+            stage,
+            failed.reason,
+            message,
+            extra=_log_fields(failed),
+        )
         logger.debug("stage=%s out=Failed key=%s", stage, key)
         yield failed  # before the breaker may raise, so the report keeps it
         breaker.record_failure(failed)
+
+
+def _log_fields(failed: Failed) -> dict[str, object]:
+    """The structured fields of a skip (columns of the JSON-lines log, see ``logs.py``)."""
+    return {
+        "stage": failed.stage,
+        "key": failed.key,
+        "path": failed.path,
+        "reason": failed.reason,
+        "error_type": failed.error_type,
+    }
 
 
 def _run_one(fn: Callable[[In], Sequence[Out | Failed]], item: In) -> list[Out | Failed]:
