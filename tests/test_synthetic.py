@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,16 @@ from wan_data.decode import DecodeOptions, decode
 from wan_data.items import Bucket, Clip, Failed, Probed, Source
 from wan_data.policy import ErrorPolicy
 from wan_data.probe import ProbeLimits, probe
-from wan_data.synthetic import SyntheticFile, make_clip_tensor, make_synthetic_dataset
+from wan_data.synthetic import (
+    TINY_VAE_VARIANTS,
+    SyntheticFile,
+    build_tiny_wan_vae,
+    make_clip_tensor,
+    make_synthetic_dataset,
+    make_tiny_wan_vae,
+    tiny_latent_stats,
+    tiny_wan_vae_config,
+)
 
 torchcodec_decoders = pytest.importorskip("torchcodec.decoders")
 VideoDecoder = torchcodec_decoders.VideoDecoder
@@ -170,3 +182,69 @@ def test_make_clip_tensor() -> None:
     noisy_diff = (a.int() - clean.int()).abs()
     assert 0 < noisy_diff.max().item() <= 8
     assert torch.equal(clean, make_clip_tensor(6, 40, 24, seed=99, noise=0))
+
+
+# -- the tiny Wan VAE -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variant", "z_dim", "spatial", "parameters"),
+    [("wan2.1", 16, 8, 13_861), ("wan2.2", 48, 16, 34_146)],
+)
+def test_tiny_vae_loads_from_disk_and_encodes(
+    tmp_path: Path, variant: str, z_dim: int, spatial: int, parameters: int
+) -> None:
+    from diffusers import AutoencoderKLWan
+
+    folder = make_tiny_wan_vae(tmp_path / variant, variant=variant, seed=1)
+    assert folder == tmp_path / variant
+    config = json.loads((folder / "config.json").read_text())
+    assert config["_class_name"] == "AutoencoderKLWan"
+    assert config["z_dim"] == z_dim and config["base_dim"] == 3
+    mean, std = tiny_latent_stats(z_dim, 1 + 1000)
+    assert config["latents_mean"] == mean and config["latents_std"] == std
+    vae = AutoencoderKLWan.from_pretrained(folder)
+    assert sum(p.numel() for p in vae.parameters()) == parameters
+    with torch.no_grad():
+        z = vae.encode(torch.zeros(1, 3, 5, 32, 32)).latent_dist.mode()
+    assert tuple(z.shape) == (1, z_dim, 2, 32 // spatial, 32 // spatial)
+
+
+def test_tiny_vae_is_seeded_and_leaves_the_global_generator_alone() -> None:
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    a = build_tiny_wan_vae(seed=0)
+    assert torch.equal(torch.rand(3), expected)
+    b = build_tiny_wan_vae(seed=0)
+    c = build_tiny_wan_vae(seed=1)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_tiny_latent_stats_are_distinct_and_non_trivial() -> None:
+    mean, std = tiny_latent_stats(16, 3)
+    assert len(set(mean)) == 16 and len(set(std)) == 16
+    assert all(-0.5 <= m <= 0.5 for m in mean) and all(0.5 <= s <= 2.0 for s in std)
+    assert tiny_latent_stats(16, 3) == (mean, std) != tiny_latent_stats(16, 4)
+
+
+def test_tiny_vae_config_is_a_copy_and_rejects_unknown_variants() -> None:
+    assert TINY_VAE_VARIANTS == ("wan2.1", "wan2.2")
+    config = tiny_wan_vae_config("wan2.1")
+    config["dim_mult"].append(9)
+    assert tiny_wan_vae_config("wan2.1")["dim_mult"] == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="'wan3'"):
+        tiny_wan_vae_config("wan3")
+
+
+def test_importing_wan_data_does_not_import_diffusers() -> None:
+    code = (
+        "import sys, wan_data, wan_data.synthetic, wan_data.cli; print('diffusers' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

@@ -78,6 +78,7 @@ class CircuitBreaker:
     _outcomes: collections.deque[bool] = field(init=False, repr=False)
     _failures: collections.deque[Failed] = field(init=False, repr=False)
     _opened_at: float = field(default=0.0, init=False, repr=False)
+    _bad: int = field(default=0, init=False, repr=False)  # failures in _outcomes (O(1) rate)
 
     def __post_init__(self) -> None:
         self._outcomes = collections.deque(maxlen=self.config.window)
@@ -87,7 +88,18 @@ class CircuitBreaker:
     def failure_rate(self) -> float:
         if not self._outcomes:
             return 0.0
-        return sum(1 for ok in self._outcomes if not ok) / len(self._outcomes)
+        return self._bad / len(self._outcomes)
+
+    def _append(self, ok: bool) -> None:
+        if len(self._outcomes) == self._outcomes.maxlen and not self._outcomes[0]:
+            self._bad -= 1  # the oldest outcome, a failure, slides out of the window
+        self._outcomes.append(ok)
+        self._bad += not ok
+
+    def _clear(self) -> None:
+        self._outcomes.clear()
+        self._failures.clear()
+        self._bad = 0
 
     def allow(self) -> bool:
         """Whether an optional stage should run for the next item."""
@@ -102,11 +114,10 @@ class CircuitBreaker:
         time (11 failures then 9 successes is 55 % over 20 items), so the rate is checked here
         too, not only when a failure arrives.
         """
-        self._outcomes.append(True)
+        self._append(True)
         if self.state == "half_open":
             self.state = "closed"
-            self._outcomes.clear()
-            self._failures.clear()
+            self._clear()
             return
         self._check()
 
@@ -114,7 +125,7 @@ class CircuitBreaker:
         """Count a failure; raises :class:`PipelineHealthError` when a mandatory stage trips."""
         if failed.reason in FILTER_REASONS:
             return
-        self._outcomes.append(False)
+        self._append(False)
         self._failures.append(failed)
         if self.state == "half_open":
             self._open()

@@ -1,8 +1,8 @@
 """The ``wan-data`` command line.
 
 Subcommands:
-    demo    make a small synthetic dataset (with broken files), stream one epoch of pixel
-            batches through ``DataLoader(num_workers=2)`` and print the report.
+    demo    the main job on a synthetic dataset with broken files and a tiny local VAE: scan,
+            cache pass (``prepare``), one epoch through ``DataLoader(num_workers=2)``, report.
     cache   fill (and optionally verify / prune) the latent cache of a dataset.
     scan    a dataset doctor: what training would make of every file (good / bad and why,
             buckets, summaries), as a table, JSON and pictures (docs/scan.md).
@@ -13,14 +13,34 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["main"]
+__all__ = ["format_report", "main"]
+
+# Small enough that the cache pass on a CPU takes seconds, large enough to make several
+# buckets: the synthetic videos are 2.5 s, so at 16 fps every one fills 33 frames.
+DEMO_FRAMES = (17, 33)
+DEMO_FPS = 16.0
+DEMO_RESOLUTION = (128, 128)
+# Pipeline order, for the report table; stages it does not know follow in their own order.
+_STAGE_ORDER = (
+    "collect",
+    "ledger",
+    "probe",
+    "bucket",
+    "decode",
+    "encode",
+    "cache_write",
+    "cache",
+    "batch",
+)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -37,21 +57,34 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
-        help="run the pipeline on a generated dataset with broken files and print the report",
+        help="the main job on a generated dataset with broken files: scan, cache, train, report",
         description="Generate a small synthetic dataset (videos of several shapes and frame "
-        "rates plus broken files), stream one epoch of pixel batches through "
-        "DataLoader(num_workers=2) and print what was produced and what was skipped.",
+        "rates plus broken files) and a tiny random Wan2.1 VAE, then do what a training job "
+        "does: scan the dataset, encode every clip into the latent cache (ds.prepare()), "
+        "stream one epoch of latent batches through DataLoader(num_workers=2) and print the "
+        "report of what was produced and what was skipped. Nothing is downloaded.",
     )
     demo.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="folder for the dataset (default: a temporary folder)",
+        help="keep the dataset, VAE and cache in this folder (default: a temporary folder); "
+        "a second run reuses the cache",
     )
     demo.add_argument("--workers", type=int, default=2, help="DataLoader workers (default 2)")
     demo.add_argument("--videos", type=int, default=8, help="good videos to generate")
     demo.add_argument("--batch-size", type=int, default=2)
-    demo.add_argument("--json", type=Path, default=None, help="also write the report here")
+    demo.add_argument(
+        "--pixels",
+        action="store_true",
+        help="no VAE and no cache: stream decoded pixel batches instead of latents",
+    )
+    demo.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="also write the report here (with the scan totals and the prepare summary)",
+    )
 
     cache = sub.add_parser(
         "cache",
@@ -150,38 +183,165 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
-    import torch
+    """``wan-data demo``: the whole job (scan, cache pass, one epoch, report) on a CPU.
 
-    from .dataset import WanVideoDataset
-    from .synthetic import make_synthetic_dataset
+    Everything it needs is made on the spot (videos with torchcodec's encoder, a tiny random
+    VAE with diffusers), so it runs on a fresh machine without downloads; the broken files are
+    there to show that they are found by the scan, skipped by training and listed in the report.
+    """
+    from .synthetic import make_tiny_wan_vae
 
+    log = logging.getLogger("wan_data")
+    level = log.level
     # The skips are the point of the demo and are printed below; one log line each is noise.
     if args.verbose == 0:
-        logging.getLogger("wan_data").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix="wan_data_demo_") as tmp:
-        root = args.out if args.out is not None else Path(tmp) / "dataset"
-        started = time.perf_counter()
-        files = make_synthetic_dataset(root, num_videos=args.videos)
-        good = sum(f.good for f in files)
-        out.write(f"dataset: {root} ({good} videos, {len(files) - good} broken files)\n")
-        ds = WanVideoDataset(
-            root, frames=[17, 33], fps=16, resolution=(128, 128), batch_size=args.batch_size, seed=0
-        )
-        out.write(f"{ds}\n\n")
-        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers)
-        for i, batch in enumerate(loader):
-            names = ", ".join(Path(p).name for p in batch["paths"])
+        log.setLevel(logging.ERROR)
+    # Bars go to stderr; in a log file or a captured test they would be a wall of \r lines.
+    progress = sys.stderr.isatty()
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="wan_data_demo_") as tmp:
+            work = args.out if args.out is not None else Path(tmp)
+            root = work / "dataset"
+            good, broken, reused = _demo_dataset_files(root, args.videos)
+            vae = None
+            if not args.pixels:
+                vae = work / "tiny_vae"
+                if not (vae / "config.json").is_file():
+                    make_tiny_wan_vae(vae, variant="wan2.1")
             out.write(
-                f"batch {i}: pixels {tuple(batch['pixels'].shape)} "
-                f"[{batch['pixels'].min():.2f}, {batch['pixels'].max():.2f}]  {names}\n"
+                f"wan-data demo in {work}: {good} videos, {broken} broken files"
+                + (" (reused)" if reused else "")
+                + ("" if vae is None else ", a tiny random Wan2.1 VAE")
+                + "\n\n"
             )
-        report = ds.report()
-        out.write(f"\n{format_report(report)}\n")
-        out.write(f"done in {time.perf_counter() - started:.1f} s\n")
-        if args.json is not None:
-            args.json.write_text(json.dumps(report, indent=2))
-            out.write(f"report written to {args.json}\n")
+            scan = _demo_scan(root, progress, out)
+            ds, summary = _demo_dataset(args, root, vae, work / "latent_cache", progress, out)
+            _demo_epoch(ds, args.workers, out)
+            report = ds.report()
+            out.write("\n== 4. report: ds.report(), merged over every worker\n")
+            out.write(f"{format_report(report, relative_to=root)}\n")
+            out.write(f"\ndone in {time.perf_counter() - started:.1f} s\n")
+            if args.json is not None:
+                report["scan"] = scan
+                if summary is not None:
+                    report["prepare"] = summary
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+                out.write(f"report written to {args.json}\n")
+    finally:
+        log.setLevel(level)
     return 0
+
+
+def _demo_dataset_files(root: Path, videos: int) -> tuple[int, int, bool]:
+    """Write the synthetic dataset unless ``root`` holds the one a previous run wrote.
+
+    Rewriting identical files would still change their mtimes, which are part of every cache
+    key: a second ``--out`` run would encode everything again instead of showing that the
+    cache pass resumes. Returns (good videos, broken files, reused).
+    """
+    from .synthetic import make_synthetic_dataset
+
+    marker = root / ".wan_data_demo.json"
+    try:
+        previous = json.loads(marker.read_text())
+        if previous["videos"] == videos:
+            return int(previous["good"]), int(previous["broken"]), True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    files = make_synthetic_dataset(root, num_videos=videos)
+    good = sum(f.good for f in files)
+    marker.write_text(
+        json.dumps({"videos": videos, "good": good, "broken": len(files) - good}) + "\n"
+    )
+    return good, len(files) - good, False
+
+
+def _demo_scan(root: Path, progress: bool, out: TextIO) -> dict[str, Any]:
+    """Step 1: the scan a user runs before training; returns its totals for the JSON."""
+    from .scan import format_scan_table, scan_dataset
+
+    out.write("== 1. scan: what training will make of every file (wan-data scan)\n")
+    report = scan_dataset(
+        root, frames=DEMO_FRAMES, fps=DEMO_FPS, resolution=DEMO_RESOLUTION, progress=progress
+    )
+    # The min/median/max statistics are the part a reader of the demo can skip; the verdicts,
+    # the buckets and the bad files are what the demo is about.
+    table = _drop_section(format_scan_table(report, max_rows=4), "good files")
+    out.write(table + "\n\n")
+    totals: dict[str, Any] = report.totals()
+    return totals
+
+
+def _drop_section(table: str, title: str) -> str:
+    """``table`` without the blank-line-separated section that starts with ``title``."""
+    sections = table.split("\n\n")
+    return "\n\n".join(s for s in sections if not s.startswith(title))
+
+
+def _demo_dataset(
+    args: argparse.Namespace,
+    root: Path,
+    vae: Path | None,
+    cache_dir: Path,
+    progress: bool,
+    out: TextIO,
+) -> tuple[Any, dict[str, Any] | None]:
+    """Step 2: the dataset, and with a VAE the cache pass that encodes every clip once."""
+
+    from .dataset import WanVideoDataset
+
+    options: dict[str, Any] = {
+        "frames": DEMO_FRAMES,
+        "fps": DEMO_FPS,
+        "resolution": DEMO_RESOLUTION,
+        "batch_size": args.batch_size,
+        "seed": 0,
+    }
+    if vae is None:
+        out.write("== 2. dataset (--pixels: no VAE, batches carry decoded pixels)\n")
+        ds = WanVideoDataset(root, **options)
+        out.write(f"{ds}\n\n")
+        return ds, None
+    out.write("== 2. prepare: encode every clip once into the latent cache (ds.prepare())\n")
+    ds = WanVideoDataset(root, vae=vae, cache_dir=cache_dir, device="cpu", **options)
+    out.write(f"{ds}\n")
+    # prepare() leaves the decoding workers their cores (see prepare_cache).
+    summary: dict[str, Any] = ds.prepare(num_workers=args.workers, progress=progress)
+    vae_threads = summary["vae_threads"]
+    out.write(
+        f"cache pass: {summary['encoded']} clip(s) encoded, {summary['already_cached']} already "
+        f"cached, {summary['skipped']} skipped, {summary['seconds']:.1f} s "
+        f"({args.workers} decoding worker(s), VAE on cpu with {vae_threads} thread(s))\n\n"
+    )
+    return ds, summary
+
+
+def _demo_epoch(ds: Any, workers: int, out: TextIO, max_lines: int = 8) -> None:
+    """Step 3: one epoch through a DataLoader, as a training loop would consume it."""
+    key = "pixels" if ds.cache_spec is None else "latents"
+    out.write(f"== 3. one epoch: ds.loader(num_workers={workers}), batches of {key}\n")
+    shapes: Counter[tuple[int, ...]] = Counter()
+    batches = samples = 0
+    for i, batch in enumerate(ds.loader(num_workers=workers)):
+        tensor = batch[key]
+        shapes[tuple(tensor.shape)] += 1
+        batches += 1
+        samples += len(batch["paths"])
+        if i < max_lines:
+            names = ", ".join(Path(p).name for p in batch["paths"])
+            out.write(f"batch {i}: {key} {tuple(tensor.shape)} {_dtype(tensor)}  {names}\n")
+    if batches > max_lines:
+        out.write(f"... and {batches - max_lines} more batch(es)\n")
+    out.write(
+        f"epoch 0: {batches} batch(es), {samples} sample(s), {len(shapes)} {key} shape(s) "
+        "(one per bucket: a batch never mixes buckets)\n"
+    )
+
+
+def _dtype(tensor: Any) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
 
 
 def _cache(args: argparse.Namespace, out: TextIO) -> int:
@@ -343,14 +503,37 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """A human-readable table of a ``WanVideoDataset.report()``."""
-    lines = ["stage      in    out  failed  seconds"]
-    for name, s in report["stages"].items():
-        lines.append(f"{name:<9}{s['in']:>4}{s['out']:>7}{s['failed']:>8}{s['seconds']:>9.2f}")
+def format_report(report: dict[str, Any], *, relative_to: str | Path | None = None) -> str:
+    """A human-readable table of a ``WanVideoDataset.report()``.
+
+    Stages are listed in pipeline order so a reader can follow where items were lost; skipped
+    files show path, stage, reason and error type (the JSON has the full message). Paths under
+    ``relative_to`` are shortened to be relative to it: a temp folder prefix repeated on every
+    line hides the file names.
+    """
+    stages: dict[str, dict[str, Any]] = report.get("stages", {})
+    order = [name for name in _STAGE_ORDER if name in stages]
+    order += [name for name in stages if name not in order]
+    lines = [f"{'stage':<12}{'in':>5}{'out':>6}{'failed':>8}{'seconds':>9}"]
+    for name in order:
+        s = stages[name]
+        lines.append(
+            f"{name:<12}{s['in']:>5}{s['out']:>6}{s['failed']:>8}{float(s['seconds']):>9.2f}"
+        )
     lines.append(f"batches: {report['batches']}  samples: {report['samples']}")
     skipped = report["skipped"]
     lines.append(f"skipped: {len(skipped)}")
+    base = None if relative_to is None else str(Path(relative_to).absolute()) + os.sep
     for rec in skipped:
-        lines.append(f"  {rec['path']}  [{rec['stage']}] {rec['reason']} ({rec['error_type']})")
+        path = str(rec["path"])
+        if base is not None and path.startswith(base):
+            path = path[len(base) :]
+        lines.append(f"  {path}  [{rec['stage']}] {rec['reason']} ({rec['error_type']})")
+    cache = report.get("cache")
+    if cache:
+        lines.append(
+            f"cache: {cache['total_items']} entries, {cache['cache_size_mb']:.2f} MB; "
+            f"{cache['hits']} hit(s), {cache['misses']} miss(es), "
+            f"{cache['corruption_count']} corrupt, {cache['quarantined']} quarantined"
+        )
     return "\n".join(lines)

@@ -257,17 +257,26 @@ class _Prefetcher:
         self.threads = max(1, threads)
         self.cache = cache
         self.pending: dict[str, Future[VideoMetadata]] = {}
+        self.ready: dict[str, VideoMetadata] = {}
 
     def load(self, source: Source) -> VideoMetadata:
         if self.cache is None:
             return probe_metadata(source)
         meta = self.cache.get(source.path)
         if meta is None:
-            meta = probe_metadata(source)
+            meta = self._probe_and_store(source)
+        return meta
+
+    def _probe_and_store(self, source: Source) -> VideoMetadata:
+        meta = probe_metadata(source)
+        if self.cache is not None:
             self.cache.put(source.path, meta)
         return meta
 
     def take(self, source: Source) -> VideoMetadata:
+        meta = self.ready.pop(source.key, None)
+        if meta is not None:
+            return meta
         future = self.pending.pop(source.key, None)
         if future is None:
             return self.load(source)
@@ -282,7 +291,15 @@ class _Prefetcher:
             try:
                 for item in items:
                     if isinstance(item, Source):
-                        self.pending[item.key] = pool.submit(self.load, item)
+                        # A warm metadata cache answers in a stat: no thread round trip.
+                        meta = self.cache.get(item.path) if self.cache is not None else None
+                        if meta is not None:
+                            self.ready[item.key] = meta
+                        else:
+                            submit = (
+                                self._probe_and_store if self.cache is not None else probe_metadata
+                            )
+                            self.pending[item.key] = pool.submit(submit, item)
                     window.append(item)
                     if len(window) > 4 * self.threads:
                         yield window.popleft()
@@ -292,3 +309,4 @@ class _Prefetcher:
                 for future in self.pending.values():
                     future.cancel()
                 self.pending.clear()
+                self.ready.clear()

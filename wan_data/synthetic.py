@@ -1,18 +1,51 @@
-"""A small synthetic dataset for the demo and the benchmarks, made with torchcodec's encoder.
+"""A small synthetic dataset and a tiny Wan VAE for the demo, the benchmarks and the tests.
 
-It needs nothing but torchcodec (no ffmpeg CLI, no downloads), so ``wan-data demo`` runs on a
-fresh machine. The broken files cover the failure classes the pipeline must survive.
+The dataset needs nothing but torchcodec (no ffmpeg CLI, no downloads) and the VAE nothing but
+diffusers (no weights to fetch), so ``wan-data demo`` runs the whole job, cache pass included,
+on a fresh machine without network. The broken files cover the failure classes the pipeline
+must survive.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["SyntheticFile", "make_clip_tensor", "make_synthetic_dataset"]
+__all__ = [
+    "TINY_VAE_VARIANTS",
+    "SyntheticFile",
+    "build_tiny_wan_vae",
+    "make_clip_tensor",
+    "make_synthetic_dataset",
+    "make_tiny_wan_vae",
+    "tiny_latent_stats",
+    "tiny_wan_vae_config",
+]
+
+_TINY_COMMON: dict[str, Any] = {
+    "base_dim": 3,
+    "dim_mult": [1, 1, 1, 1],
+    "num_res_blocks": 1,
+    "temperal_downsample": [False, True, True],
+}
+_TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    "wan2.1": {**_TINY_COMMON, "z_dim": 16},
+    "wan2.2": {
+        **_TINY_COMMON,
+        "z_dim": 48,
+        "in_channels": 12,
+        "out_channels": 12,
+        "is_residual": True,
+        "patch_size": 2,
+        "scale_factor_spatial": 16,
+    },
+}
+TINY_VAE_VARIANTS = tuple(_TINY_CONFIGS)
 
 
 @dataclass(frozen=True)
@@ -122,3 +155,63 @@ def make_synthetic_dataset(
         whole.write_bytes(data[: len(data) // 2])  # moov atom at the end: the index is gone
         files.append(SyntheticFile(whole, False, "unreadable"))
     return files
+
+
+def tiny_wan_vae_config(variant: str = "wan2.1") -> dict[str, Any]:
+    """``AutoencoderKLWan`` arguments of the tiny VAE (a fresh copy, safe to modify).
+
+    The real architecture at ``base_dim`` 3, so the code paths (causal temporal downsampling,
+    Wan2.2's patchify and residual blocks) are those of the released VAEs while a clip encodes
+    in milliseconds on a CPU. ``"wan2.1"``: z_dim 16, spatial factor 8, 13,861 parameters;
+    ``"wan2.2"`` (the TI2V-5B layout): z_dim 48, patch size 2, spatial factor 16, 34,146.
+
+    Raises:
+        ValueError: an unknown variant.
+    """
+    if variant not in _TINY_CONFIGS:
+        raise ValueError(
+            f"tiny VAE variant must be one of {list(TINY_VAE_VARIANTS)}, got {variant!r}"
+        )
+    return copy.deepcopy(_TINY_CONFIGS[variant])
+
+
+def tiny_latent_stats(z_dim: int, seed: int) -> tuple[list[float], list[float]]:
+    """Seeded per-channel ``latents_mean`` in [-0.5, 0.5] and ``latents_std`` in [0.5, 2].
+
+    Distinct, non-trivial statistics make a test notice when normalisation is skipped or uses
+    the wrong channel's values (zeros and ones would hide both).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    mean = (torch.rand(z_dim, generator=gen) - 0.5).tolist()
+    std = (0.5 + 1.5 * torch.rand(z_dim, generator=gen)).tolist()
+    return [round(v, 6) for v in mean], [round(v, 6) for v in std]
+
+
+def build_tiny_wan_vae(variant: str = "wan2.1", *, seed: int = 0) -> Any:
+    """An in-memory tiny ``diffusers.AutoencoderKLWan`` with seeded weights and statistics.
+
+    The weights are drawn from torch's global generator seeded with ``seed`` (so a seed gives
+    the same model everywhere), inside ``fork_rng`` so the caller's random state is untouched.
+    diffusers is imported here, not at module level: importing wan_data stays light.
+    """
+    from diffusers import AutoencoderKLWan
+
+    config = tiny_wan_vae_config(variant)
+    mean, std = tiny_latent_stats(config["z_dim"], seed + 1000)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoencoderKLWan(**config, latents_mean=mean, latents_std=std)
+
+
+def make_tiny_wan_vae(path: str | Path, *, variant: str = "wan2.1", seed: int = 0) -> Path:
+    """Save :func:`build_tiny_wan_vae` with ``save_pretrained`` into ``path``; returns it.
+
+    A folder on disk, because that is what ``WanVideoDataset(vae=...)`` and ``wan-data cache
+    --vae`` take: the demo and the tests load it through the same ``from_pretrained`` path as a
+    real Wan VAE. Random weights: the latents are valid tensors of the right shapes, not a
+    meaningful encoding.
+    """
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    build_tiny_wan_vae(variant, seed=seed).save_pretrained(folder)
+    return folder
