@@ -355,3 +355,31 @@ def test_batcher_stacks_when_the_slots_do_not_line_up(
     lined = batcher.collate([a, b])
     assert lined["latents"].data_ptr() == a.latents.data_ptr()
     assert torch.equal(lined["latents"][1], b.latents)
+
+
+def test_cache_corruption_raises_an_alert_once(data: Path, vae21: Path, tmp_path: Path) -> None:
+    from wan_data import AlertConfig
+
+    cache_dir = tmp_path / "cache"
+    prepared(data, vae21, cache_dir)
+    fired: list[Any] = []
+    ds = WanVideoDataset(
+        data,
+        **OPTIONS,
+        vae=vae21,
+        cache_dir=cache_dir,
+        alerts=AlertConfig(stall_seconds=None),
+        on_alert=fired.append,
+        metrics_every=1,
+    )
+    list(ds.loader(num_workers=0))
+    assert not [a for a in fired if a.kind == "cache_corruption"]
+    cache = LatentCache(cache_dir)
+    victim = cache.path_for(sorted(cache.keys())[0])
+    blob = bytearray(victim.read_bytes())
+    blob[-1] ^= 0x01
+    victim.write_bytes(bytes(blob))
+    list(ds.loader(num_workers=0))
+    corrupt = [a for a in fired if a.kind == "cache_corruption"]
+    assert len(corrupt) == 1, fired
+    assert corrupt[0].value == 1
