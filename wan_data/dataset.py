@@ -45,6 +45,13 @@ from .logs import log_to_jsonl
 from .memory import MemoryStats, merge_memory
 from .metadata_cache import MetadataCache
 from .metrics import Metrics, MetricsCallback, latest_memory, merge_reports
+from .options import (
+    DEFAULT_FPS,
+    DEFAULT_FRAMES,
+    DEFAULT_RESOLUTION,
+    DEFAULT_STEP,
+    check_sample_options,
+)
 from .pipeline import StageContext
 from .plan import EpochPlan, check_plan_options, plan_epoch
 from .policy import ErrorPolicy
@@ -57,7 +64,7 @@ from .prepare import (
     vae_info_from_files,
 )
 from .probe import ProbeLimits, probe
-from .sampling import SAMPLING_MODES, available_frames, check_frame_buckets
+from .sampling import available_frames, check_frame_buckets
 from .vae import VaeEncoder
 
 __all__ = ["WanVideoDataset"]
@@ -219,13 +226,13 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             except ValueError as exc:
                 problems.append(str(exc))
         if frames is None:
-            frames = chosen.frames if chosen else (17, 33, 49, 81)
+            frames = chosen.frames if chosen else DEFAULT_FRAMES
         if fps is DEFAULT:
-            fps = chosen.fps if chosen else 16.0
+            fps = chosen.fps if chosen else DEFAULT_FPS
         if resolution is None:
-            resolution = chosen.resolutions if chosen else (832, 480)
+            resolution = chosen.resolutions if chosen else DEFAULT_RESOLUTION
         if step is None:
-            step = chosen.step if chosen else 16
+            step = chosen.step if chosen else DEFAULT_STEP
         frame_list = [frames] if isinstance(frames, int) else list(frames)
         concepts: list[Concept] = []
         try:
@@ -1037,42 +1044,14 @@ def _check_cache_options(**o: Any) -> list[str]:
 
 
 def _check_options(**o: Any) -> list[str]:
-    problems = []
-    fps = o["fps"]
-    if fps is not None and (not isinstance(fps, (int, float)) or isinstance(fps, bool) or fps <= 0):
-        problems.append(
-            format_error(
-                "fps",
-                fps,
-                "must be a positive number or None",
-                "16 for Wan2.1/2.2-A14B, 24 for TI2V-5B",
-            )
-        )
-    if o["sampling"] not in SAMPLING_MODES:
-        problems.append(format_error("sampling", o["sampling"], f"must be one of {SAMPLING_MODES}"))
-    cpv = o["clips_per_video"]
-    if not isinstance(cpv, int) or cpv < 0:
-        problems.append(format_error("clips_per_video", cpv, "must be an int >= 0"))
-    if o["crop"] not in ("center", "random"):
-        problems.append(format_error("crop", o["crop"], "must be 'center' or 'random'"))
-    if o["missing_caption"] not in ("empty", "filename", "skip", "error"):
-        problems.append(
-            format_error(
-                "missing_caption",
-                o["missing_caption"],
-                "must be 'empty', 'filename', 'skip' or 'error'",
-            )
-        )
-    if not isinstance(o["max_aspect"], (int, float)) or o["max_aspect"] < 1:
-        problems.append(format_error("max_aspect", o["max_aspect"], "must be >= 1"))
-    if not isinstance(o["max_pixels"], int) or o["max_pixels"] < 1:
-        problems.append(format_error("max_pixels", o["max_pixels"], "must be a positive int"))
+    problems = check_sample_options(
+        **{k: o[k] for k in ("fps", "sampling", "clips_per_video", "crop", "missing_caption")},
+        **{k: o[k] for k in ("max_aspect", "max_pixels", "seed")},
+    )
     pt = o["probe_threads"]
     if pt is not None and (not isinstance(pt, int) or pt < 1):
         problems.append(format_error("probe_threads", pt, "must be an int >= 1 or None"))
     t = o["num_ffmpeg_threads"]
     if t is not None and (not isinstance(t, int) or t < 0):
         problems.append(format_error("num_ffmpeg_threads", t, "must be an int >= 0 or None"))
-    if not isinstance(o["seed"], int):
-        problems.append(format_error("seed", o["seed"], "must be an int"))
     return problems

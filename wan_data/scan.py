@@ -32,15 +32,22 @@ from typing import Any
 from .batches import PlanSample, build_samples
 from .breaker import BreakerConfig, CircuitBreaker
 from .buckets import BucketSet, get_preset, make_bucket_set
-from .collect import MISSING_CAPTION_MODES, RootsLike, check_concepts, collect, concepts_from
+from .collect import RootsLike, check_concepts, collect, concepts_from
 from .decode import DecodeOptions
 from .errors import ConfigError, PipelineHealthError, format_error
 from .items import Failed, Probed, Source, VideoMetadata
 from .metadata_cache import MetadataCache
+from .options import (
+    DEFAULT_FPS,
+    DEFAULT_FRAMES,
+    DEFAULT_RESOLUTION,
+    DEFAULT_STEP,
+    check_sample_options,
+)
 from .pipeline import StageContext
 from .policy import ErrorPolicy, release_frames
 from .probe import ProbeLimits, probe
-from .sampling import SAMPLING_MODES, available_frames, check_frame_buckets
+from .sampling import available_frames, check_frame_buckets
 
 __all__ = ["UNSET", "BucketCount", "ScanReport", "ScanRow", "format_scan_table", "scan_dataset"]
 
@@ -50,10 +57,6 @@ SCAN_VERSION = 1
 """Version of the ``as_dict()`` layout; bumped when a key changes meaning."""
 
 # WanVideoDataset's defaults when neither a preset nor the option is given.
-_DEFAULT_FRAMES = (17, 33, 49, 81)
-_DEFAULT_FPS = 16.0
-_DEFAULT_RESOLUTION = (832, 480)
-_DEFAULT_STEP = 16
 
 # A content average this far from the header's rate means irregular frame spacing: a constant
 # rate file agrees to rounding (29.97 vs 30000/1001), a variable one differs by whole frames.
@@ -330,13 +333,13 @@ def scan_dataset(
         except ValueError as exc:
             problems.append(str(exc))
     if frames is None:
-        frames = chosen.frames if chosen else _DEFAULT_FRAMES
+        frames = chosen.frames if chosen else DEFAULT_FRAMES
     if fps is UNSET:
-        fps = chosen.fps if chosen else _DEFAULT_FPS
+        fps = chosen.fps if chosen else DEFAULT_FPS
     if resolution is None:
-        resolution = chosen.resolutions if chosen else _DEFAULT_RESOLUTION
+        resolution = chosen.resolutions if chosen else DEFAULT_RESOLUTION
     if step is None:
-        step = chosen.step if chosen else _DEFAULT_STEP
+        step = chosen.step if chosen else DEFAULT_STEP
     frame_list = [frames] if isinstance(frames, int) else list(frames)
     problems += check_concepts(roots)
     problems += check_frame_buckets(frame_list)
@@ -353,6 +356,7 @@ def scan_dataset(
         seed=seed,
         missing_caption=missing_caption,
         max_pixels=max_pixels,
+        max_aspect=max_aspect,
         threads=threads,
     )
     breaker_config: BreakerConfig | None = None
@@ -491,36 +495,10 @@ def _progress_bar(total: int, *, enabled: bool) -> Any:
 
 def _check_options(**o: Any) -> list[str]:
     """The checks ``WanVideoDataset`` makes of the options the scan shares with it."""
-    problems = []
-    fps = o["fps"]
-    if fps is not None and (not isinstance(fps, (int, float)) or isinstance(fps, bool) or fps <= 0):
-        problems.append(
-            format_error(
-                "fps",
-                fps,
-                "must be a positive number or None",
-                "16 for Wan2.1/2.2-A14B, 24 for TI2V-5B",
-            )
-        )
-    if o["sampling"] not in SAMPLING_MODES:
-        problems.append(format_error("sampling", o["sampling"], f"must be one of {SAMPLING_MODES}"))
-    cpv = o["clips_per_video"]
-    if not isinstance(cpv, int) or cpv < 0:
-        problems.append(format_error("clips_per_video", cpv, "must be an int >= 0"))
-    if o["crop"] not in ("center", "random"):
-        problems.append(format_error("crop", o["crop"], "must be 'center' or 'random'"))
-    if not isinstance(o["seed"], int):
-        problems.append(format_error("seed", o["seed"], "must be an int"))
-    if o["missing_caption"] not in MISSING_CAPTION_MODES:
-        problems.append(
-            format_error(
-                "missing_caption",
-                o["missing_caption"],
-                f"must be one of {', '.join(MISSING_CAPTION_MODES)}",
-            )
-        )
-    if not isinstance(o["max_pixels"], int) or o["max_pixels"] < 1:
-        problems.append(format_error("max_pixels", o["max_pixels"], "must be a positive int"))
+    problems = check_sample_options(
+        **{k: o[k] for k in ("fps", "sampling", "clips_per_video", "crop", "missing_caption")},
+        **{k: o[k] for k in ("max_aspect", "max_pixels", "seed")},
+    )
     t = o["threads"]
     if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 1):
         problems.append(format_error("threads", t, "must be an int >= 1 or None"))

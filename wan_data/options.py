@@ -1,0 +1,73 @@
+"""Defaults and checks of the options that ``WanVideoDataset`` and ``wan-data scan`` share.
+
+The scan must judge every file exactly as training will, so both take their defaults and their
+validation from here rather than from two copies that could drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .collect import MISSING_CAPTION_MODES
+from .errors import format_error
+from .sampling import SAMPLING_MODES
+
+__all__ = [
+    "DEFAULT_FPS",
+    "DEFAULT_FRAMES",
+    "DEFAULT_RESOLUTION",
+    "DEFAULT_STEP",
+    "check_sample_options",
+]
+
+# Without a preset: Wan 2.1's sampling rate, side multiple and official size, and the frame
+# buckets from 1 s to 5 s at 16 fps.
+DEFAULT_FRAMES = (17, 33, 49, 81)
+DEFAULT_FPS = 16.0
+DEFAULT_RESOLUTION = (832, 480)
+DEFAULT_STEP = 16
+
+
+def check_sample_options(
+    *,
+    fps: Any,
+    sampling: Any,
+    clips_per_video: Any,
+    crop: Any,
+    missing_caption: Any,
+    max_aspect: Any,
+    max_pixels: Any,
+    seed: Any,
+) -> list[str]:
+    """Problems with the options that decide which clips a file yields (empty when valid)."""
+    problems = []
+    if fps is not None and (not isinstance(fps, (int, float)) or isinstance(fps, bool) or fps <= 0):
+        problems.append(
+            format_error(
+                "fps",
+                fps,
+                "must be a positive number or None",
+                "16 for Wan2.1/2.2-A14B, 24 for TI2V-5B",
+            )
+        )
+    if sampling not in SAMPLING_MODES:
+        problems.append(format_error("sampling", sampling, f"must be one of {SAMPLING_MODES}"))
+    if not isinstance(clips_per_video, int) or clips_per_video < 0:
+        problems.append(format_error("clips_per_video", clips_per_video, "must be an int >= 0"))
+    if crop not in ("center", "random"):
+        problems.append(format_error("crop", crop, "must be 'center' or 'random'"))
+    if missing_caption not in MISSING_CAPTION_MODES:
+        problems.append(
+            format_error(
+                "missing_caption",
+                missing_caption,
+                f"must be one of {', '.join(repr(m) for m in MISSING_CAPTION_MODES)}",
+            )
+        )
+    if not isinstance(max_aspect, (int, float)) or max_aspect < 1:
+        problems.append(format_error("max_aspect", max_aspect, "must be >= 1"))
+    if not isinstance(max_pixels, int) or max_pixels < 1:
+        problems.append(format_error("max_pixels", max_pixels, "must be a positive int"))
+    if not isinstance(seed, int):
+        problems.append(format_error("seed", seed, "must be an int"))
+    return problems
