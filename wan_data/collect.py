@@ -363,6 +363,7 @@ class _Run:
     missing_caption: str
     caption_extension: str
     allow_outside_root: bool
+    visited: list[str] | None = None
 
 
 def collect(
@@ -373,6 +374,7 @@ def collect(
     missing_caption: str = "empty",
     caption_extension: str = ".txt",
     allow_outside_root: bool = False,
+    visited: list[str] | None = None,
 ) -> Iterator[Source | Failed]:
     """Find the media files of ``roots`` and their caption candidates.
 
@@ -393,6 +395,8 @@ def collect(
         caption_extension: extension of the sidecar caption file next to each media file.
         allow_outside_root: accept files whose real path (after symlinks) is outside the real
             path of their root.
+        visited: when given, every folder the walk lists and every metadata file read is
+            appended to it (what a snapshot of this result depends on; see ``sample_index``).
 
     Raises:
         ConfigError: on a bad configuration (at call time) or, with ``missing_caption="error"``,
@@ -433,6 +437,7 @@ def collect(
         missing_caption=missing_caption,
         caption_extension=caption_extension,
         allow_outside_root=allow_outside_root,
+        visited=visited,
     )
     return _collect(concepts, run)
 
@@ -684,6 +689,8 @@ def _walk(concept: Concept, run: _Run) -> list[_Entry]:
     while stack:
         rel_dir, abs_dir, real_dir, ancestors = stack.pop()
         dir_key = f"{name}/{rel_dir}"
+        if run.visited is not None:
+            run.visited.append(abs_dir)
         listing, failed = _guarded(
             run,
             functools.partial(_list_dir, abs_dir),
@@ -876,6 +883,8 @@ def _metadata_entries(concept: Concept, run: _Run) -> Iterator[_Entry]:
     meta = os.path.abspath(os.fspath(concept.root))
     base = os.path.dirname(meta)
     root_real = os.path.realpath(base)
+    if run.visited is not None:
+        run.visited.append(meta)
     parse = parse_jsonl if meta.lower().endswith(".jsonl") else parse_csv
     count = 0
     seen: dict[str, int] = {}

@@ -44,7 +44,7 @@ from .ledger import Ledger, skip_known_bad
 from .logs import log_to_jsonl
 from .memory import MemoryStats, merge_memory
 from .metadata_cache import MetadataCache
-from .metrics import Metrics, MetricsCallback, latest_memory, merge_reports
+from .metrics import Metrics, MetricsCallback, latest_memory, merge_reports, write_snapshot
 from .options import (
     DEFAULT_FPS,
     DEFAULT_FRAMES,
@@ -64,6 +64,7 @@ from .prepare import (
     vae_info_from_files,
 )
 from .probe import ProbeLimits, probe
+from .sample_index import load_index, save_index, setup_fingerprint
 from .sampling import available_frames, check_frame_buckets
 from .vae import VaeEncoder
 
@@ -165,6 +166,12 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         metrics_every: batches between two ``metrics_callback`` calls and alert checks.
         log_jsonl: also write the ``wan_data`` log as JSON lines to this file (from every
             worker process too).
+        sample_index: a folder for snapshots of construction (one per set of options): the
+            next construction with the same options and unchanged files loads the sources,
+            metadata and samples from it in about two ``stat`` calls per source instead of
+            collecting and probing again (see docs/performance.md). Default:
+            ``<cache_dir>/samples`` with a cache, ``<metadata_cache>.samples`` with a metadata
+            cache, else none; ``None`` disables it.
     """
 
     def __init__(
@@ -216,6 +223,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         metrics_callback: MetricsCallback | None = None,
         metrics_every: int = 50,
         log_jsonl: str | os.PathLike[str] | None = None,
+        sample_index: str | os.PathLike[str] | None = DEFAULT,
     ) -> None:
         super().__init__()
         problems: list[str] = []
@@ -366,57 +374,54 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         if self.log_jsonl is not None:
             log_to_jsonl(self.log_jsonl)
 
-        context = StageContext(breaker_config=breaker)
-        self.sources: list[Source] = []
-        failures: list[Failed] = []  # what the ledger may record, once construction succeeds
-        for item in collect(
-            concepts,
-            policy=self.policy,
-            context=context,
-            missing_caption=missing_caption,
-            caption_extension=caption_extension,
-            allow_outside_root=allow_outside_root,
-        ):
-            if isinstance(item, Source):
-                self.sources.append(item)
-            else:
-                context.metrics.record_failed(item)
-                failures.append(item)
-        cache = MetadataCache(metadata_cache)
-        threads = probe_threads if probe_threads is not None else (os.cpu_count() or 1)
-        self.samples: list[PlanSample] = []
-        self.probed: list[Probed] = []
-        try:
-            probed_stream = probe(
-                skip_known_bad(
-                    self.sources,
-                    policy=self.policy,
-                    context=context,
-                    ledger=self.ledger,
-                    retry_failed=retry_failed,
-                ),
-                policy=self.policy,
-                context=context,
-                limits=self.limits,
-                threads=threads,
-                cache=cache,
+        index_path = self._index_path(
+            sample_index,
+            cache_dir=cache_dir,
+            metadata_cache=metadata_cache,
+            fingerprint=self._setup_fingerprint(
+                concepts,
+                missing_caption=missing_caption,
+                caption_extension=caption_extension,
+                allow_outside_root=allow_outside_root,
+                max_pixels=max_pixels,
+                max_duration_seconds=max_duration_seconds,
+                max_aspect=max_aspect,
+            ),
+        )
+        loaded = (
+            load_index(index_path, index_path.stem)
+            if index_path is not None and not retry_failed
+            else None
+        )
+        if loaded is not None:
+            self.sources: Sequence[Source] = loaded.sources
+            self.probed: Sequence[Probed] = loaded.probed
+            self.samples: Sequence[PlanSample] = loaded.samples
+            self._sample_buckets = loaded.samples.buckets
+            self._static_stats: dict[str, Any] = loaded.extra["static_stats"]
+            samples_digest = str(loaded.extra["samples_digest"])
+            part = {**loaded.setup_part, "pid": os.getpid(), "host": socket.gethostname()}
+            write_snapshot(self.report_dir / f"part-setup-{os.getpid()}.json", part)
+            logger.info(
+                "WanVideoDataset: %d source(s), %d sample(s) from the sample index %s "
+                "(nothing changed since it was saved)",
+                len(self.sources),
+                len(self.samples),
+                index_path,
             )
-            for planned in build_samples(
-                probed_stream, options=self._decode, policy=self.policy, context=context
-            ):
-                if isinstance(planned, Failed):
-                    context.metrics.record_failed(planned)
-                    failures.append(planned)
-                else:
-                    self.samples.append(planned)
-                    if not self.probed or self.probed[-1] is not planned.probed:
-                        self.probed.append(planned.probed)
-            self._update_ledger(failures)
-        finally:
-            cache.save()
-            context.metrics.setup = True
-            context.metrics.write(self.report_dir / f"part-setup-{os.getpid()}.json")
-        self.fingerprint = self._fingerprint()
+        else:
+            samples_digest = self._construct(
+                concepts,
+                breaker=breaker,
+                missing_caption=missing_caption,
+                caption_extension=caption_extension,
+                allow_outside_root=allow_outside_root,
+                metadata_cache=metadata_cache,
+                probe_threads=probe_threads,
+                retry_failed=retry_failed,
+                index_path=index_path,
+            )
+        self.fingerprint = self._fingerprint(samples_digest)
         self.vae = vae
         self.cache_dir = str(cache_dir) if cache_dir is not None else None
         self.prepare_mode = prepare
@@ -441,16 +446,165 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
                 "(with the same options) or ds.prepare()",
             )
             LatentCache(cache_dir)  # create it now: an unwritable folder fails at construction
+
+    def _construct(
+        self,
+        concepts: list[Concept],
+        *,
+        breaker: BreakerConfig,
+        missing_caption: str,
+        caption_extension: str,
+        allow_outside_root: bool,
+        metadata_cache: str | os.PathLike[str] | None,
+        probe_threads: int | None,
+        retry_failed: bool,
+        index_path: Path | None,
+    ) -> str:
+        """Collect, probe and bucket every source (the cold path); returns the samples digest.
+
+        Saves the sample index afterwards, so the next construction with the same options and
+        unchanged files skips all of it (see ``sample_index.py``).
+        """
+        started_ns = time.time_ns()
+        context = StageContext(breaker_config=breaker)
+        sources: list[Source] = []
+        failures: list[Failed] = []  # what the ledger may record, once construction succeeds
+        visited: list[str] = []
+        for item in collect(
+            concepts,
+            policy=self.policy,
+            context=context,
+            missing_caption=missing_caption,
+            caption_extension=caption_extension,
+            allow_outside_root=allow_outside_root,
+            visited=visited,
+        ):
+            if isinstance(item, Source):
+                sources.append(item)
+            else:
+                context.metrics.record_failed(item)
+                failures.append(item)
+        cache = MetadataCache(metadata_cache)
+        threads = probe_threads if probe_threads is not None else (os.cpu_count() or 1)
+        samples: list[PlanSample] = []
+        probed: list[Probed] = []
+        self.sources, self.probed, self.samples = sources, probed, samples
+        part = self.report_dir / f"part-setup-{os.getpid()}.json"
+        try:
+            probed_stream = probe(
+                skip_known_bad(
+                    sources,
+                    policy=self.policy,
+                    context=context,
+                    ledger=self.ledger,
+                    retry_failed=retry_failed,
+                ),
+                policy=self.policy,
+                context=context,
+                limits=self.limits,
+                threads=threads,
+                cache=cache,
+            )
+            for planned in build_samples(
+                probed_stream, options=self._decode, policy=self.policy, context=context
+            ):
+                if isinstance(planned, Failed):
+                    context.metrics.record_failed(planned)
+                    failures.append(planned)
+                else:
+                    samples.append(planned)
+                    if not probed or probed[-1] is not planned.probed:
+                        probed.append(planned.probed)
+            self._update_ledger(failures)
+        finally:
+            cache.save()
+            context.metrics.setup = True
+            context.metrics.write(part)
+        self._sample_buckets = [s.bucket for s in samples]
+        self._static_stats = self._compute_static_stats()
+        digest = hashlib.sha256()
+        for sample in samples:
+            meta = sample.probed.metadata
+            digest.update(
+                f"{sample.key}|{sample.bucket}|{meta.frame_count}|{meta.duration}\n".encode()
+            )
+        samples_digest = digest.hexdigest()
         logger.info(
             "WanVideoDataset: %d source(s), %d sample(s) in %d bucket(s), %d skipped at setup; "
             "metadata cache %d hit(s), %d miss(es)",
-            len(self.sources),
-            len(self.samples),
-            len({s.bucket for s in self.samples}),
+            len(sources),
+            len(samples),
+            len(set(self._sample_buckets)),
             len(context.metrics.skipped),
             cache.hits,
             cache.misses,
         )
+        if index_path is not None and self.rank_and_world_size()[0] == 0:
+            skipped_paths = [str(r["path"]) for r in context.metrics.skipped if r.get("path")]
+            ledger = [str(self.ledger.path)] if self.ledger is not None else []
+            saved = save_index(
+                index_path,
+                fingerprint=index_path.stem,
+                sources=sources,
+                probed=probed,
+                samples=samples,
+                setup_part=context.metrics.snapshot(),
+                folders=visited,
+                files=skipped_paths,
+                appended=ledger,
+                caption_extension=caption_extension,
+                extra={"static_stats": self._static_stats, "samples_digest": samples_digest},
+                started_ns=started_ns,
+            )
+            if saved:
+                logger.info("sample index saved to %s", index_path)
+        return samples_digest
+
+    def _setup_fingerprint(self, concepts: list[Concept], **options: Any) -> str:
+        """What construction's result depends on besides the files (see ``sample_index``)."""
+        from . import __version__
+
+        return setup_fingerprint(
+            {
+                "version": __version__,
+                "concepts": [
+                    [os.path.abspath(os.fspath(c.root)), c.name, c.repeats, c.caption]
+                    for c in concepts
+                ],
+                "decode": {
+                    k: v
+                    for k, v in self._decode.__dict__.items()
+                    if k not in ("buckets", "num_ffmpeg_threads")
+                },
+                "buckets": [list(b) for b in self.buckets],
+                "limits": dataclasses.asdict(self.limits),
+                "policy": repr(self.policy),
+                "breaker": dataclasses.asdict(self.breaker_config),
+                "ledger": str(self.ledger.path) if self.ledger is not None else None,
+                **options,
+            }
+        )
+
+    @staticmethod
+    def _index_path(
+        option: str | os.PathLike[str] | None,
+        *,
+        cache_dir: str | os.PathLike[str] | None,
+        metadata_cache: str | os.PathLike[str] | None,
+        fingerprint: str,
+    ) -> Path | None:
+        if option is DEFAULT:
+            if cache_dir is not None:
+                folder = Path(cache_dir) / "samples"
+            elif metadata_cache is not None:
+                folder = Path(f"{os.fspath(metadata_cache)}.samples")
+            else:
+                return None
+        elif option is None:
+            return None
+        else:
+            folder = Path(option)
+        return folder / f"{fingerprint}.npz"
 
     def _emit_metrics(self) -> None:
         """The periodic hook of :meth:`loader`: alerts, then the trainer's callback."""
@@ -537,7 +691,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         """This rank's batch plan of an epoch (pure: every process computes the same)."""
         own_rank, world = self.rank_and_world_size()
         return plan_epoch(
-            [s.bucket for s in self.samples],
+            self._sample_buckets,
             batch_size=self.batch_size,
             seed=self.seed,
             epoch=self.epoch if epoch is None else epoch,
@@ -617,7 +771,12 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         context.metrics.memory = memory.as_dict()
         if self.alert_monitor is not None:
             self.alert_monitor.check_memory(memory)
-        context.metrics.write(part)
+        try:
+            context.metrics.write(part)
+        except FileNotFoundError:
+            # The dataset's private report folder is gone: it was garbage collected (or the
+            # interpreter is exiting) before this iteration was closed. Nobody can read it.
+            logger.debug("report folder %s is gone; snapshot not written", part.parent)
 
     def _latent_reader(self, options: DecodeOptions, metrics: Metrics) -> MemberReader:
         spec = self.cache_spec
@@ -782,7 +941,8 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         self._shared[2] = position
         self._record_progress(epoch, position)
 
-    def _fingerprint(self) -> str:
+    def _fingerprint(self, samples_digest: str) -> str:
+        """Identity of the options and samples, for ``load_state_dict`` to refuse a mismatch."""
         digest = hashlib.sha256()
         options = {
             "frames": self.frames,
@@ -798,11 +958,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             },
         }
         digest.update(json.dumps(options, sort_keys=True, default=str).encode())
-        for sample in self.samples:
-            meta = sample.probed.metadata
-            digest.update(
-                f"{sample.key}|{sample.bucket}|{meta.frame_count}|{meta.duration}\n".encode()
-            )
+        digest.update(samples_digest.encode())
         return digest.hexdigest()[:32]
 
     # -- reporting -----------------------------------------------------------------------
@@ -887,7 +1043,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         """Samples per bucket, repeats and drops of the current epoch's plan (all ranks),
         pixels lost to cropping and frames lost to 4k+1 trimming."""
         stats = plan_epoch(
-            [s.bucket for s in self.samples],
+            self._sample_buckets,
             batch_size=self.batch_size,
             seed=self.seed,
             epoch=self.epoch,
@@ -895,6 +1051,15 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             world_size=self.rank_and_world_size()[1],
             small_buckets=self.small_buckets,
         ).stats
+        return {
+            "plan": stats,
+            **self._static_stats,
+            "bucket_set": [list(b) for b in self.buckets],
+        }
+
+    def _compute_static_stats(self) -> dict[str, Any]:
+        """The epoch-independent part of :meth:`bucket_report`, computed once at construction
+        (and kept in the sample index): it walks every sample."""
         crop_loss = []
         for sample in self.samples:
             meta = sample.probed.metadata
@@ -916,13 +1081,11 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             if self._decode.sampling in ("head", "chunks"):
                 trimmed += max(0, available - used.get(probed.key, 0))
         return {
-            "plan": stats,
             "crop_pixels_lost_mean": round(sum(crop_loss) / len(crop_loss), 4)
             if crop_loss
             else 0.0,
             "frames_trimmed_total": trimmed,
             "frames_trimmed_mean_per_video": round(trimmed / videos, 2) if videos else 0.0,
-            "bucket_set": [list(b) for b in self.buckets],
         }
 
     def _cache_directory_stats(self) -> CacheStats:

@@ -28,7 +28,15 @@ from .items import Failed
 from .latent_cache import CacheStats
 from .memory import merge_memory
 
-__all__ = ["Metrics", "MetricsCallback", "StageStats", "latest_memory", "merge_reports", "scalars"]
+__all__ = [
+    "Metrics",
+    "MetricsCallback",
+    "StageStats",
+    "latest_memory",
+    "merge_reports",
+    "scalars",
+    "write_snapshot",
+]
 
 MetricsCallback = Callable[[dict[str, Any]], None]
 """Receives ``ds.report()`` every ``metrics_every`` batches (in the main process)."""
@@ -104,15 +112,20 @@ class Metrics:
 
     def write(self, path: Path) -> None:
         """Atomically replace ``path`` with the snapshot (a reader never sees half a file)."""
-        data = json.dumps(self.snapshot())
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_snapshot(path, self.snapshot())
+
+
+def write_snapshot(path: Path, snapshot: dict[str, Any]) -> None:
+    """Atomically replace ``path`` with a report part (a reader never sees half a file)."""
+    data = json.dumps(snapshot)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
