@@ -107,7 +107,7 @@ def test_tables_behave_like_lists(folder: Path, tmp_path: Path) -> None:
     "change",
     [
         "touch_source",
-        "edit_caption",
+        "edit_caption_skip_mode",
         "add_file",
         "add_caption",
         "remove_file",
@@ -121,13 +121,16 @@ def test_tables_behave_like_lists(folder: Path, tmp_path: Path) -> None:
 def test_any_change_means_a_cold_start(
     folder: Path, tmp_path: Path, change: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cold = _make(folder, tmp_path)
     options: dict[str, Any] = {}
+    if change == "edit_caption_skip_mode":
+        # with missing_caption="skip" an emptied caption removes the file: checked up front
+        options = {"missing_caption": "skip"}
+    cold = _make(folder, tmp_path, **options)
+    assert isinstance(_make(folder, tmp_path, **options).samples, SampleTable)
     if change == "touch_source":
         os.utime(folder / "a.mp4", (OLD + 10, OLD + 10))
-    elif change == "edit_caption":
-        (folder / "a.txt").write_text("a blue car")  # in place: the folder's mtime stays
-        _age(folder / "a.txt")
+    elif change == "edit_caption_skip_mode":
+        (folder / "a.txt").write_text("")  # in place: the folder's mtime stays
         os.utime(folder / "a.txt", (OLD + 5, OLD + 5))
     elif change == "add_file":
         make_video(folder / "d.mp4", width=32, height=32, fps=8, num_frames=12)
@@ -160,8 +163,42 @@ def test_any_change_means_a_cold_start(
     assert not any("from the sample index" in r.getMessage() for r in caplog.records)
     fresh = WanVideoDataset(folder, **OPTIONS, **options, sample_index=None)
     assert _summary(again) == _summary(fresh)
-    if change in ("edit_caption", "add_caption"):
+    if change in ("edit_caption_skip_mode", "add_caption"):
         assert _summary(again)["sources"] != _summary(cold)["sources"]
+
+
+@pytest.mark.parametrize("edit", ["rewrite", "empty", "delete_after_start"])
+def test_a_caption_edited_in_place_is_read_when_its_sample_is_built(
+    folder: Path, tmp_path: Path, edit: str
+) -> None:
+    """With missing_caption "empty" (the default) a caption shapes only the caption, so the
+    snapshot stays valid and the sample gets the file's current text, as collect would read it."""
+    _make(folder, tmp_path)
+    caption = folder / "a.txt"
+    if edit == "delete_after_start":
+        warm = _make(folder, tmp_path)
+        caption.unlink()
+        expected: tuple[str, ...] = ()  # as collect gives a file without a caption
+    else:
+        if edit == "rewrite":
+            caption.write_text("a blue car\nblue, a car")
+            expected = ("a blue car", "blue, a car")
+            os.utime(caption, (OLD + 5, OLD + 5))
+        else:
+            caption.write_text("   \n")
+            expected = ()
+            os.utime(caption, (OLD + 5, OLD + 5))
+        warm = _make(folder, tmp_path)
+    assert isinstance(warm.samples, SampleTable)
+    source = next(s for s in warm.sources if s.path.endswith("a.mp4"))
+    assert source.captions == expected
+    if edit != "delete_after_start":
+        fresh = WanVideoDataset(folder, **OPTIONS, sample_index=None)
+        cold_source = next(s for s in fresh.sources if s.path.endswith("a.mp4"))
+        assert cold_source.captions == expected
+    batches = list(warm.loader(num_workers=0))
+    got = {p: c for b in batches for p, c in zip(b["paths"], b["captions"], strict=True)}
+    assert got[str(folder / "a.mp4")] in ([*expected] or [""])
 
 
 def test_a_snapshot_is_not_saved_while_files_are_fresh(tmp_path: Path) -> None:

@@ -58,6 +58,7 @@ __all__ = [
     "check_concepts",
     "collect",
     "concepts_from",
+    "fallback_captions",
 ]
 
 logger = logging.getLogger("wan_data")
@@ -525,6 +526,20 @@ def _filename_caption(path: str) -> tuple[str, ...]:
     return (" ".join(words),) if words else ()
 
 
+def fallback_captions(
+    path: str, concept_caption: str | None, missing_caption: str
+) -> tuple[str, ...] | None:
+    """The captions of a file whose sidecar is absent or empty: the concept's caption, else
+    what ``missing_caption`` says (``None`` for ``"skip"`` and ``"error"``: no captions)."""
+    if concept_caption is not None and split_caption(concept_caption):
+        return split_caption(concept_caption)
+    if missing_caption == "empty":
+        return ()
+    if missing_caption == "filename":
+        return _filename_caption(path)
+    return None
+
+
 def _resolve(entry: _Entry, concept: Concept, run: _Run) -> Failed | tuple[str, ...] | str:
     """Caption candidates of ``entry``; a Failed to skip it; a message string in error mode."""
     if entry.failure is not None:
@@ -535,13 +550,10 @@ def _resolve(entry: _Entry, concept: Concept, run: _Run) -> Failed | tuple[str, 
         captions = _read_sidecar(entry, run)
         if isinstance(captions, Failed) or captions:
             return captions
-    if concept.caption is not None and split_caption(concept.caption):
-        return split_caption(concept.caption)
+    fallback = fallback_captions(entry.path, concept.caption, run.missing_caption)
+    if fallback is not None:
+        return fallback
     mode = run.missing_caption
-    if mode == "empty":
-        return ()
-    if mode == "filename":
-        return _filename_caption(entry.path)
     sidecar = os.path.splitext(entry.path)[0] + run.caption_extension
     where = "no metadata caption, " if entry.origin else ""
     message = format_error(

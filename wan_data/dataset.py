@@ -35,7 +35,7 @@ from .alerts import Alert, AlertConfig, AlertMonitor
 from .batches import MemberReader, PlanSample, build_batches, build_samples
 from .breaker import BreakerConfig
 from .buckets import Preset, check_resolutions, cover_size, get_preset, make_bucket_set
-from .collect import Concept, check_concepts, collect, concepts_from
+from .collect import Concept, check_concepts, collect, concepts_from, fallback_captions
 from .decode import DecodeOptions, default_ffmpeg_threads
 from .errors import ConfigError, format_error
 from .items import Failed, Probed, Source
@@ -542,6 +542,16 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         if index_path is not None and self.rank_and_world_size()[0] == 0:
             skipped_paths = [str(r["path"]) for r in context.metrics.skipped if r.get("path")]
             ledger = [str(self.ledger.path)] if self.ledger is not None else []
+            by_name = {c.name or "": c for c in reversed(concepts)}
+            deferred = []
+            for source in sources:
+                concept = by_name.get(source.concept)
+                fallback = (
+                    fallback_captions(source.path, concept.caption, missing_caption)
+                    if concept is not None and os.path.isdir(concept.root)
+                    else None
+                )
+                deferred.append((fallback is not None, fallback or ()))
             saved = save_index(
                 index_path,
                 fingerprint=index_path.stem,
@@ -550,6 +560,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
                 samples=samples,
                 setup_part=context.metrics.snapshot(),
                 folders=visited,
+                deferred=deferred,
                 files=skipped_paths,
                 appended=ledger,
                 caption_extension=caption_extension,
@@ -740,7 +751,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         reader = (
             self._latent_reader(options, context.metrics) if self.cache_spec is not None else None
         )
-        last_snapshot = -SNAPSHOT_SECONDS
+        last_snapshot = time.monotonic()  # the first snapshot after SNAPSHOT_SECONDS, not at once
         try:
             for batch, out in build_batches(
                 mine,

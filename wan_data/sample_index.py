@@ -11,7 +11,10 @@ checks, in about two ``stat`` calls per source, that nothing it depends on chang
   removing or renaming a file changes its folder's ``mtime``, so unchanged folders mean the same
   listing (the same media files, the same caption sidecars present or absent);
 - every source (size and ``mtime_ns``, as the metadata cache and the cache keys use) and every
-  caption sidecar it read, whose content can change in place without touching its folder;
+  caption sidecar it read, whose content can change in place without touching its folder (for
+  sources found by walking a folder with ``missing_caption`` ``"empty"`` or ``"filename"``, a
+  caption only shapes the caption, never the samples, so its check moves to the moment the
+  sample is built: a changed sidecar is read again then, as collect would read it);
 - every skipped file, metadata file (``.jsonl``/``.csv`` roots) and the ledger;
 - the options (a fingerprint of everything that shapes construction) and this format.
 
@@ -40,7 +43,9 @@ from typing import Any, overload
 import numpy as np
 
 from .batches import PlanSample
+from .errors import SampleError, format_error
 from .items import Bucket, Probed, Source, VideoMetadata
+from .metadata_files import split_caption
 
 __all__ = [
     "INDEX_FORMAT",
@@ -86,21 +91,27 @@ def _identity(path: str) -> tuple[int, int]:
 
 
 class _Lines:
-    """NUL-separated text split on first use: a warm start that never builds a sample (the
-    first batch needs a handful) does not pay for splitting every row."""
+    """Rows of UTF-8 text kept as one byte array and their end offsets: row ``i`` is decoded
+    when it is used, so a warm start (whose first batch needs a handful of rows) never decodes
+    or splits the rest, and the rows cost one byte array in memory, not one object each."""
 
-    def __init__(self, text: np.ndarray) -> None:
-        self._text: np.ndarray | None = text
-        self._lines: list[str] = []
+    def __init__(self, text: np.ndarray, ends: np.ndarray) -> None:
+        self._text = text
+        self._ends = ends
+
+    def __len__(self) -> int:
+        return int(self._ends.size)
 
     def __getitem__(self, i: int) -> str:
-        if self._text is not None:
-            self._lines = _untext(self._text).split("\0") if self._text.size else []
-            self._text = None
-        return self._lines[i]
+        start = int(self._ends[i - 1]) if i else 0
+        return bytes(self._text[start : int(self._ends[i])].tobytes()).decode("utf-8")
 
-    def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+    @staticmethod
+    def encode(rows: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(text, ends)`` of ``rows`` for :meth:`__init__`."""
+        data = [r.encode("utf-8") for r in rows]
+        ends = np.cumsum([len(d) for d in data], dtype=np.int64)
+        return np.frombuffer(b"".join(data), dtype=np.uint8), ends
 
 
 @dataclass
@@ -108,7 +119,12 @@ class _Columns:
     """What the sequences share: paths eagerly, everything else parsed when a row is used."""
 
     paths: list[str]
-    rows: _Lines  # JSON of each source: key, media_type, captions, concept, repeat
+    captions: list[str]  # each source's caption sidecar path
+    caption_sizes: list[int]
+    caption_mtimes: list[int]
+    deferred: list[bool]  # caption checked when the sample is built (see the module docstring)
+    racy_ns: int  # a caption modified after this is read again even if its identity matches
+    rows: _Lines  # JSON of each source: key, media_type, captions, concept, repeat, fallback
     probed_source: np.ndarray  # source row of each probed file
     probed_rows: _Lines  # JSON of each probed file's metadata and warnings
     sample_probed: np.ndarray  # probed row of each sample
@@ -118,14 +134,46 @@ class _Columns:
 
     def source(self, i: int) -> Source:
         row = json.loads(self.rows[i])
+        captions = tuple(row["captions"])
+        if self.deferred[i] and self.caption_sizes[i] != _NONE:
+            captions = self._fresh_captions(i, captions, tuple(row["fallback"]))
         return Source(
             key=row["key"],
             path=self.paths[i],
             media_type=row["media_type"],
-            captions=tuple(row["captions"]),
+            captions=captions,
             concept=row["concept"],
             repeat=row["repeat"],
         )
+
+    def _fresh_captions(
+        self, i: int, saved: tuple[str, ...], fallback: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        """The captions as collect would read them now: the sidecar's lines if it changed
+        since the snapshot (the fallback when it became empty or vanished)."""
+        path = self.captions[i]
+        try:
+            st = os.stat(path)
+        except OSError:
+            return fallback
+        same = (st.st_size, st.st_mtime_ns) == (self.caption_sizes[i], self.caption_mtimes[i])
+        if same and st.st_mtime_ns < self.racy_ns:
+            return saved
+        try:
+            with open(path, "rb") as fh:
+                text = fh.read().decode("utf-8-sig", errors="replace")
+        except OSError as exc:
+            raise SampleError(
+                format_error(
+                    "caption file",
+                    path,
+                    f"cannot be read ({exc})",
+                    "fix its permissions; the sample is replaced meanwhile",
+                    stage="collect",
+                ),
+                reason="unreadable",
+            ) from None
+        return split_caption(text) or fallback
 
     def probed(self, j: int) -> Probed:
         row = json.loads(self.probed_rows[j])
@@ -230,6 +278,7 @@ def save_index(
     samples: Sequence[PlanSample],
     setup_part: dict[str, Any],
     folders: Sequence[str],
+    deferred: Sequence[tuple[bool, tuple[str, ...]]] | None = None,
     files: Sequence[str],
     appended: Sequence[str] = (),
     caption_extension: str,
@@ -244,6 +293,9 @@ def save_index(
         sources, probed, samples: what construction produced (lists, in order).
         setup_part: the construction's report snapshot (counts and skipped files).
         folders: folders whose listings construction depended on.
+        deferred: per source, whether its caption may be checked when its sample is built
+            (a folder-walk source with ``missing_caption`` ``"empty"``/``"filename"``), and the
+            captions collect gives it when its sidecar is empty (concept caption or fallback).
         files: other files it depended on (skipped files).
         appended: append-only files it depended on (the ledger): any change grows them, so
             their size alone tells, and a fresh mtime (construction itself may have appended)
@@ -275,6 +327,9 @@ def save_index(
             "construction (it is saved by a later construction)"
         )
         return False
+    lazy = list(deferred) if deferred is not None else [(False, ())] * len(sources)
+    if len(lazy) != len(sources):
+        return False
     buckets = sorted({s.bucket for s in samples}, key=lambda b: (b.frames, b.width, b.height))
     bucket_id = {b: i for i, b in enumerate(buckets)}
     try:
@@ -297,30 +352,9 @@ def save_index(
         "header": _text(json.dumps(header)),
         "paths": _text("\0".join(s.path for s in sources)),
         "captions": _text("\0".join(captions)),
-        "rows": _text(
-            "\0".join(
-                json.dumps(
-                    {
-                        "key": s.key,
-                        "media_type": s.media_type,
-                        "captions": list(s.captions),
-                        "concept": s.concept,
-                        "repeat": s.repeat,
-                    }
-                )
-                for s in sources
-            )
-        ),
-        "probed_rows": _text(
-            "\0".join(
-                json.dumps(
-                    {"metadata": dataclasses.asdict(p.metadata), "warnings": list(p.warnings)}
-                )
-                for p in probed
-            )
-        ),
         "identity": identity,
         "caption_identity": caption_identity,
+        "deferred": np.array([d for d, _ in lazy], dtype=np.bool_),
         "folder_identity": folder_identity,
         "file_identity": file_identity,
         "appended_size": appended_identity,
@@ -329,6 +363,27 @@ def save_index(
         "sample_clip": np.array([s.clip_index for s in samples], dtype=np.int64),
         "sample_bucket": np.array([bucket_id[s.bucket] for s in samples], dtype=np.int64),
     }
+    arrays["rows"], arrays["row_ends"] = _Lines.encode(
+        [
+            json.dumps(
+                {
+                    "key": s.key,
+                    "media_type": s.media_type,
+                    "captions": list(s.captions),
+                    "concept": s.concept,
+                    "repeat": s.repeat,
+                    "fallback": list(fallback),
+                }
+            )
+            for s, (_, fallback) in zip(sources, lazy, strict=True)
+        ]
+    )
+    arrays["probed_rows"], arrays["probed_row_ends"] = _Lines.encode(
+        [
+            json.dumps({"metadata": dataclasses.asdict(p.metadata), "warnings": list(p.warnings)})
+            for p in probed
+        ]
+    )
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -360,22 +415,31 @@ def load_index(path: str | os.PathLike[str], fingerprint: str) -> LoadedIndex | 
         if header.get("format") != INDEX_FORMAT or header.get("fingerprint") != fingerprint:
             return _stale(target, "it was made for other options or another version")
         paths = _untext(arrays["paths"]).split("\0") if arrays["identity"].size else []
-        reason = _changed(header, arrays, paths)
+        captions = _untext(arrays["captions"]).split("\0") if paths else []
+        deferred = arrays["deferred"].tolist()
+        reason = _changed(header, arrays, paths, captions, deferred)
         if reason is not None:
             return _stale(target, reason)
+        caption_sizes, caption_mtimes = _columns_of(arrays["caption_identity"])
         columns = _Columns(
             paths=paths,
-            rows=_Lines(arrays["rows"]),
+            captions=captions,
+            caption_sizes=caption_sizes,
+            caption_mtimes=caption_mtimes,
+            deferred=deferred,
+            racy_ns=int(header["saved_ns"]) - int(RACY_SECONDS * 1e9),
+            rows=_Lines(arrays["rows"], arrays["row_ends"]),
             probed_source=arrays["probed_source"],
-            probed_rows=_Lines(arrays["probed_rows"]),
+            probed_rows=_Lines(arrays["probed_rows"], arrays["probed_row_ends"]),
             sample_probed=arrays["sample_probed"],
             sample_clip=arrays["sample_clip"],
             sample_bucket=arrays["sample_bucket"],
             buckets=[Bucket(*b) for b in header["buckets"]],
         )
         if not (
-            _count(arrays["rows"]) == len(paths)
-            and _count(arrays["probed_rows"]) == columns.probed_source.size
+            len(columns.rows) == len(paths)
+            and len(columns.probed_rows) == columns.probed_source.size
+            and int(arrays["row_ends"][-1] if len(paths) else 0) == arrays["rows"].size
             and columns.sample_probed.size == columns.sample_clip.size
             and columns.sample_bucket.size == columns.sample_clip.size
         ):
@@ -395,10 +459,15 @@ def load_index(path: str | os.PathLike[str], fingerprint: str) -> LoadedIndex | 
     )
 
 
-def _changed(header: dict[str, Any], arrays: dict[str, np.ndarray], paths: list[str]) -> str | None:
+def _changed(
+    header: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    paths: list[str],
+    captions: list[str],
+    deferred: list[bool],
+) -> str | None:
     """Why the snapshot no longer describes the files (``None``: it still does)."""
     racy = int(header["saved_ns"]) - int(RACY_SECONDS * 1e9)
-    stat = os.stat
     for kind, names, expected in (
         ("folder", header["folders"], arrays["folder_identity"]),
         ("file", header["files"], arrays["file_identity"]),
@@ -410,30 +479,32 @@ def _changed(header: dict[str, Any], arrays: dict[str, np.ndarray], paths: list[
     for name, size in zip(header["appended"], arrays["appended_size"].tolist(), strict=True):
         if _identity(name)[0] != size:
             return f"file {name} changed"
-    for path, size, mtime in zip(paths, *_columns_of(arrays["identity"]), strict=True):
-        try:
-            st = stat(path)
-        except OSError:
-            return f"source {path} is gone"
-        if st.st_size != size or st.st_mtime_ns != mtime or mtime >= racy:
-            return f"source {path} changed"
-    captions = _untext(arrays["captions"]).split("\0") if paths else []
+    checked = [c for c, lazy in zip(captions, deferred, strict=True) if not lazy]
+    files = paths + checked
+    sizes, mtimes = _columns_of(arrays["identity"])
     caption_sizes, caption_mtimes = _columns_of(arrays["caption_identity"])
-    for caption, size, mtime in zip(captions, caption_sizes, caption_mtimes, strict=True):
+    sizes += [v for v, lazy in zip(caption_sizes, deferred, strict=True) if not lazy]
+    mtimes += [v for v, lazy in zip(caption_mtimes, deferred, strict=True) if not lazy]
+    # One loop (threads do not help: a stat of a cached inode is mostly Python, under the GIL).
+    return _check_files(files, sizes, mtimes, 0, len(files), racy)
+
+
+def _check_files(
+    files: list[str], sizes: list[int], mtimes: list[int], start: int, stop: int, racy: int
+) -> str | None:
+    """The first of ``files[start:stop]`` whose size or mtime changed (or that is racy)."""
+    stat = os.stat
+    for i in range(start, stop):
+        size = sizes[i]
         if size == _NONE:
-            continue  # absent then; its creation would have changed the folder's mtime
+            continue  # a caption absent then: its creation would have changed its folder
         try:
-            st = stat(caption)
+            st = stat(files[i])
         except OSError:
-            return f"caption {caption} is gone"
-        if st.st_size != size or st.st_mtime_ns != mtime or mtime >= racy:
-            return f"caption {caption} changed"
+            return f"{files[i]} is gone"
+        if st.st_size != size or st.st_mtime_ns != mtimes[i] or mtimes[i] >= racy:
+            return f"{files[i]} changed"
     return None
-
-
-def _count(text: np.ndarray) -> int:
-    """Lines in NUL-separated text (without splitting it)."""
-    return int(np.count_nonzero(text == 0)) + 1 if text.size else 0
 
 
 def _columns_of(identity: np.ndarray) -> tuple[list[int], list[int]]:
