@@ -249,3 +249,12 @@ def test_warm_start_serves_the_cache(folder: Path, tmp_path: Path) -> None:
     a = [b["latents"] for b in cold.loader(num_workers=0)]
     b = [b["latents"] for b in warm.loader(num_workers=0)]
     assert len(a) == len(b) > 0 and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_spawned_workers_receive_the_tables(folder: Path, tmp_path: Path) -> None:
+    cold = _make(folder, tmp_path)
+    warm = _make(folder, tmp_path)
+    assert isinstance(warm.samples, SampleTable)
+    loader = warm.loader(num_workers=2, multiprocessing_context="spawn", timeout=120)
+    got = sorted(k for batch in loader for k in batch["keys"])
+    assert got == sorted(k for batch in cold.loader(num_workers=0) for k in batch["keys"])
