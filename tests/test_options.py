@@ -62,3 +62,20 @@ def test_dataset_and_scan_refuse_the_same_options(tmp_path: Any) -> None:
     for name in bad:
         assert any(name in p for p in from_dataset.value.problems)
         assert any(name in p for p in from_scan.value.problems)
+
+
+def test_resolve_shape_applies_the_preset_then_the_defaults() -> None:
+    from wan_data.options import DEFAULT_FRAMES, resolve_shape
+
+    unset = object()
+    ti2v = resolve_shape(
+        "wan2.2-ti2v-5b", frames=None, fps=unset, resolution=None, step=None, unset=unset
+    )
+    assert (ti2v.frames, ti2v.fps, ti2v.step) == ([121], 24.0, 32) and not ti2v.problems
+    assert ti2v.resolution == ((1280, 704),)
+    mine = resolve_shape("wan2.1", frames=17, fps=None, resolution=(64, 64), step=16, unset=unset)
+    assert (mine.frames, mine.fps, mine.resolution) == ([17], None, (64, 64))  # None: native fps
+    plain = resolve_shape(None, frames=None, fps=unset, resolution=None, step=None, unset=unset)
+    assert plain.frames == list(DEFAULT_FRAMES) and plain.preset is None
+    bad = resolve_shape("wan9", frames=None, fps=unset, resolution=None, step=None, unset=unset)
+    assert len(bad.problems) == 1 and "wan9" in bad.problems[0]

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from .alerts import Alert, AlertConfig, AlertMonitor
 from .batches import MemberReader, PlanSample, build_batches, build_samples
 from .breaker import BreakerConfig
-from .buckets import Preset, check_resolutions, cover_size, get_preset, make_bucket_set
+from .buckets import check_resolutions, cover_size, make_bucket_set
 from .collect import Concept, check_concepts, collect, concepts_from, fallback_captions
 from .decode import DecodeOptions, default_ffmpeg_threads
 from .errors import ConfigError, format_error
@@ -45,13 +45,7 @@ from .logs import log_to_jsonl
 from .memory import MemoryStats, merge_memory
 from .metadata_cache import MetadataCache
 from .metrics import Metrics, MetricsCallback, latest_memory, merge_reports, write_snapshot
-from .options import (
-    DEFAULT_FPS,
-    DEFAULT_FRAMES,
-    DEFAULT_RESOLUTION,
-    DEFAULT_STEP,
-    check_sample_options,
-)
+from .options import check_sample_options, resolve_shape
 from .pipeline import StageContext
 from .plan import EpochPlan, check_plan_options, plan_epoch
 from .policy import ErrorPolicy
@@ -226,22 +220,11 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         sample_index: str | os.PathLike[str] | None = DEFAULT,
     ) -> None:
         super().__init__()
-        problems: list[str] = []
-        chosen: Preset | None = None
-        if preset is not None:
-            try:
-                chosen = get_preset(preset)
-            except ValueError as exc:
-                problems.append(str(exc))
-        if frames is None:
-            frames = chosen.frames if chosen else DEFAULT_FRAMES
-        if fps is DEFAULT:
-            fps = chosen.fps if chosen else DEFAULT_FPS
-        if resolution is None:
-            resolution = chosen.resolutions if chosen else DEFAULT_RESOLUTION
-        if step is None:
-            step = chosen.step if chosen else DEFAULT_STEP
-        frame_list = [frames] if isinstance(frames, int) else list(frames)
+        shape = resolve_shape(
+            preset, frames=frames, fps=fps, resolution=resolution, step=step, unset=DEFAULT
+        )
+        problems: list[str] = list(shape.problems)
+        frame_list, fps, resolution, step = shape.frames, shape.fps, shape.resolution, shape.step
         concepts: list[Concept] = []
         try:
             concepts = concepts_from(roots)

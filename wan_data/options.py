@@ -6,8 +6,10 @@ validation from here rather than from two copies that could drift apart.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+from .buckets import Preset, get_preset
 from .collect import MISSING_CAPTION_MODES
 from .errors import format_error
 from .sampling import SAMPLING_MODES
@@ -17,7 +19,9 @@ __all__ = [
     "DEFAULT_FRAMES",
     "DEFAULT_RESOLUTION",
     "DEFAULT_STEP",
+    "Shape",
     "check_sample_options",
+    "resolve_shape",
 ]
 
 # Without a preset: Wan 2.1's sampling rate, side multiple and official size, and the frame
@@ -26,6 +30,45 @@ DEFAULT_FRAMES = (17, 33, 49, 81)
 DEFAULT_FPS = 16.0
 DEFAULT_RESOLUTION = (832, 480)
 DEFAULT_STEP = 16
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Frames, fps, resolution(s) and step after the preset and the defaults were applied."""
+
+    frames: list[Any]
+    fps: Any
+    resolution: Any
+    step: Any
+    preset: Preset | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def resolve_shape(
+    preset: str | None, *, frames: Any, fps: Any, resolution: Any, step: Any, unset: object
+) -> Shape:
+    """Apply ``preset`` (then the defaults) to the options left unset.
+
+    ``None`` means unset for every option but ``fps``, where ``None`` means native frame rate
+    and the caller's ``unset`` sentinel means unset.
+    """
+    problems: list[str] = []
+    chosen: Preset | None = None
+    if preset is not None:
+        try:
+            chosen = get_preset(preset)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if frames is None:
+        frames = chosen.frames if chosen else DEFAULT_FRAMES
+    if fps is unset:
+        fps = chosen.fps if chosen else DEFAULT_FPS
+    if resolution is None:
+        resolution = chosen.resolutions if chosen else DEFAULT_RESOLUTION
+    if step is None:
+        step = chosen.step if chosen else DEFAULT_STEP
+    frame_list = [frames] if isinstance(frames, int) else list(frames)
+    return Shape(frame_list, fps, resolution, step, chosen, problems)
 
 
 def check_sample_options(

@@ -202,7 +202,11 @@ class _Table(Sequence[Any]):
         return self._length
 
     def _item(self, i: int) -> Any:
-        raise NotImplementedError
+        return self._build(self._columns, i)
+
+    @staticmethod
+    def _build(columns: _Columns, i: int) -> Any:
+        return columns.sample(i)
 
     @overload
     def __getitem__(self, i: int) -> Any: ...
@@ -230,22 +234,21 @@ class _Table(Sequence[Any]):
 class SourceTable(_Table):
     """``WanVideoDataset.sources`` of a warm start: every collected source, in order."""
 
-    def _item(self, i: int) -> Source:
-        return self._columns.source(i)
+    @staticmethod
+    def _build(columns: _Columns, i: int) -> Source:
+        return columns.source(i)
 
 
 class ProbedTable(_Table):
     """``WanVideoDataset.probed`` of a warm start: the sources that passed the probe."""
 
-    def _item(self, i: int) -> Probed:
-        return self._columns.probed(i)
+    @staticmethod
+    def _build(columns: _Columns, i: int) -> Probed:
+        return columns.probed(i)
 
 
 class SampleTable(_Table):
     """``WanVideoDataset.samples`` of a warm start; :attr:`buckets` without building samples."""
-
-    def _item(self, i: int) -> PlanSample:
-        return self._columns.sample(i)
 
     @property
     def buckets(self) -> list[Bucket]:

@@ -31,19 +31,13 @@ from typing import Any
 
 from .batches import PlanSample, build_samples
 from .breaker import BreakerConfig, CircuitBreaker
-from .buckets import BucketSet, get_preset, make_bucket_set
+from .buckets import BucketSet, make_bucket_set
 from .collect import RootsLike, check_concepts, collect, concepts_from
 from .decode import DecodeOptions
 from .errors import ConfigError, PipelineHealthError, format_error
 from .items import Failed, Probed, Source, VideoMetadata
 from .metadata_cache import MetadataCache
-from .options import (
-    DEFAULT_FPS,
-    DEFAULT_FRAMES,
-    DEFAULT_RESOLUTION,
-    DEFAULT_STEP,
-    check_sample_options,
-)
+from .options import check_sample_options, resolve_shape
 from .pipeline import StageContext
 from .policy import ErrorPolicy, release_frames
 from .probe import ProbeLimits, probe
@@ -325,22 +319,11 @@ def scan_dataset(
         ConfigError: every configuration problem at once (as the dataset raises them).
     """
     started = time.perf_counter()
-    problems: list[str] = []
-    chosen = None
-    if preset is not None:
-        try:
-            chosen = get_preset(preset)
-        except ValueError as exc:
-            problems.append(str(exc))
-    if frames is None:
-        frames = chosen.frames if chosen else DEFAULT_FRAMES
-    if fps is UNSET:
-        fps = chosen.fps if chosen else DEFAULT_FPS
-    if resolution is None:
-        resolution = chosen.resolutions if chosen else DEFAULT_RESOLUTION
-    if step is None:
-        step = chosen.step if chosen else DEFAULT_STEP
-    frame_list = [frames] if isinstance(frames, int) else list(frames)
+    shape = resolve_shape(
+        preset, frames=frames, fps=fps, resolution=resolution, step=step, unset=UNSET
+    )
+    problems: list[str] = list(shape.problems)
+    frame_list, fps, resolution, step = shape.frames, shape.fps, shape.resolution, shape.step
     problems += check_concepts(roots)
     problems += check_frame_buckets(frame_list)
     bucket_set: BucketSet | None = None
