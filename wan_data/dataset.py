@@ -347,6 +347,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         self._iterations = 0  # per process: names this process's report parts
         self._live: tuple[str, Metrics] | None = None
         self._cache_stats: tuple[float, CacheStats] | None = None
+        self._plan_stats: tuple[tuple[int, int], dict[str, object]] | None = None
         self.metrics_enabled = bool(metrics)
         self.alert_monitor = (
             AlertMonitor(alerts, callbacks) if alerts is not None and metrics else None
@@ -1036,15 +1037,20 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
     def bucket_report(self) -> dict[str, Any]:
         """Samples per bucket, repeats and drops of the current epoch's plan (all ranks),
         pixels lost to cropping and frames lost to 4k+1 trimming."""
-        stats = plan_epoch(
-            self._sample_buckets,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            epoch=self.epoch,
-            rank=0,
-            world_size=self.rank_and_world_size()[1],
-            small_buckets=self.small_buckets,
-        ).stats
+        # report() runs every metrics_every batches; the plan of an epoch never changes.
+        which = (self.epoch, self.rank_and_world_size()[1])
+        if self._plan_stats is None or self._plan_stats[0] != which:
+            plan = plan_epoch(
+                self._sample_buckets,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                epoch=which[0],
+                rank=0,
+                world_size=which[1],
+                small_buckets=self.small_buckets,
+            )
+            self._plan_stats = (which, plan.stats)
+        stats = self._plan_stats[1]
         return {
             "plan": stats,
             **self._static_stats,
