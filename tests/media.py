@@ -34,7 +34,9 @@ __all__ = [
     "MediaSpec",
     "build_corpus",
     "ffmpeg_available",
+    "frame_index",
     "make_image",
+    "make_indexed_video",
     "make_video",
 ]
 
@@ -279,6 +281,68 @@ def make_video(
         args += ["-movflags", "+faststart"]
     args += list(extra or [])
     _ffmpeg(*args, str(path))
+
+
+INDEX_WIDTH, INDEX_HEIGHT = 64, 32
+"""Size of :func:`make_indexed_video` frames: 2 rows of 8 stripes, one bit each."""
+
+_INDEX_PATTERN = (
+    "geq=lum='if(bitand(N\\,pow(2\\,floor(X/8)+8*floor(Y/16)))\\,235\\,16)':cb=128:cr=128"
+)
+
+
+def make_indexed_video(
+    path: Path,
+    *,
+    fps: float,
+    num_frames: int,
+    codec: str = "libx264",
+    extra: list[str] | None = None,
+) -> None:
+    """Encode frames that carry their own index: frame ``n`` shows ``n`` in binary.
+
+    Each 64x32 frame is two rows of eight 8-pixel stripes, stripe ``b`` white when bit ``b`` of
+    the frame number is set, so :func:`frame_index` reads back which source frame a decoded
+    frame is (16 bits: up to 65535 frames), through any container, rate and lossy codec.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    args = [
+        "-f",
+        "lavfi",
+        "-i",
+        f"nullsrc=size={INDEX_WIDTH}x{INDEX_HEIGHT}:rate={_rate(fps)},format=yuv444p,"
+        + _INDEX_PATTERN,
+        "-frames:v",
+        str(num_frames),
+        "-c:v",
+        codec,
+        "-pix_fmt",
+        "yuv420p",
+        "-threads",
+        "1",
+    ]
+    if codec == "libx264":
+        args += ["-qp", "0", "-preset", "veryfast"]
+    elif codec == "libvpx-vp9":
+        args += ["-deadline", "realtime", "-cpu-used", "8", "-crf", "10", "-b:v", "0"]
+    elif codec in ("mpeg2video", "mpeg4"):
+        args += ["-q:v", "2"]
+    args += list(extra or [])
+    _ffmpeg(*args, str(path))
+
+
+def frame_index(frame: object) -> int:
+    """The index :func:`make_indexed_video` drew into ``frame`` (a (3, 32, 64) uint8 tensor)."""
+    import torch
+
+    assert isinstance(frame, torch.Tensor)
+    luma = frame.float().mean(dim=0)
+    n = 0
+    for row in range(2):
+        for bit in range(8):
+            if luma[row * 16 + 8, bit * 8 + 4] > 128:
+                n |= 1 << (bit + 8 * row)
+    return n
 
 
 def make_image(path: Path, *, width: int, height: int) -> None:

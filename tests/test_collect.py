@@ -12,6 +12,7 @@ import logging
 import os
 import pickle
 import random
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -580,6 +581,207 @@ def test_folder_symlinks(tmp_path: Path) -> None:
 
     items, _ = run(root, allow_outside_root=True)
     assert sorted(i.key for i in items) == ["r/alias/a.mp4", "r/out/b.mp4", "r/real/a.mp4"]
+
+
+# Caption sidecars follow the media rule: one that resolves outside the root is never read, and
+# its media file is skipped as outside_root (collected with the caption under
+# allow_outside_root=True).
+
+SECRET = "SECRET outside the root"
+
+
+def spy_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every caption file collect reads, in order."""
+    reads: list[str] = []
+    read = collect_module._read_bytes
+
+    def spy(path: str) -> bytes:
+        reads.append(path)
+        return read(path)
+
+    monkeypatch.setattr(collect_module, "_read_bytes", spy)
+    return reads
+
+
+def never_read_outside(items: list[Source | Failed], reads: list[str], root: Path) -> None:
+    """No read resolved outside ``root`` and the outside content is in no caption."""
+    inside = os.path.realpath(root) + os.sep
+    assert all(os.path.realpath(r).startswith(inside) for r in reads), reads
+    assert not any(SECRET in c for s in sources(items) for c in s.captions)
+
+
+def sidecar_outside_message(media: Path, sidecar: Path, root: Path) -> str:
+    return (
+        f"caption file ({str(sidecar)!r}) resolves to {os.path.realpath(sidecar)!r}, outside "
+        f"the root {os.path.realpath(root)!r}. it was not read and its media file is skipped; "
+        "move the caption under the root (or replace the link with a copy), or pass "
+        "allow_outside_root=True if following links out of the root is intended. "
+        f"[stage=collect file={media}]"
+    )
+
+
+def test_sidecar_linked_outside_the_root_skips_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "r"
+    media = touch(root / "a.mp4")
+    touch(root / "b.mp4")
+    touch(root / "b.txt", "own caption")
+    os.symlink(touch(tmp_path / "outside" / "secret.txt", SECRET), root / "a.txt")
+    reads = spy_reads(monkeypatch)
+    items, ctx = run(root)
+    failed = by_key(items)["r/a.mp4"]
+    assert isinstance(failed, Failed)
+    assert (failed.stage, failed.reason, failed.error_type, failed.path) == (
+        "collect",
+        "outside_root",
+        "ValueError",
+        str(media),
+    )
+    assert failed.message == sidecar_outside_message(media, root / "a.txt", root)
+    assert [(s.key, s.captions) for s in sources(items)] == [("r/b.mp4", ("own caption",))]
+    assert stats(ctx)["failed_by_reason"] == {"outside_root": 1}
+    assert reads == [str(root / "b.txt")]
+    never_read_outside(items, reads, root)
+
+    items, _ = run(root, allow_outside_root=True)
+    allowed = by_key(items)["r/a.mp4"]
+    assert isinstance(allowed, Source) and allowed.captions == (SECRET,)
+
+
+def test_sidecar_linked_through_a_folder_link_outside_the_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "r"
+    media = touch(root / "a.mp4")
+    touch(tmp_path / "outside" / "a.txt", SECRET)
+    os.symlink(tmp_path / "outside", root / "captions")  # a folder link leading out
+    os.symlink(root / "captions" / "a.txt", root / "a.txt")  # a link into it: looks inside
+    reads = spy_reads(monkeypatch)
+    items, _ = run(root)
+    got = by_key(items)
+    failed = got["r/a.mp4"]
+    assert isinstance(failed, Failed) and failed.reason == "outside_root"
+    assert failed.message == sidecar_outside_message(media, root / "a.txt", root)
+    assert os.path.realpath(tmp_path / "outside" / "a.txt") in failed.message
+    assert got["r/captions"].reason == "outside_root"  # type: ignore[union-attr]
+    assert len(items) == 2 and reads == []
+    never_read_outside(items, reads, root)
+
+    items, _ = run(root, allow_outside_root=True)
+    assert by_key(items)["r/a.mp4"].captions == (SECRET,)  # type: ignore[union-attr]
+
+
+def test_sidecar_linked_inside_the_root_is_read(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    touch(root / "a.mp4")
+    touch(root / "b.mp4")
+    store = root / ".captions"  # hidden: not walked itself
+    os.symlink(touch(store / "a.txt", "caption a"), root / "a.txt")
+    touch(store / "b.txt", "caption b")
+    os.symlink(store, root / "alias")  # a folder link that stays inside
+    os.symlink(root / "alias" / "b.txt", root / "b.txt")
+    items, ctx = run(root)
+    assert [(s.key, s.captions) for s in sources(items)] == [
+        ("r/a.mp4", ("caption a",)),
+        ("r/b.mp4", ("caption b",)),
+    ]
+    assert failures(items) == [] and stats(ctx)["failed"] == 0
+
+
+def test_metadata_sidecars_follow_the_outside_root_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = tmp_path / "ds"
+    outside = tmp_path / "outside"
+    secret = touch(outside / "secret.txt", SECRET)
+    a = touch(base / "a.mp4")
+    os.symlink(secret, base / "a.txt")  # read for a: a skip
+    touch(base / "b.mp4")
+    os.symlink(secret, base / "b.txt")  # b has a listed caption: not needed, not read
+    os.symlink(touch(base / "store" / "c.mp4"), outside / "c.mp4")
+    touch(outside / "c.txt", SECRET)
+    os.symlink(outside, base / "clips")  # clips/c.mp4 comes back inside; clips/c.txt does not
+    touch(base / "d.mp4")
+    os.symlink(touch(base / ".captions" / "d.txt", "caption d"), base / "d.txt")  # inside
+    meta = write_jsonl(
+        base / "m.jsonl",
+        [
+            {"path": "a.mp4"},
+            {"path": "b.mp4", "caption": "listed b"},
+            {"path": "clips/c.mp4"},
+            {"path": "d.mp4"},
+        ],
+    )
+    reads = spy_reads(monkeypatch)
+    items, ctx = run(meta)
+    got = by_key(items)
+    assert got["m/a.mp4"].message == sidecar_outside_message(  # type: ignore[union-attr]
+        a, base / "a.txt", base
+    )
+    c = got["m/clips/c.mp4"]
+    assert isinstance(c, Failed) and c.reason == "outside_root"
+    assert c.message == sidecar_outside_message(
+        base / "clips" / "c.mp4", base / "clips" / "c.txt", base
+    )
+    assert [(s.key, s.captions) for s in sources(items)] == [
+        ("m/b.mp4", ("listed b",)),
+        ("m/d.mp4", ("caption d",)),
+    ]
+    assert stats(ctx)["failed_by_reason"] == {"outside_root": 2}
+    assert reads == [str(base / "d.txt")]
+    never_read_outside(items, reads, base)
+
+    items, _ = run(meta, allow_outside_root=True)
+    assert [s.captions for s in sources(items)] == [
+        (SECRET,),
+        ("listed b",),
+        (SECRET,),
+        ("caption d",),
+    ]
+
+
+def test_warm_start_never_reads_a_sidecar_relinked_outside_the_root(tmp_path: Path) -> None:
+    """The sample index defers folder-walk captions to sample time; a linked sidecar must not
+    be re-read there, or relinking it outside the root would bypass the rule above."""
+    from wan_data.sample_index import load_index, save_index
+
+    root = tmp_path / "r"
+    touch(root / "a.mp4")
+    caption = touch(root / ".captions" / "a.txt", "caption a")  # hidden: no watched folder
+    os.symlink(caption, root / "a.txt")
+    secret = touch(tmp_path / "outside" / "secret.txt", SECRET)
+    items, _ = run(root)
+    [source] = sources(items)
+    assert source.captions == ("caption a",)
+    old = time.time() - 60
+    for path in (root / "a.mp4", caption, secret, root / ".captions", root):
+        os.utime(path, (old, old))
+    index = tmp_path / "index.npz"
+    saved = save_index(
+        index,
+        fingerprint="f",
+        sources=[source],
+        probed=[],
+        samples=[],
+        setup_part={},
+        folders=[str(root)],
+        deferred=[(True, ())],  # what the dataset passes for missing_caption="empty"
+        files=[],
+        caption_extension=".txt",
+        extra={},
+        started_ns=time.time_ns(),
+    )
+    assert saved
+    loaded = load_index(index, "f")
+    assert loaded is not None and loaded.sources[0].captions == ("caption a",)
+
+    caption.unlink()
+    os.symlink(secret, caption)  # relinked outside; no folder the snapshot watches changes
+    os.utime(root / ".captions", (old, old))
+    assert load_index(index, "f") is None  # a full construction, where collect decides
+    items, _ = run(root)
+    assert [(f.key, f.reason) for f in failures(items)] == [("r/a.mp4", "outside_root")]
 
 
 def test_symlink_loop_is_not_followed(tmp_path: Path) -> None:

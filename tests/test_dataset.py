@@ -561,3 +561,49 @@ def test_json_lines_log_records_skips_from_workers(
     assert all(ln["worker"] in (0, 1) for ln in in_workers)
     assert all(ln["path"].endswith("good0.mp4") for ln in in_workers)
     assert {ln["error_type"] for ln in in_workers} == {"SampleError"}
+
+
+def test_report_separates_batches_yielded_to_the_trainer_from_prefetched_ones(
+    tmp_path: Path,
+) -> None:
+    """Workers run ahead of the trainer by their prefetch: what they produced is not what the
+    trainer received. ``ds.loader()`` counts the latter where the trainer gets it."""
+    import time
+
+    root = _small_dataset(tmp_path / "data", good=12)
+    ds = WanVideoDataset(root, **SMALL)
+    assert len(ds) == 6  # 12 samples in batches of 2
+    taken = []
+    for batch in ds.loader(num_workers=2, prefetch_factor=2, timeout=120):
+        taken.append(batch["position"])
+        if len(taken) == 2:
+            time.sleep(2.0)  # the workers fill their prefetch queues meanwhile
+            break
+    assert taken == [0, 1]
+    report = ds.report()
+    assert (report["batches_yielded"], report["samples_yielded"]) == (2, 4)
+    assert report["batches_produced"] > 2  # prefetched, never received
+    assert report["samples_produced"] == 2 * report["batches_produced"]
+    assert (report["batches"], report["samples"]) == (
+        report["batches_produced"],
+        report["samples_produced"],
+    )
+
+    # A whole epoch: every produced batch reached the trainer, whatever the worker count.
+    for workers in (2, 0):
+        ds.reset_report()
+        assert len(list(ds.loader(num_workers=workers, timeout=120 if workers else 0))) == 6
+        full = ds.report()
+        assert full["batches_yielded"] == full["batches_produced"] == 6, workers
+        assert full["samples_yielded"] == full["samples_produced"] == 12, workers
+
+    # A plain DataLoader with workers: nobody counted what the trainer received.
+    ds.reset_report()
+    assert len(run_epoch(ds, 2)) == 6
+    plain = ds.report()
+    assert plain["batches_produced"] == 6
+    assert plain["batches_yielded"] is None and plain["samples_yielded"] is None
+    # ... and without workers the dataset iterates in the trainer's process: produced is yielded.
+    ds.reset_report()
+    assert len(run_epoch(ds, 0)) == 6
+    assert ds.report()["batches_yielded"] == 6

@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -394,6 +395,120 @@ def test_stage_turns_known_bad_sources_into_failed(tmp_path: Path) -> None:
     stats = context.metrics.stage("ledger")
     assert (stats.items_in, stats.items_out, stats.failed) == (2, 1, 1)
     assert stats.by_reason == {"known_bad": 1}
+
+
+def _many_known_bad(tmp_path: Path, bad: int, good: int) -> tuple[Ledger, list[Source]]:
+    """``bad`` known-bad sources then ``good`` clean ones, in a fresh ledger."""
+    media = tmp_path / "media"
+    media.mkdir()
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    sources = []
+    for i in range(bad + good):
+        path = _file(media, f"{i:03d}.mp4")
+        if i < bad:
+            ledger.record(_failed(path))
+        sources.append(_source(path))
+    return ledger, sources
+
+
+def _ledger_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "wan_data" and r.levelno == level]
+
+
+def test_known_bad_skips_log_one_summary_warning_and_details_at_debug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger, sources = _many_known_bad(tmp_path, bad=5, good=2)
+    caplog.set_level(logging.DEBUG, logger="wan_data")
+    context = StageContext()
+    out = list(skip_known_bad(sources, policy=ErrorPolicy(), context=context, ledger=ledger))
+
+    # The skips themselves are unchanged: one Failed each, counted in the report.
+    failed = [o for o in out if isinstance(o, Failed)]
+    assert [f.path for f in failed] == [s.path for s in sources[:5]]
+    assert all((f.stage, f.reason) == ("ledger", "known_bad") for f in failed)
+    assert [o for o in out if isinstance(o, Source)] == sources[5:]
+    stats = context.metrics.stage("ledger")
+    assert (stats.items_in, stats.items_out, stats.failed) == (7, 2, 5)
+    assert stats.by_reason == {"known_bad": 5}
+    assert stats.by_error_type == {"RuntimeError": 5}
+
+    warnings = _ledger_records(caplog, logging.WARNING)
+    assert len(warnings) == 1
+    summary = warnings[0].getMessage()
+    first = ", ".join(s.path for s in sources[:3])
+    assert summary == (
+        f"ledger {ledger.path} ('5 known-bad file(s)') skipped without opening them (first: "
+        f"{first}, ...). Pass retry_failed=True, or change the files, to try them again; each "
+        "file's first error is in the ledger and logged at debug level. [stage=ledger]"
+    )
+    details = [
+        r.getMessage()
+        for r in _ledger_records(caplog, logging.DEBUG)
+        if "failed before at probe: unreadable" in r.getMessage()
+    ]
+    assert len(details) == 5
+    assert all(
+        d.startswith(f"skipped {s.path} at stage=ledger: ")
+        for d, s in zip(details, sources[:5], strict=True)
+    )
+
+
+def test_the_summary_names_every_file_when_there_are_few(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger, sources = _many_known_bad(tmp_path, bad=2, good=0)
+    caplog.set_level(logging.WARNING, logger="wan_data")
+    list(skip_known_bad(sources, policy=ErrorPolicy(), ledger=ledger))
+    (warning,) = _ledger_records(caplog, logging.WARNING)
+    assert "'2 known-bad file(s)'" in warning.getMessage()
+    assert f"(first: {sources[0].path}, {sources[1].path})." in warning.getMessage()
+
+
+def test_the_summary_is_logged_once_when_the_stage_is_closed_early(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger, sources = _many_known_bad(tmp_path, bad=4, good=1)
+    caplog.set_level(logging.WARNING, logger="wan_data")
+    stage = skip_known_bad(sources, policy=ErrorPolicy(), ledger=ledger)
+    assert isinstance(stage, Generator)  # what a DataLoader or an early break closes
+    assert isinstance(next(stage), Failed) and isinstance(next(stage), Failed)
+    assert _ledger_records(caplog, logging.WARNING) == []  # not before the pass ends
+    stage.close()
+    (warning,) = _ledger_records(caplog, logging.WARNING)
+    assert "'2 known-bad file(s)'" in warning.getMessage()  # the skips seen so far
+    stage.close()
+    assert len(_ledger_records(caplog, logging.WARNING)) == 1
+
+
+def test_no_known_bad_file_or_retry_failed_logs_no_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger, sources = _many_known_bad(tmp_path, bad=0, good=3)
+    caplog.set_level(logging.DEBUG, logger="wan_data")
+    assert list(skip_known_bad(sources, policy=ErrorPolicy(), ledger=ledger)) == sources
+    assert _ledger_records(caplog, logging.WARNING) == []
+    ledger.record(_failed(sources[0].path))
+    retried = skip_known_bad(sources, policy=ErrorPolicy(), ledger=ledger, retry_failed=True)
+    assert list(retried) == sources
+    assert _ledger_records(caplog, logging.WARNING) == []
+
+
+def test_a_lookup_that_raises_gets_the_stage_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger, sources = _many_known_bad(tmp_path, bad=1, good=1)
+
+    def broken(path: str | os.PathLike[str]) -> LedgerEntry | None:
+        raise KeyError("a bug in the lookup")
+
+    monkeypatch.setattr(ledger, "known_bad", broken)
+    context = StageContext()
+    out = list(skip_known_bad(sources, policy=ErrorPolicy(), context=context, ledger=ledger))
+    assert [(o.path, o.stage, o.reason) for o in out if isinstance(o, Failed)] == [
+        (s.path, "ledger", "unexpected_error") for s in sources
+    ]
+    assert context.metrics.stage("ledger").by_reason == {"unexpected_error": 2}
 
 
 def test_retry_failed_or_no_ledger_passes_everything(tmp_path: Path) -> None:

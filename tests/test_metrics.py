@@ -5,11 +5,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from wan_data.items import Failed
-from wan_data.metrics import Metrics, StageStats, latest_memory, merge_reports, scalars
+from wan_data.metrics import (
+    Metrics,
+    StageStats,
+    YieldCounter,
+    latest_memory,
+    live_yield_parts,
+    merge_reports,
+    scalars,
+)
 
 
 def _failed(key: str, path: str, stage: str = "decode", reason: str = "decode_error") -> Failed:
@@ -155,6 +164,10 @@ def test_merge_empty_is_zeros() -> None:
         "batches": 0,
         "samples": 0,
         "dropped_in_collate": 0,
+        "batches_produced": 0,
+        "samples_produced": 0,
+        "batches_yielded": 0,
+        "samples_yielded": 0,
     }
 
 
@@ -225,3 +238,95 @@ def test_scalars_flattens_a_report_into_numbers() -> None:
     assert flat["data/memory/rss_bytes_total"] == 2048.0
     assert "data/memory/gpu_total_bytes" not in flat  # None is not a number
     assert all(isinstance(v, float) for v in flat.values())
+
+
+def _produced(
+    host: str, pid: int, batches: int, samples: int, *, in_worker: bool
+) -> dict[str, Any]:
+    """A process's part that produced ``batches`` (in a DataLoader worker or not)."""
+    part = Metrics(batches=batches, samples=samples).snapshot()
+    part.update(host=host, pid=pid, in_worker=in_worker)
+    return part
+
+
+def _yielded(
+    host: str, pid: int, batches: int, samples: int, workers: list[list[Any]]
+) -> dict[str, Any]:
+    """The part of a loader in process ``pid`` that handed ``batches`` to the trainer."""
+    return {
+        "kind": "yielded",
+        "part": f"part-e0-r0-yielded-p{pid}-i0.json",
+        "batches_yielded": batches,
+        "samples_yielded": samples,
+        "workers": workers,
+        "host": host,
+        "pid": pid,
+        "time": 1.0,
+    }
+
+
+def test_a_snapshot_says_whether_it_was_taken_in_a_dataloader_worker() -> None:
+    assert Metrics().snapshot()["in_worker"] is False  # pytest runs in no DataLoader worker
+
+
+def test_merge_separates_batches_produced_by_workers_from_batches_yielded() -> None:
+    """Two workers produced 5 batches (prefetch); the trainer received 2 of them."""
+    parts = [
+        _produced("h", 11, 3, 6, in_worker=True),
+        _produced("h", 12, 2, 4, in_worker=True),
+        _yielded("h", 10, 2, 4, [["h", 11], ["h", 12]]),
+    ]
+    merged = merge_reports(parts)
+    assert (merged["batches_produced"], merged["samples_produced"]) == (5, 10)
+    assert (merged["batches_yielded"], merged["samples_yielded"]) == (2, 4)
+    assert (merged["batches"], merged["samples"]) == (5, 10)  # the old names: produced
+    assert merge_reports(parts[::-1]) == merged
+
+
+def test_merge_counts_main_process_iterations_as_yielded() -> None:
+    """num_workers=0: the dataset iterates in the trainer's process, produced is yielded."""
+    merged = merge_reports([_produced("h", 10, 4, 8, in_worker=False)])
+    assert (merged["batches_yielded"], merged["samples_yielded"]) == (4, 8)
+
+
+def test_merge_reports_yielded_unknown_when_a_worker_was_not_counted() -> None:
+    """A plain DataLoader's workers: nobody counted what the trainer received."""
+    counted = [_produced("h", 11, 3, 6, in_worker=True), _yielded("h", 10, 3, 6, [["h", 11]])]
+    plain = _produced("h", 21, 4, 8, in_worker=True)
+    merged = merge_reports([*counted, plain])
+    assert merged["batches_produced"] == 7
+    assert merged["batches_yielded"] is None and merged["samples_yielded"] is None
+    # A worker on another host with the same pid is another process.
+    other_host = _produced("g", 11, 1, 2, in_worker=True)
+    assert merge_reports([*counted, other_host])["batches_yielded"] is None
+    # A worker that produced nothing leaves nothing unknown.
+    idle = _produced("h", 22, 0, 0, in_worker=True)
+    assert merge_reports([*counted, idle])["batches_yielded"] == 3
+    assert "wan_data/batches_yielded" not in scalars(merged)  # None is not a number
+
+
+def test_merge_adds_yielded_counts_across_ranks() -> None:
+    """report(all_ranks=True) merges every rank's parts: each rank's loader counts its own."""
+    rank0 = [_produced("a", 11, 4, 8, in_worker=True), _yielded("a", 10, 3, 6, [["a", 11]])]
+    rank1 = [_produced("b", 11, 5, 10, in_worker=True), _yielded("b", 10, 3, 6, [["b", 11]])]
+    merged = merge_reports(rank0 + rank1)
+    assert (merged["batches_produced"], merged["batches_yielded"]) == (9, 6)
+    assert merged["samples_yielded"] == 12
+    flat = scalars(merged)
+    assert flat["wan_data/batches_yielded"] == 6.0 and flat["wan_data/batches_produced"] == 9.0
+
+
+def test_yield_counter_is_live_in_its_process_and_writes_its_part(tmp_path: Path) -> None:
+    counter = YieldCounter(tmp_path, "part-e0-r0", [("h", 11)], write_every=3600.0)
+    counter.record(2)
+    counter.record(1)
+    live = live_yield_parts(tmp_path)
+    assert list(live) == [counter.name] and counter.name.startswith("part-e0-r0-yielded-")
+    assert (live[counter.name]["batches_yielded"], live[counter.name]["samples_yielded"]) == (2, 3)
+    assert not counter.path.exists()  # not yet due: report() in this process reads it live
+    counter.close()
+    assert live_yield_parts(tmp_path) == {}
+    part = json.loads(counter.path.read_text())
+    merged = merge_reports([part, _produced("h", 11, 4, 8, in_worker=True)])
+    assert (merged["batches_yielded"], merged["samples_yielded"]) == (2, 3)
+    assert merged["batches_produced"] == 4

@@ -280,6 +280,25 @@ def test_report_carries_cache_stats_aggregated_over_workers(
     assert stats["cache_size_mb"] > 0 and stats["avg_access_time"] > 0
 
 
+def test_report_counts_the_writes_of_the_cache_pass(
+    data: Path, vae21: Path, tmp_path: Path
+) -> None:
+    """The cache pass writes in this process, not in an iteration: its counters must still
+    reach ``report()["cache"]``, and a second pass adds to the first instead of replacing it."""
+    cache_dir = tmp_path / "cache"
+    ds = WanVideoDataset(data, **OPTIONS, vae=vae21, cache_dir=cache_dir)
+    encoded = ds.prepare(num_workers=0, progress=False)["encoded"]
+    written = len(LatentCache(cache_dir).keys())
+    assert encoded == written == len(ds.samples) > 0
+    stats = ds.report()["cache"]
+    assert stats["writes"] == written and stats["total_items"] == written
+    assert ds.prepare(num_workers=0, progress=False)["encoded"] == 0
+    assert ds.report()["cache"]["writes"] == written  # nothing more written, nothing lost
+    reads = sum(len(b["keys"]) for b in ds.loader(num_workers=0))
+    stats = ds.report()["cache"]
+    assert (stats["writes"], stats["hits"], stats["misses"]) == (written, reads, 0)
+
+
 def _entry_latents(ds: WanVideoDataset, cache_dir: Path, batch: dict[str, Any]) -> torch.Tensor:
     """The batch's latents as read one by one from the cache (by each member's entry key)."""
     from wan_data.prepare import sample_key

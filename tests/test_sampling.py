@@ -13,12 +13,20 @@ import pytest
 import wan_data.sampling
 from wan_data.sampling import (
     SAMPLING_MODES,
+    TOLERANCE_FRACTION,
     available_frames,
     check_frame_buckets,
     choose_frame_bucket,
     clip_starts,
-    frame_timestamps,
+    expected_repeated_fraction,
+    expects_distinct_frames,
+    frame_request_times,
+    frame_shown_at,
+    frame_time_problems,
+    next_frame_request,
+    repeated_fraction,
     sample_rng,
+    sampling_period,
 )
 
 # --- sample_rng -----------------------------------------------------------------------------
@@ -227,23 +235,111 @@ def test_unknown_mode() -> None:
         clip_starts(100, 17, mode="middle")
 
 
-# --- frame_timestamps -----------------------------------------------------------------------
+# --- frame_request_times -------------------------------------------------------------------
 
 
-def test_frame_timestamps_spacing() -> None:
-    times = frame_timestamps(0.5, 2, 5, 16.0)
+def test_frame_request_times_sit_a_quarter_frame_past_the_grid() -> None:
+    times = frame_request_times(0.5, 2, 5, 16.0, source_fps=16.0, end_seconds=10.0)
     assert len(times) == 5
-    assert times[0] == pytest.approx(0.5 + 2 / 16, abs=1e-5)
-    assert times[0] >= 0.5 + 2 / 16  # never a hair before the grid point
+    assert times[0] == pytest.approx(0.5 + 2 / 16 + TOLERANCE_FRACTION / 16)
+    assert 0.25 < TOLERANCE_FRACTION < 0.27
     for a, b in itertools.pairwise(times):
         assert b - a == pytest.approx(1 / 16, abs=1e-9)
 
 
-def test_frame_timestamps_land_inside_frames() -> None:
-    # At 16 fps from begin 0, frame i is shown during [i/16, (i+1)/16).
-    for i, t in enumerate(frame_timestamps(0.0, 0, 81, 16.0)):
-        assert i / 16 <= t < (i + 1) / 16
+def test_frame_request_times_absorb_millisecond_rounding() -> None:
+    # Matroska stores frame i of a 16 fps clip at round(i * 62.5 ms): 0.063 s for 1/16 s. A
+    # request 1 us past the grid point (the old rule) saw frame i - 1 for every odd i.
+    pts = [round(i / 16, 3) for i in range(80)]
+    times = frame_request_times(0.0, 0, 80, 16.0, source_fps=16.0, end_seconds=5.0)
+    assert [frame_shown_at(pts, t) for t in times] == list(range(80))
 
 
-def test_frame_timestamps_empty() -> None:
-    assert frame_timestamps(0.0, 0, 0, 16.0) == []
+def test_frame_request_times_clamp_the_last_grid_point_into_the_last_frame() -> None:
+    # 5.0 s at 24 fps into 81 frames at 16 fps: grid point 80 is 5.0 s, the very end.
+    times = frame_request_times(0.0, 0, 81, 16.0, source_fps=24.0, end_seconds=5.0)
+    pts = [i / 24 for i in range(120)]
+    chosen = [frame_shown_at(pts, t) for t in times]
+    assert chosen[-1] == 119 and chosen[-2] == 118
+    assert times[-1] < 5.0
+
+
+@pytest.mark.parametrize(("rate", "target"), [(25, 16), (30, 16), (30, 24), (60, 16), (24, 16)])
+def test_no_request_lands_on_a_frame_boundary(rate: int, target: int) -> None:
+    # Requests exactly on a boundary leave the frame to the container's rounding.
+    times = frame_request_times(0.0, 0, 97, target, source_fps=rate, end_seconds=100.0)
+    for t in times:
+        phase = (t * rate) % 1.0
+        assert min(phase, 1 - phase) > 0.005, (t, phase)
+
+
+def test_frame_request_times_empty() -> None:
+    assert frame_request_times(0.0, 0, 0, 16.0, source_fps=None, end_seconds=1.0) == []
+
+
+@pytest.mark.parametrize(
+    ("duration", "fps", "source_fps", "expected"),
+    [
+        (5.0, 16.0, 24.0, 81),  # 81 frames at 16 fps span exactly 5.0 s
+        (5.0, 16.0, 25.0, 81),
+        (5.0, 16.0, 30.0, 81),
+        (4.999, 16.0, 24.0, 81),  # Matroska's rounding of the same 5.0 s
+        (5.0, 16.0, 16.0, 80),  # 80 source frames at the target rate: 80, never a repeat
+        (5.0625, 16.0, 16.0, 81),
+        (5.0, 24.0, 24.0, 120),
+        (3.0, 16.0, 10.0, 48),
+        (0.0, 16.0, 24.0, 0),
+        (float("nan"), 16.0, 24.0, 0),
+    ],
+)
+def test_available_frames_with_source_rate(
+    duration: float, fps: float, source_fps: float, expected: int
+) -> None:
+    assert available_frames(duration, fps, source_fps=source_fps) == expected
+
+
+def test_sampling_period() -> None:
+    assert sampling_period(16.0, 24.0, 5.0) == pytest.approx(1 / 24)
+    assert sampling_period(16.0, 10.0, 5.0) == pytest.approx(1 / 16)
+    assert sampling_period(16.0, None, 0.01) == pytest.approx(0.01)
+
+
+def test_expects_distinct_frames() -> None:
+    assert expects_distinct_frames(16.0, 16.0)
+    assert expects_distinct_frames(16.0, 24.0)
+    assert not expects_distinct_frames(16.0, 10.0)
+    assert not expects_distinct_frames(16.0, None)
+
+
+def test_frame_shown_at() -> None:
+    pts = [0.0, 0.1, 0.2]
+    assert frame_shown_at(pts, -0.01) == -1
+    assert frame_shown_at(pts, 0.0) == 0
+    assert frame_shown_at(pts, 0.15) == 1
+    assert frame_shown_at(pts, 5.0) == 2
+
+
+def test_next_frame_request_lands_inside_the_next_frame() -> None:
+    t = next_frame_request(0.063, 0.0625, 0.0625)
+    assert 0.125 < t < 0.1875
+
+
+def test_frame_time_problems() -> None:
+    period = 1 / 16
+    requests = [0.0 + period / 4, 1 / 16 + period / 4, 2 / 16 + period / 4]
+    assert frame_time_problems(requests, [0.0, 0.063, 0.125], [period] * 3, period=period) == []
+    # An MPEG-TS seek that landed four frames late: frame 24 served for frame 20.
+    assert frame_time_problems(requests, [0.0, 0.063, 1.5], [period] * 3, period=period) == [2]
+    # A frame far before the request (its display ended long ago) is wrong too.
+    assert frame_time_problems(requests, [0.0, 0.063, 0.0], [period] * 3, period=period) == [2]
+    # A missing duration counts as one source frame.
+    assert frame_time_problems(requests[:1], [0.0], [0.0], period=period) == []
+
+
+def test_repeated_fraction() -> None:
+    assert repeated_fraction([]) == 0.0
+    assert repeated_fraction([0.0, 0.1, 0.2]) == 0.0
+    assert repeated_fraction([0.0, 0.0, 0.1, 0.1]) == 0.5
+    assert expected_repeated_fraction(16.0, 10.0) == pytest.approx(0.375)
+    assert expected_repeated_fraction(16.0, 24.0) == 0.0
+    assert expected_repeated_fraction(None, 10.0) == 0.0

@@ -13,7 +13,8 @@ from PIL import Image
 from wan_data import ConfigError, WanVideoDataset
 from wan_data.cli import main
 from wan_data.plots import bucket_histogram_size, contact_sheet_size
-from wan_data.scan import ScanReport, format_scan_table, scan_dataset
+from wan_data.sampling import available_frames
+from wan_data.scan import ScanReport, format_scan_table, scan_dataset, split_unused_frames
 
 OPTIONS: dict[str, Any] = {"frames": [17, 33], "fps": 16, "resolution": (64, 64)}
 
@@ -84,7 +85,16 @@ def test_vfr_captions_trimming_and_summaries(report: ScanReport, corpus: Corpus)
         str(corpus.path("damaged/truncated_after_index.mp4"))
     }
     landscape = rows_by_name(report, corpus)["good/h264_landscape.mp4"]
-    assert (landscape.frames_available, landscape.frames_trimmed) == (36, 3)  # 2.25 s at 16 fps
+    # 2.25 s of a 24 fps source, counted at 16 fps as the clip planner counts it. Its clip
+    # already has the largest bucket (33): the frames after it are head sampling's, not a
+    # rounding loss.
+    available = available_frames(2.25, 16, source_fps=24.0)
+    assert available >= 36
+    assert (
+        landscape.frames_available,
+        landscape.frames_trimmed_to_bucket,
+        landscape.frames_unused_by_sampling,
+    ) == (available, 0, available - 33)
     summary = report.summary()
     assert summary["fps"]["min"] == pytest.approx(20.0)  # the VFR clip's average
     assert summary["duration_seconds"]["max"] == pytest.approx(3.0)
@@ -128,7 +138,9 @@ def test_scan_agrees_with_the_dataset(corpus: Corpus, options: dict[str, Any]) -
         assert {good[key].bucket} == set(buckets) and good[key].clips == len(buckets)
     skipped = {(r["path"], r["reason"]) for r in ds.report()["skipped"]}
     assert {(r.path, r.reason) for r in scanned.bad} == skipped
-    assert scanned.frames_trimmed_total == ds.bucket_report()["frames_trimmed_total"]
+    buckets = ds.bucket_report()
+    assert scanned.frames_trimmed_to_bucket == buckets["frames_trimmed_to_bucket"]
+    assert scanned.frames_unused_by_sampling == buckets["frames_unused_by_sampling"]
     assert [(s.key, s.bucket) for s in scanned.samples] == [(s.key, s.bucket) for s in ds.samples]
 
 
@@ -204,3 +216,96 @@ def test_cli_config_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit) as info:  # argparse: usage errors exit 2 as well
         main(["scan", str(tmp_path), "--max-rows", "0"])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("available", "clips", "largest", "expected"),
+    [
+        (40, [33], 81, (7, 0)),  # shorter than the largest bucket: rounded down to 33
+        (40, [33], 33, (0, 7)),  # the clip is as long as allowed: head leaves the rest
+        (100, [81], 81, (0, 19)),
+        (170, [81], 81, (0, 89)),  # head: everything after its one window
+        (170, [81, 81], 81, (0, 8)),  # chunks: the remainder
+        (70, [33, 33], 81, (4, 0)),  # chunks: the last chunk could have been 37 long
+        (33, [33], 81, (0, 0)),
+        (0, [], 81, (0, 0)),
+    ],
+)
+def test_split_unused_frames(
+    available: int, clips: list[int], largest: int, expected: tuple[int, int]
+) -> None:
+    assert split_unused_frames(available, clips, largest) == expected
+
+
+@pytest.fixture(scope="module")
+def lengths(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Videos at 16 fps of 20, 40, 70, 100 and 170 frames (and an image, which loses none)."""
+    root = tmp_path_factory.mktemp("lengths")
+    for frames in (20, 40, 70, 100, 170):
+        make_video(root / f"v{frames:03d}.mp4", width=64, height=64, fps=16, num_frames=frames)
+    Image.new("RGB", (64, 64), (120, 30, 200)).save(root / "still.png")
+    return root
+
+
+LENGTH_OPTIONS: dict[str, Any] = {"frames": [17, 33, 81], "fps": 16, "resolution": (64, 64)}
+
+
+@pytest.mark.parametrize(
+    ("sampling", "per_file", "totals"),
+    [
+        # frames available -> (trimmed to a bucket, unused by sampling); buckets 17, 33, 81:
+        # 20 -> 17 (3, 0); 40 -> 33 (7, 0); 70 -> 33 (37, 0): a bucket up to 81 was allowed;
+        # 100 -> 81 (0, 19); 170 -> 81 (0, 89): the one window already has the largest bucket.
+        ("head", {20: (3, 0), 40: (7, 0), 70: (37, 0), 100: (0, 19), 170: (0, 89)}, (47, 108)),
+        # chunks: 70 -> 2 x 33 (4, 0); 170 -> 2 x 81 (0, 8).
+        ("chunks", {20: (3, 0), 40: (7, 0), 70: (4, 0), 100: (0, 19), 170: (0, 8)}, (14, 27)),
+    ],
+)
+def test_frames_trimmed_to_a_bucket_and_unused_by_sampling_are_told_apart(
+    lengths: Path,
+    sampling: str,
+    per_file: dict[int, tuple[int, int]],
+    totals: tuple[int, int],
+) -> None:
+    options = {**LENGTH_OPTIONS, "sampling": sampling, "clips_per_video": 0}
+    scanned = scan_dataset(lengths, **options, threads=2, progress=False)
+    rows = {Path(r.path).name: r for r in scanned.rows}
+    assert all(r.good for r in rows.values())
+    for frames, expected in per_file.items():
+        row = rows[f"v{frames:03d}.mp4"]
+        assert row.frames_available == frames
+        assert (row.frames_trimmed_to_bucket, row.frames_unused_by_sampling) == expected, frames
+    assert (
+        rows["still.png"].frames_trimmed_to_bucket,
+        rows["still.png"].frames_unused_by_sampling,
+    ) == (0, 0)
+    trimmed, unused = totals
+    assert (scanned.frames_trimmed_to_bucket, scanned.frames_unused_by_sampling) == totals
+    data = scanned.as_dict()
+    assert (data["frames_trimmed_to_bucket"], data["frames_unused_by_sampling"]) == totals
+    text = format_scan_table(scanned)
+    assert (
+        f"frames lost to 4k+1 trimming (clip rounded down to a frame bucket): {trimmed} "
+        f"({trimmed / 5:.1f} per good video)"
+    ) in text
+    assert (
+        f"frames unused by {sampling} sampling (beyond the largest bucket): {unused} "
+        f"({unused / 5:.1f} per good video)"
+    ) in text
+    buckets = WanVideoDataset(lengths, **options, probe_threads=2).bucket_report()
+    assert (buckets["frames_trimmed_to_bucket"], buckets["frames_unused_by_sampling"]) == totals
+    assert buckets["frames_trimmed_to_bucket_mean_per_video"] == round(trimmed / 5, 2)
+    assert buckets["frames_unused_by_sampling_mean_per_video"] == round(unused / 5, 2)
+
+
+def test_moving_windows_count_no_unused_frames(lengths: Path) -> None:
+    """``random`` windows move every epoch: nothing is one tail lost for good, so neither
+    count is given (``None``, not a 0 that would read as "nothing lost")."""
+    options = {**LENGTH_OPTIONS, "sampling": "random"}
+    scanned = scan_dataset(lengths, **options, threads=2, progress=False)
+    assert scanned.frames_trimmed_to_bucket is None and scanned.frames_unused_by_sampling is None
+    assert all(r.frames_unused_by_sampling is None for r in scanned.rows if r.media_type == "video")
+    assert "not counted for random sampling" in format_scan_table(scanned)
+    buckets = WanVideoDataset(lengths, **options, probe_threads=2).bucket_report()
+    assert buckets["frames_trimmed_to_bucket"] is None
+    assert buckets["frames_unused_by_sampling"] is None

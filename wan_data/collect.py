@@ -102,6 +102,11 @@ _OUTSIDE_HINT = (
     "move the file under its root, or pass allow_outside_root=True if following links out of "
     "the root is intended"
 )
+_SIDECAR_OUTSIDE_HINT = (
+    "it was not read and its media file is skipped; move the caption under the root (or "
+    "replace the link with a copy), or pass allow_outside_root=True if following links out of "
+    "the root is intended"
+)
 
 
 @dataclass(frozen=True)
@@ -395,7 +400,9 @@ def collect(
             :class:`ConfigError` listing every such file, before anything is yielded).
         caption_extension: extension of the sidecar caption file next to each media file.
         allow_outside_root: accept files whose real path (after symlinks) is outside the real
-            path of their root.
+            path of their root. Without it, such a file, and a media file whose caption sidecar
+            would be read from such a path, is ``Failed(reason="outside_root")``: links must
+            not carry files from elsewhere (a sidecar linked to ``/etc/passwd``) into the data.
         visited: when given, every folder the walk lists and every metadata file read is
             appended to it (what a snapshot of this result depends on; see ``sample_index``).
 
@@ -684,6 +691,26 @@ def _outside_failure(key: str, path: str, real: str, root_real: str) -> Failed:
     return _failed(key, path, "outside_root", "ValueError", message)
 
 
+def _sidecar_outside_failure(
+    key: str, path: str, sidecar: str, real: str, root_real: str
+) -> Failed:
+    """The skip of media file ``path`` whose caption ``sidecar`` resolves outside the root.
+
+    The media file is skipped rather than collected without its caption: reading the sidecar
+    would put whatever the link points at (``/etc/passwd``, another tenant's data) into a
+    caption, and silently dropping it would train on a caption the user did not write.
+    """
+    message = format_error(
+        "caption file",
+        sidecar,
+        f"resolves to {real!r}, outside the root {root_real!r}",
+        _SIDECAR_OUTSIDE_HINT,
+        path=path,
+        stage=STAGE,
+    )
+    return _failed(key, path, "outside_root", "ValueError", message)
+
+
 def _walk(concept: Concept, run: _Run) -> list[_Entry]:
     """Every media file and failure under a folder root, sorted by relative POSIX path.
 
@@ -787,6 +814,17 @@ def _walk(concept: Concept, run: _Run) -> list[_Entry]:
             sidecar = None
             if caption_entry is not None and _is_regular_file(caption_entry):
                 sidecar = os.path.join(abs_dir, caption_name)
+                # A plain file in a folder inside the root is inside; only a link can lead out
+                # (itself, or through a linked folder in its target), so only links cost a
+                # realpath.
+                if not run.allow_outside_root and _is_link(caption_entry):
+                    caption_real = os.path.realpath(sidecar)
+                    if not _inside(caption_real, root_real):
+                        failure = _sidecar_outside_failure(
+                            key, abs_path, sidecar, caption_real, root_real
+                        )
+                        found.append((rel, _Entry(key=key, path=abs_path, failure=failure)))
+                        continue
             found.append(
                 (rel, _Entry(key=key, path=abs_path, media_type=media_type, sidecar=sidecar))
             )
@@ -804,6 +842,14 @@ def _is_regular_file(entry: os.DirEntry[str]) -> bool:
         return entry.is_file()
     except OSError:
         return False
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is a symlink; ``True`` when that cannot be told, so it is resolved."""
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return True
 
 
 def _classify_entry(
@@ -1000,12 +1046,22 @@ def _metadata_entry(
         return _Entry(
             key=key, path=abs_path, failure=_outside_failure(key, abs_path, real, root_real)
         )
-    sidecar = os.path.splitext(abs_path)[0] + run.caption_extension
+    candidate = os.path.splitext(abs_path)[0] + run.caption_extension
+    sidecar = candidate if os.path.isfile(candidate) else None
+    if sidecar is not None and not run.allow_outside_root:
+        # The sidecar's folder is the media path's folder as written, which may be a link that
+        # leads out while the media file links back in: resolve the sidecar itself.
+        caption_real = os.path.realpath(sidecar)
+        if not _inside(caption_real, root_real):
+            if not captions:  # the sidecar would be read: skip the file, as for media
+                failure = _sidecar_outside_failure(key, abs_path, sidecar, caption_real, root_real)
+                return _Entry(key=key, path=abs_path, failure=failure)
+            sidecar = None  # the metadata caption wins; never keep a way to read it
     return _Entry(
         key=key,
         path=abs_path,
         media_type=media_type,
-        sidecar=sidecar if os.path.isfile(sidecar) else None,
+        sidecar=sidecar,
         captions=captions,
         origin=origin,
     )

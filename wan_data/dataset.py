@@ -982,10 +982,16 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
 
         Keys: ``stages`` ({name: in/out/failed/seconds/items_per_second/...}), ``skipped``
         (one record per skip: path, stage, reason, error_type, message, attempts, epoch),
-        ``warnings``, ``batches``, ``samples``, ``sources``, ``buckets`` (see
-        :meth:`bucket_report`), ``cache`` (:class:`~wan_data.latent_cache.CacheStats`) and
-        ``memory`` (RSS summed over this process and its workers' latest snapshots, peaks,
-        available RAM, swap, GPU; see :func:`~wan_data.memory.merge_memory`).
+        ``warnings``, ``batches_produced``/``samples_produced`` (built by any process,
+        prefetched batches the trainer never took included; ``batches``/``samples`` are the
+        same numbers under their old names), ``batches_yielded``/``samples_yielded`` (handed
+        to the trainer: counted in this process by :meth:`loader`, equal to produced for
+        ``num_workers=0``, ``None`` when workers of a plain ``DataLoader`` produced batches
+        nobody counted on receipt), ``sources``, ``buckets`` (see :meth:`bucket_report`),
+        ``cache`` (:class:`~wan_data.latent_cache.CacheStats`: reads of the train pass plus
+        the writes of :meth:`prepare`) and ``memory`` (RSS summed over this process and its
+        workers' latest snapshots, peaks, available RAM, swap, GPU; see
+        :func:`~wan_data.memory.merge_memory`).
 
         Args:
             all_ranks: merge every rank's parts (exchanged with ``all_gather_object``): a
@@ -994,7 +1000,13 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
                 without it. Construction counts are the same on every rank (each probes
                 every source), so they are taken from rank 0's parts only.
         """
-        parts = self._report_parts()
+        from .metrics import live_yield_parts  # (the module's imports are not this method's)
+
+        # What this process's loaders handed to the trainer so far, live, instead of their
+        # last written parts.
+        live = live_yield_parts(self.report_dir)
+        parts = [p for p in self._report_parts() if p.get("part") not in live]
+        parts += live.values()
         # This process's memory now, and each worker's latest snapshot (not this process's
         # own older snapshots: it would count twice).
         mine = (socket.gethostname(), os.getpid())
@@ -1036,7 +1048,12 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
 
     def bucket_report(self) -> dict[str, Any]:
         """Samples per bucket, repeats and drops of the current epoch's plan (all ranks),
-        pixels lost to cropping and frames lost to 4k+1 trimming."""
+        pixels lost to cropping, and the frames no clip uses: ``frames_trimmed_to_bucket``
+        (clips rounded down to a 4k+1 frame bucket) and ``frames_unused_by_sampling`` (the
+        tail the sampling mode never reads), see :meth:`_compute_static_stats`."""
+        if "frames_unused_by_sampling" not in self._static_stats:
+            # Saved in a sample index by an earlier version, with the old single trim count.
+            self._static_stats = self._compute_static_stats()
         # report() runs every metrics_every batches; the plan of an epoch never changes.
         which = (self.epoch, self.rank_and_world_size()[1])
         if self._plan_stats is None or self._plan_stats[0] != which:
@@ -1059,33 +1076,62 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
 
     def _compute_static_stats(self) -> dict[str, Any]:
         """The epoch-independent part of :meth:`bucket_report`, computed once at construction
-        (and kept in the sample index): it walks every sample."""
+        (and kept in the sample index): it walks every sample.
+
+        Frames no clip uses are split by cause, exactly as ``wan-data scan`` splits them
+        (:func:`~wan_data.scan.split_unused_frames`): rounding a clip down to a 4k+1 frame
+        bucket (``frames_trimmed_to_bucket``) vs. the tail the sampling mode never reads
+        (``frames_unused_by_sampling``: e.g. all of a long video after ``head``'s one window).
+        One number for both made long videos under ``head`` look like a trimming problem.
+        Counted for ``head`` and ``chunks`` only (consecutive windows from the start, the same
+        every epoch); ``None`` for ``random``/``uniform``.
+        """
+        # Imported here: the scan owns the split so that scan and dataset cannot disagree.
+        from .scan import split_unused_frames
+
         crop_loss = []
         for sample in self.samples:
             meta = sample.probed.metadata
             b = sample.bucket
             rw, rh = cover_size(meta.width, meta.height, b.width, b.height)
             crop_loss.append(1.0 - (b.width * b.height) / (rw * rh))
-        trimmed = 0
+        trimmed = unused = 0
         videos = 0
-        used: dict[str, int] = {}
+        clips: dict[str, list[int]] = {}
         for sample in self.samples:
-            used[sample.probed.key] = used.get(sample.probed.key, 0) + sample.bucket.frames
+            clips.setdefault(sample.probed.key, []).append(sample.bucket.frames)
+        largest = max(self.frames)
         for probed in self.probed:
             meta = probed.metadata
             if meta.media_type != "video":
                 continue
             videos += 1
-            fps = self.fps if self.fps is not None else None
-            available = meta.frame_count if fps is None else available_frames(meta.duration, fps)
-            if self._decode.sampling in ("head", "chunks"):
-                trimmed += max(0, available - used.get(probed.key, 0))
+            available = (
+                meta.frame_count
+                if self.fps is None
+                else available_frames(meta.duration, self.fps, source_fps=meta.fps or None)
+            )
+            to_bucket, by_sampling = split_unused_frames(
+                available, clips.get(probed.key, []), largest
+            )
+            trimmed += to_bucket
+            unused += by_sampling
+        counted = self._decode.sampling in ("head", "chunks")
+
+        def total(n: int) -> int | None:
+            return n if counted else None
+
+        def mean(n: int) -> float | None:
+            return (round(n / videos, 2) if videos else 0.0) if counted else None
+
         return {
             "crop_pixels_lost_mean": round(sum(crop_loss) / len(crop_loss), 4)
             if crop_loss
             else 0.0,
-            "frames_trimmed_total": trimmed,
-            "frames_trimmed_mean_per_video": round(trimmed / videos, 2) if videos else 0.0,
+            "frames_trimmed_to_bucket": total(trimmed),
+            "frames_trimmed_to_bucket_mean_per_video": mean(trimmed),
+            "frames_unused_by_sampling": total(unused),
+            "frames_unused_by_sampling_mean_per_video": mean(unused),
         }
 
     def _cache_directory_stats(self) -> CacheStats:
@@ -1131,9 +1177,18 @@ def keep_batch(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 class _ProgressLoader(DataLoader[dict[str, Any]]):
-    """A DataLoader that tells its dataset which batch the trainer has received."""
+    """A DataLoader that tells its dataset which batch the trainer has received.
+
+    It also counts what it hands to the trainer (``batches_yielded``/``samples_yielded`` in
+    :meth:`WanVideoDataset.report`): with workers, their own counts include the batches they
+    prefetched, which the trainer may never take (it stops mid-epoch, or the epoch ends with
+    batches in flight). With ``num_workers=0`` the dataset iterates in this process and hands
+    each batch over as it makes it, so its own counts are already what the trainer received.
+    """
 
     def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
+        from .metrics import YieldCounter  # (the module's imports are not this class's)
+
         dataset = self.dataset
         assert isinstance(dataset, WanVideoDataset)
         dataset._record_progress(dataset.epoch, dataset._start_position(dataset.epoch))
@@ -1141,11 +1196,33 @@ class _ProgressLoader(DataLoader[dict[str, Any]]):
         watch = dataset.metrics_enabled and (
             dataset.metrics_callback is not None or dataset.alert_monitor is not None
         )
-        for count, batch in enumerate(super().__iter__(), start=1):
-            dataset._record_progress(int(batch["epoch"]), int(batch["position"]) + 1)
-            if watch and count % every == 0:
-                dataset._emit_metrics()
-            yield batch
+        batches = super().__iter__()
+        counter = None
+        if dataset.metrics_enabled and self.num_workers > 0:
+            # The workers exist once the iterator does; naming them tells the merge that
+            # their production is accounted for by this counter.
+            host = socket.gethostname()
+            workers = [
+                (host, int(w.pid)) for w in getattr(batches, "_workers", []) if w.pid is not None
+            ]
+            rank, _ = dataset.rank_and_world_size()
+            counter = YieldCounter(
+                dataset.report_dir,
+                f"part-e{dataset.epoch}-r{rank}",
+                workers,
+                write_every=SNAPSHOT_SECONDS,
+            )
+        try:
+            for count, batch in enumerate(batches, start=1):
+                dataset._record_progress(int(batch["epoch"]), int(batch["position"]) + 1)
+                if counter is not None:
+                    counter.record(len(batch["paths"]))
+                if watch and count % every == 0:
+                    dataset._emit_metrics()
+                yield batch
+        finally:
+            if counter is not None:
+                counter.close()
         if watch:
             dataset._emit_metrics()
 

@@ -232,6 +232,8 @@ class Clip:
         crop: the crop box in source pixel coordinates.
         caption: the caption chosen for this sample and epoch.
         clip_index: index of the clip within its source (modes ``uniform`` and ``chunks``).
+        repeated_frames: frames that repeat the frame before them (a source slower than the
+            target fps; a faster source never repeats one).
     """
 
     key: str
@@ -242,6 +244,7 @@ class Clip:
     crop: CropBox
     caption: str = ""
     clip_index: int = 0
+    repeated_frames: int = 0
 
     def __post_init__(self) -> None:
         p = self.pixels
@@ -268,6 +271,13 @@ class Clip:
             "Clip.frame_times",
             self.frame_times[:8],
             "must never go backwards (frames in presentation order)",
+            path,
+        )
+        _require(
+            0 <= self.repeated_frames < max(1, self.bucket.frames),
+            "Clip.repeated_frames",
+            self.repeated_frames,
+            f"must be in [0, {self.bucket.frames}) (the first frame repeats nothing)",
             path,
         )
 

@@ -517,6 +517,9 @@ def _when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
+_SUMMARY_EXAMPLES = 3  # file paths named in the one summary warning of a construction
+
+
 def skip_known_bad(
     items: Iterable[Source | Failed],
     *,
@@ -532,6 +535,12 @@ def skip_known_bad(
     dataset that is mostly known-bad does not trip this stage's circuit breaker), the original
     ``error_type``, and a message naming the original stage, reason and time.
 
+    Known-bad skips are logged as one WARNING per pass (how many, the first few paths and how
+    to retry them), emitted when this generator is exhausted or closed, with each file's
+    message at DEBUG level: the files were recorded, and warned about, when they first failed,
+    and a dataset with thousands of them would otherwise repeat thousands of identical lines
+    on every construction. Each skip is still a ``Failed`` counted in the stage's report.
+
     Args:
         items: sources (and upstream failures, passed through).
         policy: decides skip / retry / fatal (the stage itself only ``stat``-s).
@@ -542,31 +551,120 @@ def skip_known_bad(
     """
     if ledger is not None and retry_failed:
         logger.info("ledger %s: retry_failed=True, known-bad files are tried again", ledger.path)
+    ctx = context if context is not None else StageContext()
     check = ledger if ledger is not None and not retry_failed else None
+    if check is None:
+        yield from map_stage(items, _pass, stage=STAGE, accepts=Source, policy=policy, context=ctx)
+        return
+    skipped = 0  # known-bad skips of this pass, for the summary
+    examples: list[str] = []  # the first few of their paths
+    recheck: set[int] = set()  # ids of sources whose lookup raised: redone under the policy
+
+    def screen(stream: Iterable[Source | Failed]) -> Iterator[Source | Failed]:
+        """Turn known-bad sources into upstream ``Failed`` items, counted here.
+
+        ``map_stage`` passes upstream failures through without logging them, which is what
+        keeps the per-file WARNING out of the log; the counters and the breaker see each skip
+        exactly as if ``map_stage`` had produced it.
+        """
+        nonlocal skipped
+        stats = ctx.metrics.stage(STAGE)
+        breaker = ctx.breaker(STAGE)
+        for item in stream:
+            if not isinstance(item, Source):
+                yield item  # failures pass through; stray objects become invalid_item there
+                continue
+            started = time.perf_counter()
+            try:
+                entry, raised = check.known_bad(item.path), False
+            except Exception:
+                entry, raised = None, True
+            stats.seconds += time.perf_counter() - started
+            if raised:
+                # A bug or an odd path: let map_stage redo the lookup under the policy, so it
+                # gets the stage's usual retry / skip / breaker treatment and its warning.
+                recheck.add(id(item))
+                yield item
+                continue
+            if entry is None:
+                yield item
+                continue
+            failed = _known_bad_failure(item, entry, check)
+            stats.items_in += 1
+            stats.failed += 1
+            stats.by_reason[failed.reason] += 1
+            stats.by_error_type[failed.error_type] += 1
+            skipped += 1
+            if len(examples) < _SUMMARY_EXAMPLES:
+                examples.append(item.path)
+            logger.debug(
+                "skipped %s at stage=%s: %s",
+                failed.path,
+                STAGE,
+                failed.message,
+                extra={
+                    "stage": STAGE,
+                    "key": failed.key,
+                    "path": failed.path,
+                    "reason": failed.reason,
+                    "error_type": failed.error_type,
+                },
+            )
+            yield failed  # before the breaker may raise, so the report keeps it
+            breaker.record_failure(failed)  # a filter reason: never trips it, as in map_stage
 
     def one(source: Source) -> list[Source | Failed]:
-        entry = check.known_bad(source.path) if check is not None else None
-        if entry is None:
+        if id(source) not in recheck:
             return [source]
-        assert check is not None
-        message = format_error(
-            "file",
-            source.path,
-            f"failed before at {entry.stage}: {entry.reason} ({_when(entry.time)}) and has "
-            "not changed since",
-            f"Pass retry_failed=True, or change the file, to try it again (the first error is "
-            f"recorded in {check.path})",
-            stage=STAGE,
-        )
-        return [
-            Failed(
-                key=source.key,
-                path=source.path,
-                stage=STAGE,
-                reason=KNOWN_BAD_REASON,
-                error_type=entry.error_type or "SampleError",
-                message=message,
-            )
-        ]
+        recheck.discard(id(source))
+        entry = check.known_bad(source.path)
+        return [source if entry is None else _known_bad_failure(source, entry, check)]
 
-    yield from map_stage(items, one, stage=STAGE, accepts=Source, policy=policy, context=context)
+    try:
+        yield from map_stage(
+            screen(items), one, stage=STAGE, accepts=Source, policy=policy, context=ctx
+        )
+    finally:
+        if skipped:
+            _warn_known_bad(check, skipped, examples)
+
+
+def _pass(source: Source) -> list[Source | Failed]:
+    return [source]
+
+
+def _known_bad_failure(source: Source, entry: LedgerEntry, ledger: Ledger) -> Failed:
+    message = format_error(
+        "file",
+        source.path,
+        f"failed before at {entry.stage}: {entry.reason} ({_when(entry.time)}) and has "
+        "not changed since",
+        f"Pass retry_failed=True, or change the file, to try it again (the first error is "
+        f"recorded in {ledger.path})",
+        stage=STAGE,
+    )
+    return Failed(
+        key=source.key,
+        path=source.path,
+        stage=STAGE,
+        reason=KNOWN_BAD_REASON,
+        error_type=entry.error_type or "SampleError",
+        message=message,
+    )
+
+
+def _warn_known_bad(ledger: Ledger, count: int, examples: list[str]) -> None:
+    """The one summary WARNING of a pass that skipped ``count`` files as known-bad."""
+    first = ", ".join(examples)
+    more = ", ..." if count > len(examples) else ""
+    logger.warning(
+        "%s",
+        format_error(
+            f"ledger {ledger.path}",
+            f"{count} known-bad file(s)",
+            f"skipped without opening them (first: {first}{more})",
+            "Pass retry_failed=True, or change the files, to try them again; each file's "
+            "first error is in the ledger and logged at debug level",
+            stage=STAGE,
+        ),
+    )

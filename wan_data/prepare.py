@@ -11,6 +11,7 @@ normalisation gives a new key, so nothing stale is ever served.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import os
@@ -47,6 +48,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("wan_data")
+
+# Names each cache pass of this process in its report parts: a second pass must add to the
+# first one's counts in ``report()``, not overwrite its parts.
+_passes = itertools.count()
 
 
 class CacheIncompleteError(ConfigError):
@@ -330,18 +335,20 @@ class _PrepareStream(IterableDataset[dict[str, Any]]):
         options: DecodeOptions,
         policy: ErrorPolicy,
         report_dir: str,
+        run: str,
     ) -> None:
         self.chunks = chunks
         self.samples = samples
         self.options = options
         self.policy = policy
         self.report_dir = report_dir
+        self.run = run
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         context = StageContext(metrics=Metrics())
-        part = Path(self.report_dir) / f"part-prepare-w{worker}-p{os.getpid()}.json"
+        part = Path(self.report_dir) / f"part-prepare-{self.run}-w{worker}-p{os.getpid()}.json"
         try:
             for chunk in self.chunks[worker::workers]:
                 clips: list[Clip] = []
@@ -400,8 +407,14 @@ def prepare_cache(
     exactly one rank into the shared cache directory. Already present entries are skipped, which
     makes the pass resumable and safe to run from two processes at once (atomic writes: the
     last writer of a key wins with an identical, valid file).
+
+    The pass writes its report parts into ``report_dir`` under names of their own (rank,
+    process and pass): decode counts from the workers, and from this process the skips of the
+    encoder and the cache counters (``writes``...), so that the dataset's ``report()["cache"]``
+    counts the entries this pass wrote, and a second pass adds to the first.
     """
     started = time.perf_counter()
+    run = f"r{rank}-p{os.getpid()}-i{next(_passes)}"
     cache = LatentCache(spec.root)
     # Distinct keys, in a fixed order, dealt to ranks: variants of a clip that cannot vary (no
     # slack for its window or crop) share a key and must be encoded once, by one rank.
@@ -427,7 +440,7 @@ def prepare_cache(
         for _, tasks in sorted(by_bucket.items(), key=lambda kv: str(kv[0]))
         for i in range(0, len(tasks), size)
     ]
-    stream = _PrepareStream(chunks, samples, options, policy, report_dir)
+    stream = _PrepareStream(chunks, samples, options, policy, report_dir, run)
     loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
     encoded = skipped_encode = 0
     context = StageContext(metrics=Metrics())
@@ -485,7 +498,8 @@ def prepare_cache(
         torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
-        context.metrics.write(Path(report_dir) / "part-prepare-main.json")
+        context.metrics.cache = cache.counters()
+        context.metrics.write(Path(report_dir) / f"part-prepare-{run}-main.json")
     seconds = time.perf_counter() - started
     summary = {
         "tasks": len(tasks_all),

@@ -14,7 +14,9 @@ checks, in about two ``stat`` calls per source, that nothing it depends on chang
   caption sidecar it read, whose content can change in place without touching its folder (for
   sources found by walking a folder with ``missing_caption`` ``"empty"`` or ``"filename"``, a
   caption only shapes the caption, never the samples, so its check moves to the moment the
-  sample is built: a changed sidecar is read again then, as collect would read it);
+  sample is built: a changed sidecar is read again then, as collect would read it; a sidecar
+  that is a link is checked at every start instead, since only collect may decide whether a new
+  target lies outside the root);
 - every skipped file, metadata file (``.jsonl``/``.csv`` roots) and the ledger;
 - the options (a fingerprint of everything that shapes construction) and this format.
 
@@ -333,6 +335,14 @@ def save_index(
     lazy = list(deferred) if deferred is not None else [(False, ())] * len(sources)
     if len(lazy) != len(sources):
         return False
+    # A sidecar that is a link is never deferred: where it resolves can change without touching
+    # any folder watched here (its target may sit in a hidden folder), and a deferred re-read
+    # would skip collect's outside-root rule. Checked at every start instead, a changed target
+    # means a full construction, where collect decides again.
+    lazy = [
+        (False, fallback) if lazy_caption and os.path.islink(caption) else (lazy_caption, fallback)
+        for (lazy_caption, fallback), caption in zip(lazy, captions, strict=True)
+    ]
     buckets = sorted({s.bucket for s in samples}, key=lambda b: (b.frames, b.width, b.height))
     bucket_id = {b: i for i, b in enumerate(buckets)}
     try:

@@ -9,24 +9,38 @@ files in the dataset.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from .errors import format_error
 
 __all__ = [
     "SAMPLING_MODES",
+    "TOLERANCE_FRACTION",
     "available_frames",
     "check_frame_buckets",
     "choose_frame_bucket",
     "clip_starts",
-    "frame_timestamps",
+    "distinct_frames",
+    "expected_repeated_fraction",
+    "expects_distinct_frames",
+    "frame_request_times",
+    "frame_shown_at",
+    "frame_time_problems",
+    "next_frame_request",
+    "repeated_fraction",
     "sample_rng",
+    "sampling_period",
+    "time_tolerance",
 ]
 
 SAMPLING_MODES = ("head", "random", "uniform", "chunks")
+T = TypeVar("T")
 _EPS = 1e-6
 
 
@@ -83,11 +97,63 @@ def check_frame_buckets(frames: object) -> list[str]:
     return problems
 
 
-def available_frames(duration_seconds: float, fps: float) -> int:
-    """How many frames at ``fps`` fit in ``duration_seconds``: times begin + i/fps < end."""
-    if duration_seconds <= 0 or fps <= 0:
+def sampling_period(fps: float, source_fps: float | None, duration_seconds: float) -> float:
+    """The source frame period the sampler reasons in: ``min(1/source_fps, 1/fps, duration)``.
+
+    Above the target rate a source frame is shorter than a target frame, so the tolerances are
+    fractions of the source frame; below it (upsampling, where repeats are inevitable) they are
+    fractions of the target frame. A clip shorter than one frame bounds both.
+    """
+    period = 1.0 / fps
+    if source_fps is not None and source_fps > 0:
+        period = min(period, 1.0 / source_fps)
+    if duration_seconds > 0:
+        period = min(period, duration_seconds)
+    return period
+
+
+# A request sits this fraction of a source frame past its grid point. About a quarter, but not
+# exactly: with a quarter, grid points whose phase against the source is 3/4 (every fourth
+# point of 25 -> 16 fps, 30 -> 24 fps, 30 -> 16 fps...) land exactly on a frame boundary, and
+# container rounding then decides the frame. 25/96 is half-way between multiples of 1/48, so
+# no grid point of any rate pair whose phases are multiples of 1/16 or 1/24 is ever on one.
+TOLERANCE_FRACTION = 25 / 96
+
+
+def time_tolerance(period: float) -> float:
+    """How far a frame request is placed past its grid point: ~a quarter of a source frame.
+
+    Containers store times in their own time base: Matroska/WebM round to 1 ms, so a frame at
+    1/16 s is stored as 0.063 s and a request at 0.0625 s would still see the previous frame.
+    A quarter frame (16 ms at 16 fps, 2 ms at 120 fps) is far above any time base rounding
+    and far below the next frame (see :data:`TOLERANCE_FRACTION` for the exact value).
+    """
+    return period * TOLERANCE_FRACTION
+
+
+def available_frames(
+    duration_seconds: float, fps: float, *, source_fps: float | None = None
+) -> int:
+    """How many frames at ``fps`` a video of ``duration_seconds`` can give without a repeat.
+
+    Grid point ``i`` (time ``i / fps`` from the start) counts when it lies inside the video,
+    up to its very end within the container's rounding: 81 frames at 16 fps span exactly
+    5.0 s from first to last, so a 5.0 s clip fills them (the last grid point shows the
+    source's last frame). When the source is at least as fast as the target, the last grid
+    point must also fall past the start of the source's last frame plus the tolerance, or it
+    would show the same frame as the point before it (``source_fps=None`` assumes a source at
+    the target rate, the strictest case).
+
+    Pure: the probe, the planner, the scan and the decoder all count with it.
+    """
+    if not duration_seconds > 0 or not fps > 0 or not math.isfinite(duration_seconds):
         return 0
-    return max(0, math.ceil(duration_seconds * fps - _EPS))
+    period = sampling_period(fps, source_fps, duration_seconds)
+    tau = time_tolerance(period)
+    # i / fps <= duration + tau  and  i / fps < duration - period - tau + 1 / fps
+    by_end = math.floor((duration_seconds + tau) * fps + _EPS)
+    by_last = math.ceil((duration_seconds - period - tau) * fps + 1.0 - _EPS) - 1
+    return max(0, min(by_end, by_last) + 1)
 
 
 def choose_frame_bucket(num_available: int, frames: Sequence[int]) -> int | None:
@@ -137,10 +203,112 @@ def clip_starts(
     raise ValueError(format_error("sampling mode", mode, f"must be one of {SAMPLING_MODES}"))
 
 
-def frame_timestamps(begin_seconds: float, start: int, count: int, fps: float) -> list[float]:
-    """Presentation times of ``count`` frames at ``fps`` starting at frame ``start``.
+def frame_request_times(
+    begin_seconds: float,
+    start: int,
+    count: int,
+    fps: float,
+    *,
+    source_fps: float | None,
+    end_seconds: float,
+) -> list[float]:
+    """The times to ask the decoder for ("the frame shown at t") for ``count`` frames at ``fps``.
 
-    Each time is nudged a microsecond past the grid point so that float rounding of
-    ``i / fps`` never lands a hair before the frame boundary and picks the previous frame.
+    Grid point ``i`` is ``begin + (start + i) / fps``; the request is placed a tolerance past it
+    (:func:`time_tolerance`), so a frame whose stored time was rounded a hair late by the
+    container (0.063 s for 1/16 s) is still the one shown, and clamped to a tolerance before the
+    end, so a grid point at the very end (see :func:`available_frames`) shows the last frame.
     """
-    return [begin_seconds + (start + i) / fps + _EPS for i in range(count)]
+    duration = end_seconds - begin_seconds
+    period = sampling_period(fps, source_fps, duration)
+    tau = time_tolerance(period)
+    last = end_seconds - tau
+    return [min(begin_seconds + (start + i) / fps + tau, last) for i in range(count)]
+
+
+def expects_distinct_frames(fps: float, source_fps: float | None) -> bool:
+    """Whether a source at ``source_fps`` must give a distinct frame for every target frame.
+
+    A source at least as fast as the target never needs to show one frame twice; a slower
+    source must (a 10 fps clip at 16 fps repeats ~38 % of its frames: see
+    :func:`repeated_fraction`).
+    """
+    return source_fps is not None and source_fps >= fps * (1.0 - 1e-3)
+
+
+def frame_shown_at(pts_seconds: Sequence[float], t: float) -> int:
+    """Index of the frame shown at ``t`` among frames with sorted ``pts_seconds`` (-1 before
+    the first): what a decoder's "played at" lookup returns, for a sequential decode."""
+    return bisect.bisect_right(pts_seconds, t) - 1
+
+
+def next_frame_request(pts_seconds: float, duration_seconds: float, period: float) -> float:
+    """A request time inside the frame after the one at ``pts_seconds`` (for removing a repeat
+    that container rounding caused when the source is faster than the target)."""
+    return pts_seconds + max(duration_seconds, 0.0) + time_tolerance(period)
+
+
+def distinct_frames(
+    frames: Sequence[tuple[float, float, T]],
+    *,
+    period: float,
+    end_seconds: float,
+    fetch: Callable[[float], tuple[float, float, T]],
+) -> tuple[list[tuple[float, float, T]], dict[int, float]]:
+    """Replace each frame that repeats its predecessor by the frame after that predecessor.
+
+    For a source at least as fast as the target (:func:`expects_distinct_frames`): container
+    rounding can stretch one frame just past a target step, so two requests see it. ``frames``
+    are ``(pts, duration, payload)`` as decoded; ``fetch(t)`` decodes the frame shown at ``t``.
+    Returns the frames and ``{position: new request time}`` for the replaced ones (a repeat
+    whose next frame would start past ``end_seconds`` is kept: there is no frame to take).
+    """
+    out = list(frames)
+    asked: dict[int, float] = {}
+    for i in range(1, len(out)):
+        if out[i][0] > out[i - 1][0]:
+            continue
+        t = next_frame_request(out[i - 1][0], out[i - 1][1], period)
+        if t >= end_seconds:
+            break
+        out[i] = fetch(t)
+        asked[i] = t
+    return out, asked
+
+
+def frame_time_problems(
+    requests: Sequence[float],
+    pts_seconds: Sequence[float],
+    durations: Sequence[float],
+    *,
+    period: float,
+) -> list[int]:
+    """Positions whose decoded frame is not the one shown at the requested time.
+
+    A frame at ``p`` lasting ``d`` is shown during ``[p, p + d)``; both ends get the time
+    tolerance for container rounding, and a missing or zero duration counts as one source
+    frame. Decoders seek wrongly on some containers (MPEG-TS), returning a frame seconds away
+    with its own, correct time: this check is what refuses to serve it.
+    """
+    tau = time_tolerance(period)
+    bad = []
+    for i, (t, p, d) in enumerate(zip(requests, pts_seconds, durations, strict=True)):
+        shown_for = d if d > 0 else period
+        if not (p - tau <= t < p + shown_for + tau):
+            bad.append(i)
+    return bad
+
+
+def repeated_fraction(pts_seconds: Sequence[float]) -> float:
+    """Fraction of a clip's frames that repeat the frame before them (0.0 for an empty clip)."""
+    if not pts_seconds:
+        return 0.0
+    repeats = sum(1 for a, b in itertools.pairwise(pts_seconds) if b <= a)
+    return repeats / len(pts_seconds)
+
+
+def expected_repeated_fraction(fps: float | None, source_fps: float) -> float:
+    """The share of frames a source slower than the target repeats (``1 - source/target``)."""
+    if fps is None or source_fps <= 0 or source_fps >= fps:
+        return 0.0
+    return 1.0 - source_fps / fps

@@ -43,12 +43,31 @@ from .policy import ErrorPolicy, release_frames
 from .probe import ProbeLimits, probe
 from .sampling import available_frames, check_frame_buckets
 
-__all__ = ["UNSET", "BucketCount", "ScanReport", "ScanRow", "format_scan_table", "scan_dataset"]
+__all__ = [
+    "UNSET",
+    "BucketCount",
+    "ScanReport",
+    "ScanRow",
+    "format_scan_table",
+    "frames_available",
+    "scan_dataset",
+    "split_unused_frames",
+]
 
 logger = logging.getLogger("wan_data")
 
-SCAN_VERSION = 1
-"""Version of the ``as_dict()`` layout; bumped when a key changes meaning."""
+SCAN_VERSION = 2
+"""Version of the ``as_dict()`` layout; bumped when a key changes meaning.
+
+2: ``frames_trimmed`` / ``frames_trimmed_total`` (which counted the tails ``head`` sampling
+never reads as trimming) split into ``frames_trimmed_to_bucket`` and
+``frames_unused_by_sampling``.
+"""
+
+# Sampling modes whose clips are consecutive windows from the start, the same every epoch: the
+# frames they leave out are one tail, never trained on. ``random`` windows move every epoch
+# and ``uniform`` ones spread over the video, so their unused frames are not counted.
+_FIXED_WINDOW_MODES = ("head", "chunks")
 
 # WanVideoDataset's defaults when neither a preset nor the option is given.
 
@@ -90,8 +109,16 @@ class ScanRow:
         bucket: ``(width, height, frames)`` every clip of the file is trained at.
         clips: samples per epoch from this source.
         frames_available: frames at the target fps (native frames with ``fps=None``).
-        frames_trimmed: frames never used because clips are 4k+1 long (``head``/``chunks``
-            sampling; ``None`` for ``random``/``uniform``, whose windows move every epoch).
+        frames_trimmed_to_bucket: frames after the last clip that a clip of up to the largest
+            frame bucket would have covered: what rounding the clip length down to a 4k+1
+            frame bucket costs (a 40-frame video with buckets 17, 33, 81 trains 33: 7).
+        frames_unused_by_sampling: frames after the last clip that no allowed clip length
+            reaches: the sampling mode leaves them out (``head``: everything after its one
+            window of the largest bucket; ``chunks``: the remainder after the last whole
+            chunk). The two add up to the frames no clip uses; see
+            :func:`split_unused_frames`. Both ``None`` for ``random``/``uniform`` sampling,
+            whose windows are not consecutive from the start (``random`` ones move every
+            epoch), so what they leave out is not one tail lost for good.
         warnings: the probe's warnings (a header/content frame-count mismatch...).
     """
 
@@ -113,7 +140,8 @@ class ScanRow:
     bucket: tuple[int, int, int] | None = None
     clips: int = 0
     frames_available: int | None = None
-    frames_trimmed: int | None = None
+    frames_trimmed_to_bucket: int | None = None
+    frames_unused_by_sampling: int | None = None
     warnings: tuple[str, ...] = ()
 
     @property
@@ -200,9 +228,24 @@ class ScanReport:
         return [r.path for r in self.good if r.has_caption is False]
 
     @property
-    def frames_trimmed_total(self) -> int:
-        """Equals ``WanVideoDataset.bucket_report()["frames_trimmed_total"]``."""
-        return sum(r.frames_trimmed or 0 for r in self.rows)
+    def counts_unused_frames(self) -> bool:
+        """Whether the sampling mode takes consecutive windows from the start (``head``,
+        ``chunks``), so that the frames it leaves out are one tail, lost for good, and counted."""
+        return self.options.get("sampling") in _FIXED_WINDOW_MODES
+
+    @property
+    def frames_trimmed_to_bucket(self) -> int | None:
+        """Sum over the files; equals ``ds.bucket_report()["frames_trimmed_to_bucket"]``."""
+        if not self.counts_unused_frames:
+            return None
+        return sum(r.frames_trimmed_to_bucket or 0 for r in self.rows)
+
+    @property
+    def frames_unused_by_sampling(self) -> int | None:
+        """Sum over the files; equals ``ds.bucket_report()["frames_unused_by_sampling"]``."""
+        if not self.counts_unused_frames:
+            return None
+        return sum(r.frames_unused_by_sampling or 0 for r in self.rows)
 
     def totals(self) -> dict[str, Any]:
         good = self.good
@@ -249,7 +292,8 @@ class ScanReport:
             "totals": self.totals(),
             "summary": self.summary(),
             "buckets": [b.as_dict() for b in self.buckets],
-            "frames_trimmed_total": self.frames_trimmed_total,
+            "frames_trimmed_to_bucket": self.frames_trimmed_to_bucket,
+            "frames_unused_by_sampling": self.frames_unused_by_sampling,
             "vfr": self.vfr_files,
             "missing_captions": self.missing_captions,
             "breaker": self.breaker,
@@ -532,7 +576,8 @@ def _rows(
     clips: dict[str, list[PlanSample]] = {}
     for sample in samples:
         clips.setdefault(sample.probed.key, []).append(sample)
-    counts_trim = options.sampling in ("head", "chunks")
+    counts_unused = options.sampling in _FIXED_WINDOW_MODES
+    largest = max(options.frames)
     rows: list[ScanRow] = []
     for key, item in failed.items():
         source = by_key.get(key)
@@ -556,14 +601,15 @@ def _rows(
     for key, p in good.items():
         meta = p.metadata
         own = clips.get(key, [])
-        available = _available(meta, options.fps)
-        trimmed: int | None
+        available = frames_available(meta, options.fps)
+        trimmed: int | None = None
+        unused: int | None = None
         if meta.media_type == "image":
-            trimmed = 0
-        elif counts_trim:
-            trimmed = max(0, available - sum(s.bucket.frames for s in own))
-        else:
-            trimmed = None
+            trimmed = unused = 0
+        elif counts_unused:
+            trimmed, unused = split_unused_frames(
+                available, [s.bucket.frames for s in own], largest
+            )
         bucket = own[0].bucket if own else None
         rows.append(
             ScanRow(
@@ -580,7 +626,8 @@ def _rows(
                 bucket=(bucket.width, bucket.height, bucket.frames) if bucket else None,
                 clips=len(own),
                 frames_available=available,
-                frames_trimmed=trimmed,
+                frames_trimmed_to_bucket=trimmed,
+                frames_unused_by_sampling=unused,
                 warnings=tuple(p.warnings),
                 **_meta_fields(meta),
             )
@@ -589,10 +636,43 @@ def _rows(
     return rows
 
 
-def _available(meta: VideoMetadata, fps: float | None) -> int:
+def frames_available(meta: VideoMetadata, fps: float | None) -> int:
+    """Frames a source offers at the target ``fps``, counted as the clip planner counts them
+    (``decode.plan_clips``): native frames with ``fps=None``, one for an image."""
     if meta.media_type == "image":
         return 1
-    return meta.frame_count if fps is None else available_frames(meta.duration, fps)
+    if fps is None:
+        return meta.frame_count
+    return available_frames(meta.duration, fps, source_fps=meta.fps or None)
+
+
+def split_unused_frames(
+    available: int, clip_frames: Sequence[int], largest_bucket: int
+) -> tuple[int, int]:
+    """``(trimmed_to_bucket, unused_by_sampling)``: why the frames after a video's clips go
+    unused, for sampling modes whose clips are consecutive windows from the start (``head``,
+    ``chunks``), so that the unused frames are one tail after the last clip.
+
+    The tail has two causes, told apart because they have different remedies:
+
+    - **trimmed to a bucket**: the part of the tail a longer last clip would have covered had
+      its length not been rounded down to a 4k+1 frame bucket, i.e. up to the largest bucket.
+      This happens when the video is shorter than the largest bucket (a 40-frame video with
+      buckets 17, 33, 81 trains 33 frames and loses 7); more bucket sizes recover it.
+    - **unused by sampling**: the rest, beyond the reach of any allowed clip length: the last
+      clip already has the largest bucket, and the mode takes no further window (``head``
+      takes one; ``chunks`` has no whole chunk left, or reached ``clips_per_video``). Another
+      mode or a larger bucket recovers it.
+
+    Args:
+        available: frames at the target fps (:func:`frames_available`).
+        clip_frames: the frame count of each clip taken from the video, in order.
+        largest_bucket: the largest frame bucket of the options.
+    """
+    tail = max(0, available - sum(clip_frames))
+    last = clip_frames[-1] if clip_frames else largest_bucket
+    trimmed = min(tail, max(0, largest_bucket - last))
+    return trimmed, tail - trimmed
 
 
 def _meta_fields(meta: VideoMetadata | None) -> dict[str, Any]:
@@ -655,8 +735,9 @@ def format_scan_table(report: ScanReport, max_rows: int = 20) -> str:
     """A plain-text summary for the terminal and for docs; long lists stop after ``max_rows``.
 
     Sections: the verdict counts (good, then bad by reason), min/median/max of the good files,
-    the bucket table, frames lost to 4k+1 trimming, variable-frame-rate files, files missing
-    captions, and the bad files with their reasons. The JSON (``as_dict``) has everything.
+    the bucket table, frames lost to 4k+1 trimming and frames the sampling mode leaves unused,
+    variable-frame-rate files, files missing captions, and the bad files with their reasons.
+    The JSON (``as_dict``) has everything.
     """
     opts = report.options
     totals = report.totals()
@@ -710,11 +791,19 @@ def format_scan_table(report: ScanReport, max_rows: int = 20) -> str:
             lines.append(f"  {size:<16}{b.frames:>7}{b.samples:>9}{b.files:>7}  {bar}")
         _more(lines, len(report.buckets), max_rows, "bucket(s)")
     good_videos = totals["good_videos"]
-    per_video = report.frames_trimmed_total / good_videos if good_videos else 0.0
-    lines.append(
-        f"frames lost to 4k+1 trimming: {report.frames_trimmed_total} "
-        f"({per_video:.1f} per good video)"
-    )
+    trimmed, unused = report.frames_trimmed_to_bucket, report.frames_unused_by_sampling
+    if trimmed is None or unused is None:
+        lines.append(
+            f"frames lost to 4k+1 trimming / unused by sampling: not counted for "
+            f"{opts['sampling']} sampling (only head and chunks keep their windows in place)"
+        )
+    else:
+        for label, count in (
+            ("frames lost to 4k+1 trimming (clip rounded down to a frame bucket)", trimmed),
+            (f"frames unused by {opts['sampling']} sampling (beyond the largest bucket)", unused),
+        ):
+            per_video = count / good_videos if good_videos else 0.0
+            lines.append(f"{label}: {count} ({per_video:.1f} per good video)")
     lines.append("")
 
     for title, paths in (
