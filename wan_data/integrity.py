@@ -27,7 +27,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from .errors import FatalError, SampleError, TransientError, format_error
+from .errors import ConfigError, FatalError, SampleError, TransientError, format_error
 
 __all__ = [
     "DEFAULT_ERR_DETECT",
@@ -143,28 +143,10 @@ def integrity_command(
     ``file:`` and ``-protocol_whitelist file`` stop a name like ``concat:a|b`` or a playlist from
     reaching another protocol. ``-map 0:v:0 -f null -`` decodes the first video stream only.
     """
-    return [
-        ffmpeg,
-        "-nostdin",
-        "-hide_banner",
-        "-nostats",
-        "-v",
-        "error",
-        "-xerror",
-        "-threads",
-        str(threads),
-        "-err_detect",
-        err_detect,
-        "-protocol_whitelist",
-        "file",
-        "-i",
-        "file:" + os.path.abspath(path),
-        "-map",
-        "0:v:0",
-        "-f",
-        "null",
-        "-",
-    ]
+    quiet = ["-nostdin", "-hide_banner", "-nostats", "-v", "error", "-xerror"]
+    decoder = ["-threads", str(threads), "-err_detect", err_detect, "-protocol_whitelist", "file"]
+    source = ["-i", "file:" + os.path.abspath(path), "-map", "0:v:0"]
+    return [ffmpeg, *quiet, *decoder, *source, "-f", "null", "-"]
 
 
 def parse_ffmpeg_errors(stderr: str, limit: int = MAX_ERRORS) -> tuple[str, ...]:
@@ -225,6 +207,8 @@ def check_integrity(
         FileNotFoundError: ``path`` does not exist (the policy skips it as ``missing``, not
             as corrupt).
     """
+    if threads < 0:
+        raise ConfigError(format_error("threads", threads, "must be >= 0 (0: FFmpeg decides)"))
     binary = find_ffmpeg(ffmpeg)
     os.stat(path)
     command = integrity_command(path, ffmpeg=binary, threads=threads, err_detect=err_detect)
@@ -255,7 +239,7 @@ def check_integrity(
     except OSError as exc:
         if exc.filename == binary:  # removed or made unexecutable after find_ffmpeg
             raise FfmpegNotFoundError(
-                format_error("ffmpeg binary", binary, f"could not be run ({exc})")
+                format_error("ffmpeg binary", binary, f"could not be run ({exc})", "reinstall it")
             ) from exc
         raise
     seconds = time.perf_counter() - started

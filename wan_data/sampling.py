@@ -20,6 +20,7 @@ from typing import TypeVar
 from .errors import format_error
 
 __all__ = [
+    "END_ROUNDING_SECONDS",
     "SAMPLING_MODES",
     "TOLERANCE_FRACTION",
     "available_frames",
@@ -41,6 +42,8 @@ __all__ = [
 
 SAMPLING_MODES = ("head", "random", "uniform", "chunks")
 T = TypeVar("T")
+# The coarsest time base in common use (Matroska/WebM): a clip's end may be stored this early.
+END_ROUNDING_SECONDS = 1e-3
 _EPS = 1e-6
 
 
@@ -137,7 +140,7 @@ def available_frames(
     """How many frames at ``fps`` a video of ``duration_seconds`` can give without a repeat.
 
     Grid point ``i`` (time ``i / fps`` from the start) counts when it lies inside the video,
-    up to its very end within the container's rounding: 81 frames at 16 fps span exactly
+    up to its very end within the container's rounding (:data:`END_ROUNDING_SECONDS`): 81 frames at 16 fps span exactly
     5.0 s from first to last, so a 5.0 s clip fills them (the last grid point shows the
     source's last frame). When the source is at least as fast as the target, the last grid
     point must also fall past the start of the source's last frame plus the tolerance, or it
@@ -150,8 +153,8 @@ def available_frames(
         return 0
     period = sampling_period(fps, source_fps, duration_seconds)
     tau = time_tolerance(period)
-    # i / fps <= duration + tau  and  i / fps < duration - period - tau + 1 / fps
-    by_end = math.floor((duration_seconds + tau) * fps + _EPS)
+    # i / fps <= duration + rounding  and  i / fps < duration - period - tau + 1 / fps
+    by_end = math.floor((duration_seconds + min(tau, END_ROUNDING_SECONDS)) * fps + _EPS)
     by_last = math.ceil((duration_seconds - period - tau) * fps + 1.0 - _EPS) - 1
     return max(0, min(by_end, by_last) + 1)
 
