@@ -10,6 +10,9 @@ Measured (median of --repeats, per file and summed over all files):
     ms_per_source_second    check wall time / file duration
     check_vs_plain_ffmpeg   check time / plain_ffmpeg time (the price of error detection)
     check_vs_torchcodec     check time / torchcodec time
+    ffmpeg_startup_ms       ``ffmpeg -version`` wall time: the fixed cost every check pays, which
+                            dominates on clips of a second or two
+    early_exit              check time of the first file damaged mid first keyframe / clean
 
 With ``--detection N`` it also damages small one-keyframe clips of each available codec N times
 (one random byte XORed with a random non-zero value, inside the key packet or inside any video
@@ -92,14 +95,15 @@ def generate(folder: Path, count: int, size: str, seconds: float, fps: float) ->
 
 def probe(path: Path) -> tuple[float, int, int]:
     """(duration in seconds, absolute index of the first video stream, its frame count)."""
-    entries = "stream=index,nb_read_packets:format=duration"
+    entries = "stream=index,nb_read_packets,duration:format=duration"
     out = tool(
         *("ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets"),
         *("-show_entries", entries, "-of", "json", str(path)),
     )
     info = json.loads(out)
     stream = info["streams"][0]
-    return float(info["format"]["duration"]), int(stream["index"]), int(stream["nb_read_packets"])
+    duration = float(stream.get("duration", info["format"]["duration"]))  # mkv: no stream value
+    return duration, int(stream["index"]), int(stream["nb_read_packets"])
 
 
 def plain_ffmpeg(path: Path, threads: int) -> None:
@@ -130,8 +134,10 @@ def timing(files: list[Path], threads: int, repeats: int) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for path in files:
         duration, stream, frames = probe(path)
-        check_integrity(str(path), threads=threads)  # warm-up: page cache, binary, libraries
+        # warm-up, not measured: page cache, ffmpeg's shared libraries, torch import
         verdict = check_integrity(str(path), threads=threads)
+        plain_ffmpeg(path, threads)
+        torchcodec_full(path, threads, stream, frames)
         check = median_seconds(partial(check_integrity, str(path), threads=threads), repeats)
         plain = median_seconds(partial(plain_ffmpeg, path, threads), repeats)
         tc = median_seconds(partial(torchcodec_full, path, threads, stream, frames), repeats)
@@ -153,12 +159,36 @@ def timing(files: list[Path], threads: int, repeats: int) -> dict[str, Any]:
     total = {k: sum(r[k] for r in rows) for k in ("source_seconds", "check_s")}
     plain_total = sum(r["plain_ffmpeg_s"] for r in rows)
     tc_total = sum(r["torchcodec_s"] for r in rows)
-    summary = {
+    summary: dict[str, float] = {
         "ms_per_source_second": round(1000 * total["check_s"] / total["source_seconds"], 2),
         "check_vs_plain_ffmpeg": round(total["check_s"] / plain_total, 3),
         "check_vs_torchcodec": round(total["check_s"] / tc_total, 3),
     }
+    startup = median_seconds(partial(tool, "ffmpeg", "-hide_banner", "-version"), repeats)
+    summary["ffmpeg_startup_ms"] = round(1000 * startup, 1)  # fixed cost of every check
     return {"files": rows, "summary": summary}
+
+
+def early_exit(path: Path, folder: Path, threads: int, repeats: int) -> dict[str, Any]:
+    """Check time of ``path`` with 4 bytes XORed mid first key packet, against the clean file:
+    ``-xerror`` should end the run at the first damaged frame."""
+    pos, size, _ = next(p for p in packets(path) if p[2])
+    data = bytearray(path.read_bytes())
+    for off in range(pos + size // 2, pos + size // 2 + 4):
+        data[off] ^= 0xFF
+    damaged = folder / f"damaged_{path.name}"
+    damaged.write_bytes(bytes(data))
+    verdict = check_integrity(str(damaged), threads=threads)
+    bad = median_seconds(partial(check_integrity, str(damaged), threads=threads), repeats)
+    good = median_seconds(partial(check_integrity, str(path), threads=threads), repeats)
+    return {
+        "file": path.name,
+        "detected": not verdict.ok,
+        "first_error": verdict.errors[:1],
+        "damaged_check_s": round(bad, 4),
+        "clean_check_s": round(good, 4),
+        "damaged_vs_clean": round(bad / good, 3),
+    }
 
 
 def framemd5(path: Path) -> list[str]:
@@ -256,6 +286,8 @@ def main() -> int:
             },
             "timing": timing(files, args.threads, args.repeats),
         }
+        result["early_exit"] = early_exit(files[0], Path(tmp), args.threads, args.repeats)
+        print("early exit", json.dumps(result["early_exit"]))
         if args.detection:
             result["detection"] = detection(Path(tmp) / "det", args.detection, args.detection_size)
     version = tool("ffmpeg", "-version")

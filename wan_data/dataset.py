@@ -58,6 +58,7 @@ from .prepare import (
     vae_info_from_files,
 )
 from .probe import ProbeLimits, probe
+from .resume import describe_changes, save_sketch
 from .sample_index import load_index, save_index, setup_fingerprint
 from .sampling import available_frames, check_frame_buckets
 from .vae import VaeEncoder
@@ -69,6 +70,9 @@ logger = logging.getLogger("wan_data")
 Roots = str | os.PathLike[str] | Concept | Sequence[str | os.PathLike[str] | Concept]
 Resolution = tuple[int, int] | Sequence[tuple[int, int]]
 STATE_VERSION = 1
+# Slots of WanVideoDataset._shared.
+_EPOCH, _PASS_ID, _PASS_EPOCH = 0, 5, 6
+_PASS_MASK = (1 << 62) - 1
 # Report snapshots are written at most this often while iterating (and always at the end): a
 # snapshot per batch cost 0.8 ms, more than reading a small cached batch.
 SNAPSHOT_SECONDS = 0.5
@@ -318,8 +322,9 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         self._dist_rank_world = (0, 1)
         self.rank_and_world_size()
         # Shared memory, so set_epoch and load_state_dict reach persistent DataLoader workers;
-        # [epoch, resume epoch, resume position, progress epoch, progress position].
-        self._shared = multiprocessing.RawArray(ctypes.c_int64, [0, -1, 0, -1, 0])
+        # [epoch set, resume epoch, resume position, progress epoch, progress position,
+        #  id of the last pass, epoch of the last pass] (see _begin_pass).
+        self._shared = multiprocessing.RawArray(ctypes.c_int64, [0, -1, 0, -1, 0, 0, -1])
         self.bucket_set = make_bucket_set(self.resolutions, step=step, max_aspect=max_aspect)
         self.buckets = self.bucket_set.all
         self.limits = ProbeLimits(
@@ -372,6 +377,8 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
                 max_aspect=max_aspect,
             ),
         )
+        self._index_folder = index_path.parent if index_path is not None else None
+        self._sketch_saved = False
         loaded = (
             load_index(index_path, index_path.stem)
             if index_path is not None and not retry_failed
@@ -642,16 +649,55 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
 
     @property
     def epoch(self) -> int:
-        return int(self._shared[0])
+        """The epoch of the current (or last) pass; before any pass, the one the next will use."""
+        if int(self._shared[_PASS_ID]) != 0:
+            return int(self._shared[_PASS_EPOCH])
+        return int(self._shared[_EPOCH])
+
+    def next_epoch(self) -> int:
+        """The epoch the next pass over the dataset will use.
+
+        Each new pass (a new ``iter()`` of a DataLoader, or of the dataset itself) advances the
+        epoch by one, so a plain loop never trains on epoch 0's windows, crops and captions
+        forever; :meth:`set_epoch` (and :meth:`load_state_dict`) choose it explicitly instead.
+        """
+        if int(self._shared[_PASS_ID]) != 0:
+            return int(self._shared[_PASS_EPOCH]) + 1
+        return int(self._shared[_EPOCH])
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch: a new plan and new seeded windows, crops and captions.
+        """Select the epoch of the next pass: a new plan and new seeded windows, crops and
+        captions. Later passes go on from it (``epoch + 1``, ...) unless it is set again.
 
         The value lives in shared memory, so workers started earlier with
         ``persistent_workers=True`` see it at their next iteration.
         """
-        self._shared[0] = int(epoch)
+        self._shared[_EPOCH] = int(epoch)
+        self._shared[_PASS_EPOCH] = int(epoch) - 1
+        self._shared[_PASS_ID] = 0
         self.rank_and_world_size()
+
+    def _begin_pass(self, info: Any) -> int:
+        """The epoch of the iteration starting now, the same in every worker of one pass.
+
+        A pass is identified without any communication: every DataLoader worker of one
+        ``iter(loader)`` has the same base seed (``info.seed - info.id``) and, with persistent
+        workers, has run the same number of iterations. The first worker to start a pass that
+        is not the last one recorded takes the next epoch and records the pass; the others read
+        it. An iteration in the main process is always a pass of its own.
+        """
+        if info is None:
+            epoch = self.next_epoch()
+            self._shared[_PASS_EPOCH] = epoch
+            self._shared[_PASS_ID] = -1
+            return epoch
+        pass_id = (hash((int(info.seed) - int(info.id), self._iterations)) & _PASS_MASK) | 1
+        if int(self._shared[_PASS_ID]) == pass_id:
+            return int(self._shared[_PASS_EPOCH])
+        epoch = self.next_epoch()
+        self._shared[_PASS_EPOCH] = epoch  # before the id: a reader that sees the id sees it
+        self._shared[_PASS_ID] = pass_id
+        return epoch
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -709,7 +755,8 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             self._prepare_if_needed()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         rank, _ = self.rank_and_world_size()
-        epoch = self.epoch
+        self._iterations += 1
+        epoch = self._begin_pass(info)
         threads = self.num_ffmpeg_threads
         if threads is None:
             threads = default_ffmpeg_threads(workers if info is not None else 1)
@@ -719,7 +766,6 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             log_to_jsonl(self.log_jsonl)  # spawned workers do not inherit handlers
         monitor = self.alert_monitor
         context.watchdog = monitor.stall_watchdog() if monitor is not None else None
-        self._iterations += 1
         part = self.report_dir / (
             f"part-e{epoch}-r{rank}-w{worker}-p{os.getpid()}-i{self._iterations}.json"
         )
@@ -840,7 +886,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         if (
             self.cache_spec is not None
             and self.prepare_mode == "auto"
-            and not self.cache_complete()
+            and not self.cache_complete(self.next_epoch())
         ):
             logger.info("prepare='auto': filling the latent cache before iterating")
             self.prepare(num_workers=0, progress=False)
@@ -889,6 +935,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             )
         else:
             epoch, position = int(self._shared[3]), int(self._shared[4])
+        epoch, position = self._normalise_position(epoch, position)
         rank, world = self.rank_and_world_size()
         return {
             "version": STATE_VERSION,
@@ -898,7 +945,38 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             "world_size": world,
             "seed": self.seed,
             "fingerprint": self.fingerprint,
+            # What the fingerprint covers, so a refused state can say what changed (the
+            # per-source sketch goes to a file beside the sample index: see resume.py).
+            "options": self._fingerprint_options(),
+            "sources": self._save_sketch(),
         }
+
+    def _normalise_position(self, epoch: int, position: int) -> tuple[int, int]:
+        """A position after an epoch's last batch is the start of the next epoch (resuming
+        there must not give an empty iteration)."""
+        if position > 0 and position >= len(self.plan(epoch).batches):
+            return epoch + 1, 0
+        return epoch, position
+
+    def _save_sketch(self) -> int:
+        """Write this fingerprint's source sketch once (beside the sample index, when there is
+        one); returns the number of sources it covers."""
+        contents = self._source_contents()
+        if self._index_folder is not None and not self._sketch_saved:
+            save_sketch(self._index_folder, self.fingerprint, contents)
+            self._sketch_saved = True
+        return len(contents)
+
+    def _source_contents(self) -> dict[str, str]:
+        """Per source key, what of it the fingerprint covers (its samples' buckets, frame count
+        and duration)."""
+        contents: dict[str, list[str]] = {}
+        for sample in self.samples:
+            meta = sample.probed.metadata
+            contents.setdefault(sample.probed.key, []).append(
+                f"{sample.bucket}|{meta.frame_count}|{meta.duration}"
+            )
+        return {key: "\n".join(parts) for key, parts in contents.items()}
 
     def load_state_dict(self, state: dict[str, Any], *, allow_mismatch: bool = False) -> None:
         """Resume: the next iteration starts at the batch after the one the state was saved at.
@@ -914,23 +992,35 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
                 format_error("state version", state.get("version"), f"must be {STATE_VERSION}")
             )
         _, world = self.rank_and_world_size()
-        checks = (("fingerprint", self.fingerprint), ("world_size", world), ("seed", self.seed))
-        for name, mine in checks:
+        hint = "pass allow_mismatch=True to resume this dataset's plan at the saved position"
+        for name, mine in (("world_size", world), ("seed", self.seed)):
             if state.get(name) != mine:
                 problems.append(
                     format_error(
                         f"state {name}",
                         state.get(name),
                         f"differs from this dataset's ({mine})",
-                        "the sources or options changed since the state was saved; pass "
-                        "allow_mismatch=True to resume this dataset's plan at the saved position",
+                        hint,
                     )
                 )
+        if state.get("fingerprint") != self.fingerprint:
+            changes = describe_changes(
+                state, self._fingerprint_options(), self._source_contents(), self._index_folder
+            )
+            problems.append(
+                format_error(
+                    "state fingerprint",
+                    state.get("fingerprint"),
+                    f"differs from this dataset's ({self.fingerprint}): "
+                    + ("; ".join(changes) or "the sources or options changed since it was saved"),
+                    hint,
+                )
+            )
         if problems and not allow_mismatch:
             raise ConfigError(problems)
         for problem in problems:
             logger.warning("load_state_dict: %s (allowed)", problem)
-        epoch, position = int(state["epoch"]), int(state["position"])
+        epoch, position = self._normalise_position(int(state["epoch"]), int(state["position"]))
         self.set_epoch(epoch)
         self._shared[1] = epoch
         self._shared[2] = position
@@ -939,6 +1029,12 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
     def _fingerprint(self, samples_digest: str) -> str:
         """Identity of the options and samples, for ``load_state_dict`` to refuse a mismatch."""
         digest = hashlib.sha256()
+        digest.update(json.dumps(self._fingerprint_options(), sort_keys=True).encode())
+        digest.update(samples_digest.encode())
+        return digest.hexdigest()[:32]
+
+    def _fingerprint_options(self) -> dict[str, Any]:
+        """The options the fingerprint covers, as JSON values."""
         options = {
             "frames": self.frames,
             "fps": self.fps,
@@ -952,9 +1048,8 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
                 if k not in ("buckets", "num_ffmpeg_threads")
             },
         }
-        digest.update(json.dumps(options, sort_keys=True, default=str).encode())
-        digest.update(samples_digest.encode())
-        return digest.hexdigest()[:32]
+        parsed: dict[str, Any] = json.loads(json.dumps(options, sort_keys=True, default=str))
+        return parsed
 
     # -- reporting -----------------------------------------------------------------------
 
@@ -1191,6 +1286,9 @@ class _ProgressLoader(DataLoader[dict[str, Any]]):
 
         dataset = self.dataset
         assert isinstance(dataset, WanVideoDataset)
+        # Begin the pass here, in the main process, so the progress recorded below and every
+        # worker agree on its epoch.
+        dataset.set_epoch(dataset.next_epoch())
         dataset._record_progress(dataset.epoch, dataset._start_position(dataset.epoch))
         every = dataset.metrics_every
         watch = dataset.metrics_enabled and (

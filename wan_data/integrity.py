@@ -17,15 +17,18 @@ behind, and the decode stage already fails loudly on a broken one).
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
+from subprocess import DEVNULL, PIPE
 
 from .errors import ConfigError, FatalError, SampleError, TransientError, format_error
 
@@ -43,14 +46,20 @@ __all__ = [
 
 logger = logging.getLogger("wan_data")
 
-# crccheck: verify embedded checksums; bitstream/buffer: report spec deviations and bad lengths;
-# explode: decoders return an error instead of concealing minor damage, so -xerror stops there.
+# crccheck: verify embedded checksums (HEVC picture hash: catches what parsing cannot);
+# bitstream/buffer: report spec deviations and bad lengths; explode: decoders return an error
+# instead of concealing and going on, so -xerror ends the run there. None of them changed a
+# verdict on clean files (test corpus, ../shared/media).
 DEFAULT_ERR_DETECT = "crccheck+bitstream+buffer+explode"
 MAX_ERRORS = 5
 _MAX_LINE = 300
 _POINTER = re.compile(r"\[([^\]@]+?) @ (?:0x)?[0-9a-fA-F]+\]")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NOISE = re.compile(r"^(Last message repeated \d+ times?|Conversion failed!)$")
+_INSTALL_HINT = (
+    "install it (Debian/Ubuntu: apt-get install ffmpeg; conda: conda install ffmpeg), pass its "
+    "path, or turn the integrity check off"
+)
 _REPAIR_HINT = "re-encode it (ffmpeg -i IN -c:v libx264 -crf 18 OUT.mp4) or remove it"
 
 
@@ -100,16 +109,8 @@ def find_ffmpeg(ffmpeg: str | None = None) -> str:
     name = ffmpeg or "ffmpeg"
     found = shutil.which(name)
     if found is None:
-        raise FfmpegNotFoundError(
-            format_error(
-                "ffmpeg binary",
-                name,
-                "was not found or is not executable; the integrity check needs the ffmpeg CLI",
-                "install it (Debian/Ubuntu: apt-get install ffmpeg; conda: conda install ffmpeg) "
-                "or pass its path, or turn the integrity check off",
-                stage="integrity",
-            )
-        )
+        rule = "was not found or is not executable; the integrity check needs the ffmpeg CLI"
+        raise FfmpegNotFoundError(format_error("ffmpeg binary", name, rule, _INSTALL_HINT))
     return found
 
 
@@ -117,18 +118,10 @@ def find_ffmpeg(ffmpeg: str | None = None) -> str:
 def _version(binary: str) -> str:
     """``ffmpeg -version``'s version token, once per binary (a subprocess costs ~20 ms)."""
     try:
-        out = subprocess.run(
-            [binary, "-version"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=30,
-            check=False,
-        ).stdout
+        done = subprocess.run([binary, "-version"], capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    words = out.split()
+    words = done.stdout.decode("utf-8", errors="replace").split()
     return words[2] if len(words) > 2 and words[1] == "version" else "unknown"
 
 
@@ -168,6 +161,18 @@ def parse_ffmpeg_errors(stderr: str, limit: int = MAX_ERRORS) -> tuple[str, ...]
     return tuple(out)
 
 
+def _check_readable(path: str) -> None:
+    """Raise the ``OSError`` the policy maps to its own skip reason, instead of letting ffmpeg
+    turn a missing, unreadable or directory path into a "corrupt" verdict. ``O_NONBLOCK`` keeps
+    a FIFO from blocking here; the timeout deals with it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    finally:
+        os.close(fd)
+
+
 def _exit_reason(returncode: int) -> str:
     if returncode < 0:
         try:
@@ -194,8 +199,9 @@ def check_integrity(
 
     Args:
         path: a video file (images are not checked; the caller skips them).
-        timeout_seconds: kill ffmpeg after this long; ``None`` waits forever. The default fits
-            ~1 h of 1080p on one thread; lower it for short clips to bound a stalled read.
+        timeout_seconds: kill ffmpeg after this long; ``None`` waits forever. The default is a
+            hang guard, not a budget (a 4 s 480p clip takes 0.1-0.8 s on one thread); raise it
+            for sources of many minutes at 1080p or more.
         ffmpeg: binary name or path; ``None`` looks up ``ffmpeg`` on ``PATH``.
         threads: decoder threads (default 1: callers run several checks in parallel).
         err_detect: FFmpeg ``-err_detect`` flags; drop ``crccheck`` for HEVC from x265 3.5 with
@@ -204,36 +210,28 @@ def check_integrity(
     Raises:
         FfmpegNotFoundError: no ffmpeg binary (fatal).
         IntegrityTimeoutError: ran past ``timeout_seconds``; ffmpeg was killed and reaped.
-        FileNotFoundError: ``path`` does not exist (the policy skips it as ``missing``, not
-            as corrupt).
+        OSError: ``path`` is missing, unreadable or a directory; raised before ffmpeg runs so
+            the policy skips it as ``missing``/``permission_denied``/``not_a_file``, not as
+            corrupt.
     """
     if threads < 0:
         raise ConfigError(format_error("threads", threads, "must be >= 0 (0: FFmpeg decides)"))
     binary = find_ffmpeg(ffmpeg)
-    os.stat(path)
+    _check_readable(path)
     command = integrity_command(path, ffmpeg=binary, threads=threads, err_detect=err_detect)
     env = {**os.environ, "AV_LOG_FORCE_NOCOLOR": "1"}
     started = time.perf_counter()
     try:
         # run() kills and waits for the child on a timeout or any other exception: no zombie.
         done = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-            timeout=timeout_seconds,
-            check=False,
+            command, stdin=DEVNULL, stdout=DEVNULL, stderr=PIPE, env=env, timeout=timeout_seconds
         )
     except subprocess.TimeoutExpired as exc:
+        rule = "ran past its timeout and ffmpeg was killed"
+        hint = "check the storage is responsive, or raise timeout_seconds for long files"
         raise IntegrityTimeoutError(
             format_error(
-                "integrity check",
-                f"{timeout_seconds} s",
-                "ran past its timeout and ffmpeg was killed",
-                "check the storage is responsive, or raise timeout_seconds for long files",
-                path=path,
-                stage="integrity",
+                "integrity check", f"{timeout_seconds} s", rule, hint, path=path, stage="integrity"
             )
         ) from exc
     except OSError as exc:

@@ -232,7 +232,7 @@ def live_yield_parts(report_dir: Path) -> dict[str, dict[str, Any]]:
     """``part name -> snapshot`` of the :class:`YieldCounter` s open in this process for
     ``report_dir``: they replace their (older) part files in a report."""
     with _running_lock:
-        counters = list(_running.get(str(report_dir), {}).values())
+        counters = list(_running.get(str(Path(report_dir)), {}).values())
     return {c.name: c.snapshot() for c in counters}
 
 
