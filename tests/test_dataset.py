@@ -607,3 +607,30 @@ def test_report_separates_batches_yielded_to_the_trainer_from_prefetched_ones(
     ds.reset_report()
     assert len(run_epoch(ds, 0)) == 6
     assert ds.report()["batches_yielded"] == 6
+
+
+def test_low_frame_rate_sources_are_reported_and_can_be_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "rates"
+    make_video(root / "slow.mp4", width=64, height=64, fps=10.0, num_frames=40)
+    make_video(root / "fast.mp4", width=64, height=64, fps=24.0, num_frames=96)
+    options: dict[str, Any] = {"frames": [33], "fps": 16, "resolution": (64, 64), "seed": 1}
+    ds = WanVideoDataset(root, **options)
+    report = ds.report()
+    assert report["buckets"]["low_fps_sources"] == 1
+    # One sample at 1 - 10/16 = 0.375, one at 0: the mean over video samples.
+    assert report["buckets"]["repeated_frames_expected_fraction"] == pytest.approx(0.1875)
+    by_path = {}
+    for batch in ds.loader(num_workers=0):
+        for path, share in zip(batch["paths"], batch["repeated_fraction"], strict=True):
+            by_path[Path(path).name] = share
+    assert by_path["fast.mp4"] == 0.0
+    assert 0.3 < by_path["slow.mp4"] < 0.45
+    served = ds.report()
+    assert served["frames_served"] == 66
+    assert served["repeated_frames_fraction"] == pytest.approx(
+        by_path["slow.mp4"] * 33 / 66, abs=1e-4
+    )
+    strict = WanVideoDataset(root, **options, min_source_fps=12)
+    assert [Path(s.path).name for s in strict.samples] == ["fast.mp4"]
+    (skip,) = [s for s in strict.report()["skipped"] if s["reason"] == "low_fps"]
+    assert skip["path"].endswith("slow.mp4") and "min_source_fps=12" in skip["message"]

@@ -282,6 +282,11 @@ def test_validate_metadata_rules_and_their_order() -> None:
     assert validate_metadata(_meta(frame_count=17, duration=0.1), native) is None
     image = _meta(media_type="image", frame_count=1, fps=0.0, duration=0.0)
     assert validate_metadata(image, limits) is None
+    slow = ProbeLimits(min_frames=17, fps=16.0, max_pixels=160 * 90, min_source_fps=12.0)
+    low = validate_metadata(_meta(fps=10.0, duration=3.0, frame_count=30), slow)
+    assert low is not None and low[0] == "low_fps" and "min_source_fps=12" in low[1]
+    assert validate_metadata(_meta(fps=12.0, duration=3.0, frame_count=36), slow) is None
+    assert validate_metadata(image, slow) is None  # images have no frame rate
 
 
 # --------------------------------------------------------------------------- validate_file

@@ -177,3 +177,90 @@ def test_two_ranks_get_equal_disjoint_batches(corpus: Corpus, tmp_path: Path, wo
     setup_skips = [s for s in local[0]["skipped"] if s[1] != "decode"]
     assert [s for s in total["skipped"] if s[1] != "decode"] == setup_skips
     assert total["processes"] == local[0]["processes"] + local[1]["processes"]
+
+
+# --- epochs advance by themselves; end-of-epoch states; what a refusal says -----------------
+
+
+def _small(corpus: Corpus, tmp_path: Path) -> Path:
+    root = tmp_path / "small"
+    root.mkdir()
+    for name in ("good/h264_landscape.mp4", "good/vp9_square.webm", "images/landscape.png"):
+        shutil.copy(corpus.path(name), root / Path(name).name)
+    return root
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_plain_dataloader_loop_advances_the_epoch(
+    corpus: Corpus, tmp_path: Path, workers: int
+) -> None:
+    ds = WanVideoDataset(_small(corpus, tmp_path), **{**OPTIONS, "batch_size": 1})
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=workers, timeout=120 if workers else 0
+    )
+    epochs = [sorted({int(b["epoch"]) for b in loader}) for _ in range(3)]
+    assert epochs == [[0], [1], [2]]
+    assert ds.epoch == 2 and ds.next_epoch() == 3
+    ds.set_epoch(0)  # an explicit choice wins, and later passes go on from it
+    assert [sorted({int(b["epoch"]) for b in loader}) for _ in range(2)] == [[0], [1]]
+    # Every batch of one pass has the same epoch, whatever worker made it.
+    again = [fingerprint(b) for b in loader]
+    assert {f[0] for f in again} == {2}
+
+
+def test_persistent_workers_advance_the_epoch_too(corpus: Corpus, tmp_path: Path) -> None:
+    ds = WanVideoDataset(_small(corpus, tmp_path), **{**OPTIONS, "batch_size": 1})
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=2, persistent_workers=True, timeout=120
+    )
+    assert [sorted({int(b["epoch"]) for b in loader}) for _ in range(3)] == [[0], [1], [2]]
+    via = ds.loader(num_workers=2, persistent_workers=True, timeout=120)
+    assert [sorted({int(b["epoch"]) for b in via}) for _ in range(2)] == [[3], [4]]
+
+
+def test_a_state_saved_after_the_last_batch_resumes_at_the_next_epoch(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    root = _small(corpus, tmp_path)
+    ds = WanVideoDataset(root, **{**OPTIONS, "batch_size": 1})
+    epoch0 = [fingerprint(b) for b in ds.loader(num_workers=0)]
+    state = ds.state_dict()
+    assert (state["epoch"], state["position"]) == (1, 0)
+    # A state recorded as "position = number of batches" (an older version) is read the same.
+    resumed = WanVideoDataset(root, **{**OPTIONS, "batch_size": 1})
+    resumed.load_state_dict({**state, "epoch": 0, "position": len(epoch0)})
+    rest = [fingerprint(b) for b in resumed.loader(num_workers=0)]
+    assert rest and {f[0] for f in rest} == {1}
+    reference = WanVideoDataset(root, **{**OPTIONS, "batch_size": 1})
+    reference.set_epoch(1)
+    assert rest == [fingerprint(b) for b in reference.loader(num_workers=0)]
+
+
+def test_a_refused_state_says_which_options_and_sources_changed(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    root = _small(corpus, tmp_path)
+    index = tmp_path / "index"
+    opts = {**OPTIONS, "batch_size": 1, "sample_index": index}
+    ds = WanVideoDataset(root, **opts)
+    next(iter(ds.loader(num_workers=0)))
+    state = ds.state_dict()
+    with pytest.raises(ConfigError) as info:
+        WanVideoDataset(root, **{**opts, "batch_size": 2, "crop": "center"}).load_state_dict(state)
+    message = str(info.value)
+    assert "options changed: batch_size 1 -> 2, decode.crop 'random' -> 'center'" in message
+    assert "sources:" not in message
+    # Remove one source, add two, change one (another length): counted exactly.
+    (root / "vp9_square.webm").unlink()
+    shutil.copy(corpus.path("good/mpeg4_4x3.avi"), root / "new_a.avi")
+    shutil.copy(corpus.path("images/square.webp"), root / "new_b.webp")
+    shutil.copy(corpus.path("good/h264_vfr.mp4"), root / "h264_landscape.mp4")
+    with pytest.raises(ConfigError) as info:
+        WanVideoDataset(root, **opts).load_state_dict(state)
+    assert "sources: 2 added, 1 removed, 1 changed (3 then, 4 now)" in str(info.value)
+    assert "options changed" not in str(info.value)
+    # Without the sketch file, the counts.
+    for sketch in index.glob("state-*.sources.npz"):
+        sketch.unlink()
+    with pytest.raises(ConfigError, match=r"sources: 3 then, 4 now"):
+        WanVideoDataset(root, **opts).load_state_dict(state)

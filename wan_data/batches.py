@@ -118,6 +118,10 @@ def build_batches(
         out["padding"] = batch.padding
         context.metrics.batches += 1
         context.metrics.samples += len(clips)
+        for clip in clips:
+            if isinstance(clip, Clip):
+                context.metrics.frames_served += clip.bucket.frames
+                context.metrics.frames_repeated += clip.repeated_frames
         if bucket != batch.bucket:
             logger.warning(
                 "batch %d of epoch %d: bucket %s exhausted, filled from %s instead",

@@ -62,7 +62,9 @@ def collate(items: Sequence[Clip | Failed | None]) -> dict[str, Any]:
 
     Returns:
         ``pixels`` float32 (B, 3, F, H, W) in [-1, 1], ``captions``, ``paths``, ``keys``,
-        ``frame_times`` (seconds), ``crops`` (x, y, w, h in source pixels), ``buckets`` and
+        ``frame_times`` (seconds), ``crops`` (x, y, w, h in source pixels), ``buckets``,
+        ``repeated_fraction`` (per sample, the share of frames repeating the one before: a
+        source slower than the target fps) and
         ``dropped`` (how many inputs were dropped). An all-failed input gives an empty batch
         (B = 0) instead of an exception.
 
@@ -82,6 +84,7 @@ def collate(items: Sequence[Clip | Failed | None]) -> dict[str, Any]:
             "frame_times": [],
             "crops": [],
             "buckets": [],
+            "repeated_fraction": [],
             "dropped": dropped,
         }
     shapes = {tuple(c.pixels.shape) for c in clips}
@@ -104,6 +107,7 @@ def collate(items: Sequence[Clip | Failed | None]) -> dict[str, Any]:
         "frame_times": [list(c.frame_times) for c in clips],
         "crops": [c.crop.as_list() for c in clips],
         "buckets": [str(c.bucket) for c in clips],
+        "repeated_fraction": [c.repeated_frames / c.bucket.frames for c in clips],
         "dropped": dropped,
     }
 

@@ -60,7 +60,7 @@ from .prepare import (
 from .probe import ProbeLimits, probe
 from .resume import describe_changes, save_sketch
 from .sample_index import load_index, save_index, setup_fingerprint
-from .sampling import available_frames, check_frame_buckets
+from .sampling import available_frames, check_frame_buckets, expected_repeated_fraction
 from .vae import VaeEncoder
 
 __all__ = ["WanVideoDataset"]
@@ -124,6 +124,9 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         allow_outside_root: accept entries that resolve outside their root.
         max_pixels: width x height above which a file is skipped as ``too_large``.
         max_duration_seconds: longest accepted video, ``None`` for any.
+        min_source_fps: skip videos whose frame rate is below this as ``low_fps`` (a source
+            slower than ``fps`` repeats frames: ``report()["buckets"]`` and each pixel batch's
+            ``repeated_fraction`` say how many); ``None`` accepts any rate.
         policy: the error policy (default: 3 attempts for transient errors).
         breaker_threshold: failure fraction that stops the run; ``None`` disables the breaker.
         breaker_min_items: items a worker must see before the breaker may open.
@@ -194,6 +197,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         allow_outside_root: bool = False,
         max_pixels: int = 4096 * 4096,
         max_duration_seconds: float | None = None,
+        min_source_fps: float | None = None,
         policy: ErrorPolicy | None = None,
         breaker_threshold: float | None = 0.5,
         breaker_min_items: int = 20,
@@ -332,6 +336,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             fps=fps,
             max_pixels=max_pixels,
             max_duration_seconds=max_duration_seconds,
+            min_source_fps=min_source_fps,
         )
         self._decode = DecodeOptions(
             frames=self.frames,
@@ -1146,7 +1151,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         pixels lost to cropping, and the frames no clip uses: ``frames_trimmed_to_bucket``
         (clips rounded down to a 4k+1 frame bucket) and ``frames_unused_by_sampling`` (the
         tail the sampling mode never reads), see :meth:`_compute_static_stats`."""
-        if "frames_unused_by_sampling" not in self._static_stats:
+        if "repeated_frames_expected_fraction" not in self._static_stats:
             # Saved in a sample index by an earlier version, with the old single trim count.
             self._static_stats = self._compute_static_stats()
         # report() runs every metrics_every batches; the plan of an epoch never changes.
@@ -1227,6 +1232,28 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             "frames_trimmed_to_bucket_mean_per_video": mean(trimmed),
             "frames_unused_by_sampling": total(unused),
             "frames_unused_by_sampling_mean_per_video": mean(unused),
+            **self._repeat_stats(),
+        }
+
+    def _repeat_stats(self) -> dict[str, Any]:
+        """Frames a source slower than ``fps`` must repeat (a 10 fps clip at 16 fps shows ~38 %
+        of its frames twice), expected from the metadata: the mean share over the samples of
+        videos, and the sources below the target rate."""
+        shares = []
+        slow: set[str] = set()
+        for sample in self.samples:
+            meta = sample.probed.metadata
+            if meta.media_type != "video":
+                continue
+            share = expected_repeated_fraction(self.fps, meta.fps)
+            shares.append(share)
+            if share > 0:
+                slow.add(sample.probed.path)
+        return {
+            "repeated_frames_expected_fraction": round(sum(shares) / len(shares), 4)
+            if shares
+            else 0.0,
+            "low_fps_sources": len(slow),
         }
 
     def _cache_directory_stats(self) -> CacheStats:

@@ -94,6 +94,9 @@ class Metrics:
     batches: int = 0
     samples: int = 0
     dropped_in_collate: int = 0
+    # Frames of the pixel clips produced, and how many of them repeat the frame before them.
+    frames_served: int = 0
+    frames_repeated: int = 0
     cache: CacheStats | None = None
     memory: dict[str, Any] | None = None
     setup: bool = False  # counts of construction (identical on every rank)
@@ -128,6 +131,8 @@ class Metrics:
             "batches": self.batches,
             "samples": self.samples,
             "dropped_in_collate": self.dropped_in_collate,
+            "frames_served": self.frames_served,
+            "frames_repeated": self.frames_repeated,
             "cache": self.cache.as_dict() if self.cache is not None else None,
             "memory": self.memory,
             "setup": self.setup,
@@ -266,7 +271,13 @@ def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
     stages: dict[str, dict[str, Any]] = {}
     skipped: list[dict[str, object]] = []
     warnings: collections.Counter[str] = collections.Counter()
-    totals = {"batches": 0, "samples": 0, "dropped_in_collate": 0}
+    totals = {
+        "batches": 0,
+        "samples": 0,
+        "dropped_in_collate": 0,
+        "frames_served": 0,
+        "frames_repeated": 0,
+    }
     yielded = {"batches_yielded": 0, "samples_yielded": 0}
     counted_workers: set[tuple[object, object]] = set()
     uncounted_workers: set[tuple[object, object]] = set()
@@ -324,6 +335,9 @@ def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "skipped": skipped,
         "warnings": dict(sorted(warnings.items())),
         **totals,
+        "repeated_frames_fraction": round(totals["frames_repeated"] / totals["frames_served"], 4)
+        if totals["frames_served"]
+        else 0.0,
         "batches_produced": totals["batches"],
         "samples_produced": totals["samples"],
         "batches_yielded": yielded["batches_yielded"] if known else None,

@@ -45,6 +45,9 @@ class ProbeLimits:
             to train at 480p wastes minutes per clip and gigabytes of RAM).
         min_side: smallest accepted width or height (``too_small``).
         max_duration_seconds: longest accepted video (``too_long``); ``None`` for no limit.
+        min_source_fps: lowest accepted average frame rate of a video (``low_fps``): a source
+            slower than the target fps repeats frames (a 2-frames-in-500-s file is a frozen
+            clip); ``None`` for no limit.
     """
 
     min_frames: int = 1
@@ -52,6 +55,7 @@ class ProbeLimits:
     max_pixels: int = 4096 * 4096
     min_side: int = 8
     max_duration_seconds: float | None = None
+    min_source_fps: float | None = None
 
 
 def probe_metadata(source: Source) -> VideoMetadata:
@@ -131,6 +135,11 @@ def validate_metadata(meta: VideoMetadata, limits: ProbeLimits) -> tuple[str, st
         return "no_frames", "holds no decodable video frame"
     if limits.max_duration_seconds is not None and meta.duration > limits.max_duration_seconds:
         return "too_long", f"exceeds max_duration_seconds={limits.max_duration_seconds}"
+    if limits.min_source_fps is not None and meta.fps < limits.min_source_fps:
+        return "low_fps", (
+            f"plays at {meta.fps:.3g} fps, below min_source_fps={limits.min_source_fps:g} "
+            "(its frames would be repeated to reach the target rate)"
+        )
     if limits.fps is None:
         available = meta.frame_count
         unit = "native frames"
@@ -201,6 +210,7 @@ _HINTS = {
     "no_frames": "the video stream is empty; re-encode or remove the file",
     "too_long": "split it or raise max_duration_seconds",
     "too_short": "lower the smallest entry of frames, lower fps, or remove the file",
+    "low_fps": "lower min_source_fps to accept it, or interpolate it to a higher rate first",
 }
 
 
