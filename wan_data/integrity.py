@@ -28,6 +28,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from subprocess import DEVNULL, PIPE
+from typing import Protocol
 
 from .errors import ConfigError, FatalError, SampleError, TransientError, format_error
 
@@ -250,7 +251,14 @@ def check_integrity(
     return result
 
 
-def integrity_error(path: str, result: IntegrityResult) -> SampleError:
+class HasErrors(Protocol):
+    """An integrity outcome: a fresh :class:`IntegrityResult` or a remembered verdict."""
+
+    @property
+    def errors(self) -> tuple[str, ...]: ...
+
+
+def integrity_error(path: str, result: HasErrors) -> SampleError:
     """The :class:`SampleError` (reason ``corrupt_frames``) the caller raises for a failed check."""
     first = result.errors[0] if result.errors else "no error line"
     return SampleError(

@@ -15,16 +15,25 @@ import logging
 import os
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .items import VideoMetadata
 
-__all__ = ["CACHE_FORMAT", "MetadataCache"]
+__all__ = ["CACHE_FORMAT", "MetadataCache", "Verdict"]
 
 logger = logging.getLogger("wan_data")
 
 CACHE_FORMAT = 1  # bump when VideoMetadata's fields or the probe's rules change
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The remembered outcome of an integrity check (see ``wan_data.integrity``)."""
+
+    ok: bool
+    errors: tuple[str, ...] = ()
 
 
 class MetadataCache:
@@ -38,6 +47,7 @@ class MetadataCache:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self._entries: dict[str, tuple[int, int, VideoMetadata]] = {}
+        self._verdicts: dict[str, tuple[int, int, Verdict]] = {}
         self._lock = threading.Lock()
         self._dirty = False
         self.hits = 0
@@ -55,7 +65,12 @@ class MetadataCache:
                         bad += 1
                         continue
                     meta = VideoMetadata(**row["metadata"])
-                    self._entries[row["path"]] = (int(row["size"]), int(row["mtime_ns"]), meta)
+                    version = (int(row["size"]), int(row["mtime_ns"]))
+                    self._entries[row["path"]] = (*version, meta)
+                    checked = row.get("integrity")
+                    if isinstance(checked, dict):
+                        verdict = Verdict(bool(checked["ok"]), tuple(checked.get("errors", ())))
+                        self._verdicts[row["path"]] = (*version, verdict)
                 except (ValueError, TypeError, KeyError):
                     bad += 1
         if bad:
@@ -77,6 +92,28 @@ class MetadataCache:
             self.misses += 1
             return None
 
+    def get_integrity(self, path: str) -> Verdict | None:
+        """The integrity verdict of ``path`` if it was checked at its current size and mtime."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        with self._lock:
+            entry = self._verdicts.get(path)
+            if entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
+                return entry[2]
+            return None
+
+    def put_integrity(self, path: str, verdict: Verdict) -> None:
+        """Remember a verdict for the file's current version (saved with its metadata row)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        with self._lock:
+            self._verdicts[path] = (st.st_size, st.st_mtime_ns, verdict)
+            self._dirty = True
+
     def put(self, path: str, meta: VideoMetadata) -> None:
         try:
             st = os.stat(path)
@@ -96,8 +133,13 @@ class MetadataCache:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 with self._lock:
                     items = list(self._entries.items())
+                    verdicts = dict(self._verdicts)
                 for path, (size, mtime_ns, meta) in items:
-                    fh.write(json.dumps(_row(path, size, mtime_ns, meta)) + "\n")
+                    row = _row(path, size, mtime_ns, meta)
+                    checked = verdicts.get(path)
+                    if checked is not None and checked[:2] == (size, mtime_ns):
+                        row["integrity"] = {"ok": checked[2].ok, "errors": list(checked[2].errors)}
+                    fh.write(json.dumps(row) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)

@@ -17,8 +17,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .errors import SampleError, format_error
+from .integrity import check_integrity, integrity_error
 from .items import Failed, Probed, Source, ValidationResult, VideoMetadata
-from .metadata_cache import MetadataCache
+from .metadata_cache import MetadataCache, Verdict
 from .pipeline import StageContext, clean_message, failure_hint, map_stage
 from .policy import ErrorPolicy
 from .sampling import available_frames
@@ -26,6 +27,9 @@ from .sampling import available_frames
 __all__ = ["ProbeLimits", "probe", "probe_metadata", "validate_file", "validate_metadata"]
 
 logger = logging.getLogger("wan_data")
+
+# What probing one source gives: its metadata and, with the integrity check, its verdict.
+Probe = tuple[VideoMetadata, "Verdict | None"]
 
 # A content frame count this far under the header's is a truncated file, not muxing noise.
 _TRUNCATION_TOLERANCE = 0.9
@@ -48,6 +52,11 @@ class ProbeLimits:
         min_source_fps: lowest accepted average frame rate of a video (``low_fps``): a source
             slower than the target fps repeats frames (a 2-frames-in-500-s file is a frozen
             clip); ``None`` for no limit.
+        integrity: decode every video fully once with FFmpeg's error detection
+            (:func:`~wan_data.integrity.check_integrity`) and skip those with decode errors as
+            ``corrupt_frames``: FFmpeg conceals damaged frames, so without it a flipped bit in
+            an I-frame is served as smeared pixels. The verdict is remembered in the metadata
+            cache per file version, so it runs once per file.
     """
 
     min_frames: int = 1
@@ -56,6 +65,7 @@ class ProbeLimits:
     min_side: int = 8
     max_duration_seconds: float | None = None
     min_source_fps: float | None = None
+    integrity: bool = False
 
 
 def probe_metadata(source: Source) -> VideoMetadata:
@@ -238,10 +248,10 @@ def probe(
             ``None`` probes every source.
     """
     lim = limits if limits is not None else ProbeLimits()
-    ahead = _Prefetcher(threads, cache)
+    ahead = _Prefetcher(threads, cache, lim if lim.integrity else None)
 
     def one(source: Source) -> list[Probed]:
-        meta = ahead.take(source)
+        meta, verdict = ahead.take(source)
         broken = validate_metadata(meta, lim)
         if broken is not None:
             reason, rule = broken
@@ -249,6 +259,8 @@ def probe(
                 format_error("file", source.path, rule, _HINTS.get(reason, ""), stage="probe"),
                 reason=reason,
             )
+        if verdict is not None and not verdict.ok:
+            raise integrity_error(source.path, verdict)
         return [Probed(source=source, metadata=meta, warnings=_warnings(meta))]
 
     yield from map_stage(
@@ -263,30 +275,54 @@ class _Prefetcher:
     the policy classifies it as usual); a retry probes again in the calling thread.
     """
 
-    def __init__(self, threads: int, cache: MetadataCache | None) -> None:
+    def __init__(
+        self, threads: int, cache: MetadataCache | None, integrity: ProbeLimits | None = None
+    ) -> None:
         self.threads = max(1, threads)
         self.cache = cache
-        self.pending: dict[str, Future[VideoMetadata]] = {}
-        self.ready: dict[str, VideoMetadata] = {}
+        self.integrity = integrity  # the limits, when files are also checked for decode errors
+        self.pending: dict[str, Future[Probe]] = {}
+        self.ready: dict[str, Probe] = {}
 
-    def load(self, source: Source) -> VideoMetadata:
-        if self.cache is None:
-            return probe_metadata(source)
-        meta = self.cache.get(source.path)
+    def load(self, source: Source) -> Probe:
+        meta = self.cache.get(source.path) if self.cache is not None else None
         if meta is None:
-            meta = self._probe_and_store(source)
-        return meta
+            meta = probe_metadata(source)
+            if self.cache is not None:
+                self.cache.put(source.path, meta)
+        return meta, self._verdict(source, meta)
 
-    def _probe_and_store(self, source: Source) -> VideoMetadata:
-        meta = probe_metadata(source)
-        if self.cache is not None:
-            self.cache.put(source.path, meta)
-        return meta
+    def _verdict(self, source: Source, meta: VideoMetadata) -> Verdict | None:
+        """The integrity verdict of a usable video (remembered per file version), else None:
+        a file the metadata rules already reject is not decoded for nothing."""
+        limits = self.integrity
+        if limits is None or meta.media_type != "video" or validate_metadata(meta, limits):
+            return None
+        verdict = self.cache.get_integrity(source.path) if self.cache is not None else None
+        if verdict is None:
+            result = check_integrity(source.path)
+            verdict = Verdict(result.ok, result.errors)
+            if self.cache is not None:
+                self.cache.put_integrity(source.path, verdict)
+        return verdict
 
-    def take(self, source: Source) -> VideoMetadata:
-        meta = self.ready.pop(source.key, None)
-        if meta is not None:
-            return meta
+    def _cached(self, source: Source) -> Probe | None:
+        """What the cache answers in a stat, or None (then a thread probes)."""
+        meta = self.cache.get(source.path) if self.cache is not None else None
+        if meta is None:
+            return None
+        if self.integrity is None or meta.media_type != "video":
+            return meta, None
+        if validate_metadata(meta, self.integrity):
+            return meta, None
+        assert self.cache is not None
+        verdict = self.cache.get_integrity(source.path)
+        return (meta, verdict) if verdict is not None else None
+
+    def take(self, source: Source) -> Probe:
+        ready = self.ready.pop(source.key, None)
+        if ready is not None:
+            return ready
         future = self.pending.pop(source.key, None)
         if future is None:
             return self.load(source)
@@ -302,14 +338,11 @@ class _Prefetcher:
                 for item in items:
                     if isinstance(item, Source):
                         # A warm metadata cache answers in a stat: no thread round trip.
-                        meta = self.cache.get(item.path) if self.cache is not None else None
-                        if meta is not None:
-                            self.ready[item.key] = meta
+                        cached = self._cached(item)
+                        if cached is not None:
+                            self.ready[item.key] = cached
                         else:
-                            submit = (
-                                self._probe_and_store if self.cache is not None else probe_metadata
-                            )
-                            self.pending[item.key] = pool.submit(submit, item)
+                            self.pending[item.key] = pool.submit(self.load, item)
                     window.append(item)
                     if len(window) > 4 * self.threads:
                         yield window.popleft()
