@@ -33,8 +33,10 @@ __all__ = [
     "Corpus",
     "MediaSpec",
     "build_corpus",
+    "damage_bytes",
     "ffmpeg_available",
     "frame_index",
+    "key_picture_data",
     "make_image",
     "make_indexed_video",
     "make_video",
@@ -343,6 +345,52 @@ def frame_index(frame: object) -> int:
             if luma[row * 16 + 8, bit * 8 + 4] > 128:
                 n |= 1 << (bit + 8 * row)
     return n
+
+
+def _packets(path: Path) -> list[dict[str, str]]:
+    out = subprocess.run(
+        [
+            *("ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries"),
+            *("packet=pos,size,flags", "-of", "compact=p=0", str(path)),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [dict(kv.split("=", 1) for kv in line.split("|")) for line in out.splitlines()]
+
+
+def key_picture_data(path: Path, nal_type: str | None) -> tuple[int, int]:
+    """Byte range of the first key packet's picture data, skipping SEI/parameter-set NAL units.
+
+    ``nal_type`` is ``"h264"`` or ``"hevc"`` for MP4's 4-byte length-prefixed NAL units, ``None``
+    to take the whole packet (MPEG-4 part 2).
+    """
+    key = next(p for p in _packets(path) if "K" in p["flags"])
+    pos, size = int(key["pos"]), int(key["size"])
+    if nal_type is None:
+        return pos, pos + size
+    data = path.read_bytes()
+    best = (0, 0)
+    i = pos
+    while i + 5 <= pos + size:
+        length = struct.unpack(">I", data[i : i + 4])[0]
+        header = data[i + 4]
+        picture = (header & 0x1F) in (1, 5) if nal_type == "h264" else ((header >> 1) & 0x3F) < 32
+        if picture and length > best[1] - best[0]:
+            best = (i + 4, i + 4 + length)
+        i += 4 + length
+    assert best[1] > best[0], f"no picture NAL unit in the key packet of {path}"
+    return best
+
+
+def damage_bytes(src: Path, dst: Path, span: tuple[int, int], fraction: float) -> None:
+    """XOR four bytes with 0xFF at ``fraction`` of the way into ``span``."""
+    data = bytearray(src.read_bytes())
+    at = span[0] + int((span[1] - span[0]) * fraction)
+    for off in range(at, at + 4):
+        data[off] ^= 0xFF
+    dst.write_bytes(bytes(data))
 
 
 def make_image(path: Path, *, width: int, height: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -634,3 +635,49 @@ def test_low_frame_rate_sources_are_reported_and_can_be_skipped(tmp_path: Path) 
     assert [Path(s.path).name for s in strict.samples] == ["fast.mp4"]
     (skip,) = [s for s in strict.report()["skipped"] if s["reason"] == "low_fps"]
     assert skip["path"].endswith("slow.mp4") and "min_source_fps=12" in skip["message"]
+
+
+def test_integrity_check_skips_concealed_damage_once_per_file_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FFmpeg conceals a flipped I-frame: only the integrity check sees it. The verdict is
+    kept per file version (a second construction runs no ffmpeg), the file goes to the
+    ledger as corrupt_frames, and the pixel stream does not check unless asked to."""
+    from media import damage_bytes, key_picture_data
+
+    import wan_data.probe
+
+    root = tmp_path / "data"
+    clean = root / "clean.mp4"
+    make_video(clean, width=64, height=64, fps=24, num_frames=48, extra=["-g", "1000"])
+    damage_bytes(clean, root / "damaged.mp4", key_picture_data(clean, "h264"), 0.5)
+    calls: list[str] = []
+    real = wan_data.probe.check_integrity
+
+    def counting(path: str) -> Any:
+        calls.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(wan_data.probe, "check_integrity", counting)
+    options: dict[str, Any] = {"frames": [17], "fps": 16, "resolution": (64, 64)}
+    plain = WanVideoDataset(root, **options)
+    assert sorted(Path(s.path).name for s in plain.samples) == ["clean.mp4", "damaged.mp4"]
+    assert calls == []  # off for the pixel stream by default
+    meta = tmp_path / "metadata.jsonl"
+    ledger = tmp_path / "ledger.jsonl"
+    kwargs = {**options, "metadata_cache": meta, "ledger": ledger, "sample_index": None}
+    checked = WanVideoDataset(root, **kwargs, integrity_check=True)
+    assert [Path(s.path).name for s in checked.samples] == ["clean.mp4"]
+    assert sorted(calls) == ["clean.mp4", "damaged.mp4"]
+    (skip,) = checked.report()["skipped"]
+    assert skip["reason"] == "corrupt_frames" and skip["stage"] == "probe"
+    assert skip["path"].endswith("damaged.mp4") and "[h264]" in skip["message"]
+    assert "corrupt_frames" in ledger.read_text()
+    calls.clear()
+    again = WanVideoDataset(root, **kwargs, integrity_check=True, retry_failed=True)
+    assert [Path(s.path).name for s in again.samples] == ["clean.mp4"]
+    assert calls == []  # both verdicts came from the metadata cache
+    clean.touch()  # a new file version is checked again
+    os.utime(clean, ns=(clean.stat().st_mtime_ns + 10**9,) * 2)
+    WanVideoDataset(root, **kwargs, integrity_check=True)
+    assert calls == ["clean.mp4"]

@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import struct
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from media import _has_encoder, ffmpeg_available, make_video
+from media import _has_encoder, damage_bytes, ffmpeg_available, key_picture_data, make_video
 
 from wan_data.errors import ConfigError, FatalError, SampleError, TransientError
 from wan_data.integrity import (
@@ -200,52 +199,6 @@ def test_timeout_kills_and_reaps_ffmpeg(tmp_path: Path, monkeypatch: pytest.Monk
 # ---------------------------------------------------------------- real decodes
 
 
-def _packets(path: Path) -> list[dict[str, str]]:
-    out = subprocess.run(
-        [
-            *("ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries"),
-            *("packet=pos,size,flags", "-of", "compact=p=0", str(path)),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [dict(kv.split("=", 1) for kv in line.split("|")) for line in out.splitlines()]
-
-
-def _key_picture_data(path: Path, nal_type: str | None) -> tuple[int, int]:
-    """Byte range of the first key packet's picture data, skipping SEI/parameter-set NAL units.
-
-    ``nal_type`` is ``"h264"`` or ``"hevc"`` for MP4's 4-byte length-prefixed NAL units, ``None``
-    to take the whole packet (MPEG-4 part 2).
-    """
-    key = next(p for p in _packets(path) if "K" in p["flags"])
-    pos, size = int(key["pos"]), int(key["size"])
-    if nal_type is None:
-        return pos, pos + size
-    data = path.read_bytes()
-    best = (0, 0)
-    i = pos
-    while i + 5 <= pos + size:
-        length = struct.unpack(">I", data[i : i + 4])[0]
-        header = data[i + 4]
-        picture = (header & 0x1F) in (1, 5) if nal_type == "h264" else ((header >> 1) & 0x3F) < 32
-        if picture and length > best[1] - best[0]:
-            best = (i + 4, i + 4 + length)
-        i += 4 + length
-    assert best[1] > best[0], f"no picture NAL unit in the key packet of {path}"
-    return best
-
-
-def _damage(src: Path, dst: Path, span: tuple[int, int], fraction: float) -> None:
-    """XOR four bytes with 0xFF at ``fraction`` of the way into ``span``."""
-    data = bytearray(src.read_bytes())
-    at = span[0] + int((span[1] - span[0]) * fraction)
-    for off in range(at, at + 4):
-        data[off] ^= 0xFF
-    dst.write_bytes(bytes(data))
-
-
 @pytest.fixture(scope="module")
 def clean_h264(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not ffmpeg_available():
@@ -269,7 +222,7 @@ def test_damaged_h264_keyframe_is_detected_although_torchcodec_decodes_it(
     from torchcodec.decoders import VideoDecoder
 
     damaged = tmp_path / "damaged.mp4"
-    _damage(clean_h264, damaged, _key_picture_data(clean_h264, "h264"), fraction)
+    damage_bytes(clean_h264, damaged, key_picture_data(clean_h264, "h264"), fraction)
 
     result = check_integrity(str(damaged))
     assert not result.ok and result.returncode != 0
@@ -292,7 +245,7 @@ def test_damaged_mpeg4_keyframe_is_detected(tmp_path: Path) -> None:
     )
     assert check_integrity(str(clean)).ok
     damaged = tmp_path / "damaged.mp4"
-    _damage(clean, damaged, _key_picture_data(clean, None), 0.5)
+    damage_bytes(clean, damaged, key_picture_data(clean, None), 0.5)
     result = check_integrity(str(damaged))
     assert not result.ok
     assert any(line.startswith("[mpeg4]") for line in result.errors)
@@ -307,7 +260,7 @@ def test_hevc_picture_hash_catches_damage_through_crccheck(tmp_path: Path) -> No
     make_video(clean, width=64, height=64, fps=24, num_frames=24, codec="libx265", extra=extra)
     assert check_integrity(str(clean)).ok
     damaged = tmp_path / "damaged.mp4"
-    _damage(clean, damaged, _key_picture_data(clean, "hevc"), 0.5)
+    damage_bytes(clean, damaged, key_picture_data(clean, "hevc"), 0.5)
     result = check_integrity(str(damaged))
     assert not result.ok
     assert any("checksum" in line for line in result.errors)

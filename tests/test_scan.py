@@ -309,3 +309,30 @@ def test_moving_windows_count_no_unused_frames(lengths: Path) -> None:
     buckets = WanVideoDataset(lengths, **options, probe_threads=2).bucket_report()
     assert buckets["frames_trimmed_to_bucket"] is None
     assert buckets["frames_unused_by_sampling"] is None
+
+
+def test_strict_scan_finds_concealed_damage_and_low_frame_rates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from media import damage_bytes, key_picture_data
+
+    root = tmp_path / "data"
+    clean = root / "clean.mp4"
+    make_video(clean, width=64, height=64, fps=24, num_frames=48, extra=["-g", "1000"])
+    damage_bytes(clean, root / "damaged.mp4", key_picture_data(clean, "h264"), 0.5)
+    make_video(root / "slow.mp4", width=64, height=64, fps=10.0, num_frames=30)
+    options: dict[str, Any] = {"frames": [17], "fps": 16, "resolution": (64, 64)}
+    fast = scan_dataset(root, **options, progress=False)
+    assert fast.bad == []  # a metadata-speed scan cannot see concealed damage
+    assert [Path(p).name for p in fast.low_fps_files] == ["slow.mp4"]
+    assert [Path(p).name for p in fast.as_dict()["low_fps"]] == ["slow.mp4"]
+    strict = scan_dataset(root, **options, strict=True, min_source_fps=12, progress=False)
+    verdicts = {Path(r.path).name: r.reason for r in strict.bad}
+    assert verdicts == {"damaged.mp4": "corrupt_frames", "slow.mp4": "low_fps"}
+    args = ["scan", str(root), "--frames", "17", "--fps", "16", "--resolution", "64x64"]
+    assert main([*args, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "low frame rate (frames repeated to reach the target fps): 1" in out
+    assert main([*args, "--no-progress", "--strict"]) == 0  # bad files are findings
+    out = capsys.readouterr().out
+    assert "corrupt_frames" in out and "damaged.mp4" in out

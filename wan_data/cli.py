@@ -150,6 +150,18 @@ def _add_scan_parser(sub: Any) -> None:
     scan.add_argument(
         "--metadata-cache", type=Path, default=None, help="the dataset's metadata cache file"
     )
+    scan.add_argument(
+        "--strict",
+        action="store_true",
+        help="also decode every video fully with FFmpeg's error detection (the dataset's "
+        "integrity_check): finds concealed decode errors (corrupt_frames); slower",
+    )
+    scan.add_argument(
+        "--min-source-fps",
+        type=float,
+        default=None,
+        help="skip videos slower than this as low_fps (as WanVideoDataset(min_source_fps))",
+    )
     scan.add_argument("--json", type=Path, default=None, help="write the full report here")
     scan.add_argument(
         "--plots", type=Path, default=None, help="write buckets.png and contact_sheet.png here"
@@ -423,6 +435,8 @@ def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "seed": args.seed,
             "threads": args.threads,
             "metadata_cache": args.metadata_cache,
+            "strict": args.strict,
+            "min_source_fps": args.min_source_fps,
             "progress": not args.no_progress,
         }
         # Unparseable values go to scan_dataset as they are: it reports them together with

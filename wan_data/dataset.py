@@ -38,6 +38,7 @@ from .buckets import check_resolutions, cover_size, make_bucket_set
 from .collect import Concept, check_concepts, collect, concepts_from, fallback_captions
 from .decode import DecodeOptions, default_ffmpeg_threads
 from .errors import ConfigError, format_error
+from .integrity import FfmpegNotFoundError, find_ffmpeg
 from .items import Failed, Probed, Source
 from .latent_cache import CacheStats, LatentCache
 from .ledger import Ledger, skip_known_bad
@@ -127,6 +128,13 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         min_source_fps: skip videos whose frame rate is below this as ``low_fps`` (a source
             slower than ``fps`` repeats frames: ``report()["buckets"]`` and each pixel batch's
             ``repeated_fraction`` say how many); ``None`` accepts any rate.
+        integrity_check: decode every video fully once with FFmpeg's error detection and
+            skip those with decode errors as ``corrupt_frames`` (FFmpeg conceals damaged
+            frames: without the check they are served as smeared pixels; see docs/errors.md).
+            ``None`` (default): on when ``vae`` and ``cache_dir`` are given (the cache pass
+            decodes anyway), off for pixel streaming. The verdict is kept per file version in
+            the metadata cache (``<cache_dir>/metadata.jsonl`` unless ``metadata_cache`` is
+            given), so it runs once per file; needs the ``ffmpeg`` CLI.
         policy: the error policy (default: 3 attempts for transient errors).
         breaker_threshold: failure fraction that stops the run; ``None`` disables the breaker.
         breaker_min_items: items a worker must see before the breaker may open.
@@ -198,6 +206,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         max_pixels: int = 4096 * 4096,
         max_duration_seconds: float | None = None,
         min_source_fps: float | None = None,
+        integrity_check: bool | None = None,
         policy: ErrorPolicy | None = None,
         breaker_threshold: float | None = 0.5,
         breaker_min_items: int = 20,
@@ -254,6 +263,15 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             seed=seed,
         )
         problems += check_plan_options(batch_size, small_buckets, world_size or 1, rank or 0)
+        if integrity_check is None:
+            integrity_check = vae is not None and cache_dir is not None
+        if integrity_check:
+            try:
+                find_ffmpeg()
+            except FfmpegNotFoundError as exc:
+                problems.append(str(exc))
+            if metadata_cache is None and cache_dir is not None:
+                metadata_cache = Path(cache_dir) / "metadata.jsonl"
         problems += _check_cache_options(
             vae=vae,
             cache_dir=cache_dir,
@@ -337,6 +355,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             max_pixels=max_pixels,
             max_duration_seconds=max_duration_seconds,
             min_source_fps=min_source_fps,
+            integrity=bool(integrity_check),
         )
         self._decode = DecodeOptions(
             frames=self.frames,

@@ -56,6 +56,7 @@ KNOWN_BAD_REASON = "known_bad"
 LEDGER_REASONS = frozenset(
     {
         "bad_timestamps",  # decode: frame times go backwards (damaged sample table)
+        "corrupt_frames",  # probe: the integrity check's full decode found decode errors
         "decode_error",  # probe / decode: a damaged packet, FFmpeg "invalid data"
         "invalid_data",  # probe: Pillow cannot identify / finish an image; absurd header values
         "no_frames",  # probe: a video stream without frames

@@ -35,6 +35,7 @@ from .buckets import BucketSet, make_bucket_set
 from .collect import RootsLike, check_concepts, collect, concepts_from
 from .decode import DecodeOptions
 from .errors import ConfigError, PipelineHealthError, format_error
+from .integrity import FfmpegNotFoundError, find_ffmpeg
 from .items import Failed, Probed, Source, VideoMetadata
 from .metadata_cache import MetadataCache
 from .options import check_sample_options, resolve_shape
@@ -223,6 +224,19 @@ class ScanReport:
         return [r.path for r in self.good if r.vfr]
 
     @property
+    def low_fps_files(self) -> list[str]:
+        """Good videos slower than the target fps: training repeats some of their frames
+        (``min_source_fps`` skips them instead)."""
+        target = self.options.get("fps")
+        if not target:
+            return []
+        return [
+            r.path
+            for r in self.good
+            if r.media_type == "video" and r.fps is not None and r.fps < float(target) * 0.999
+        ]
+
+    @property
     def missing_captions(self) -> list[str]:
         """Good files that train with an empty caption (bad files never train)."""
         return [r.path for r in self.good if r.has_caption is False]
@@ -295,6 +309,7 @@ class ScanReport:
             "frames_trimmed_to_bucket": self.frames_trimmed_to_bucket,
             "frames_unused_by_sampling": self.frames_unused_by_sampling,
             "vfr": self.vfr_files,
+            "low_fps": self.low_fps_files,
             "missing_captions": self.missing_captions,
             "breaker": self.breaker,
             "seconds": round(self.seconds, 3),
@@ -333,6 +348,8 @@ def scan_dataset(
     allow_outside_root: bool = False,
     max_pixels: int = 4096 * 4096,
     max_duration_seconds: float | None = None,
+    min_source_fps: float | None = None,
+    strict: bool = False,
     policy: ErrorPolicy | None = None,
     breaker_threshold: float | None = 0.5,
     breaker_min_items: int = 20,
@@ -355,6 +372,10 @@ def scan_dataset(
         threads: probe threads (``None``: the cores), also used for the VFR check.
         metadata_cache: the dataset's metadata cache file; a scan fills it, so training
             started afterwards with the same file probes nothing.
+        strict: also decode every video fully with FFmpeg's error detection (the dataset's
+            ``integrity_check``) and call files with concealed decode errors bad
+            (``corrupt_frames``); without it the scan is a metadata-speed check and cannot see
+            damaged frames. Verdicts are kept in ``metadata_cache`` when given.
         check_vfr: read each good video's header frame rate to flag variable frame rates
             (one header read per video, no scan: the probe does not keep the header's rate).
         progress: a tqdm bar on stderr while probing.
@@ -396,6 +417,11 @@ def scan_dataset(
             )
         except ConfigError as exc:
             problems += list(exc.problems)
+    if strict:
+        try:
+            find_ffmpeg()
+        except FfmpegNotFoundError as exc:
+            problems.append(str(exc))
     if problems:
         raise ConfigError(problems)
     assert bucket_set is not None
@@ -406,6 +432,8 @@ def scan_dataset(
         fps=fps,
         max_pixels=max_pixels,
         max_duration_seconds=max_duration_seconds,
+        min_source_fps=min_source_fps,
+        integrity=strict,
     )
     options = DecodeOptions(
         frames=frames_sorted,
@@ -492,6 +520,8 @@ def scan_dataset(
             "missing_caption": missing_caption,
             "max_pixels": max_pixels,
             "max_duration_seconds": max_duration_seconds,
+            "min_source_fps": min_source_fps,
+            "strict": strict,
         },
         rows=rows,
         buckets=_bucket_counts(samples),
@@ -808,6 +838,7 @@ def format_scan_table(report: ScanReport, max_rows: int = 20) -> str:
 
     for title, paths in (
         ("variable frame rate", report.vfr_files),
+        ("low frame rate (frames repeated to reach the target fps)", report.low_fps_files),
         ("missing captions (train with an empty caption)", report.missing_captions),
     ):
         lines.append(f"{title}: {len(paths)}")
