@@ -224,3 +224,15 @@ def test_a_fast_source_reports_no_repeats(tmp_path: Path) -> None:
     make_indexed_video(path, fps=24.0, num_frames=72)
     (clip,) = _decode(_probed(path), DecodeOptions(frames=(33,), fps=16.0, buckets=BUCKET))
     assert isinstance(clip, Clip) and clip.repeated_frames == 0
+
+
+def test_a_source_replaced_by_another_length_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "swap.mp4"
+    make_indexed_video(path, fps=16.0, num_frames=48)
+    item = _probed(path)
+    other = tmp_path / "other.mp4"
+    make_indexed_video(other, fps=16.0, num_frames=40)
+    os.replace(other, path)
+    (failed,) = _decode(item, DecodeOptions(frames=(17,), fps=16.0, buckets=BUCKET))
+    assert isinstance(failed, Failed) and failed.reason == "source_changed"
+    assert "now holds 40 frames, planned as 48" in failed.message

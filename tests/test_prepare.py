@@ -328,6 +328,7 @@ def test_latents_are_read_into_their_batch_without_a_stack_copy(
         raise AssertionError("full batches must not be stacked")
 
     monkeypatch.setattr(prepare_module.torch, "stack", no_stack)
+    ds.set_epoch(0)  # the same epoch again (a new pass would be the next one)
     try:
         got = [b["latents"] for b in ds.loader(num_workers=0)]
     finally:

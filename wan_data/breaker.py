@@ -20,7 +20,9 @@ __all__ = ["FILTER_REASONS", "BreakerConfig", "CircuitBreaker"]
 
 # Rejections that mean "this file does not fit the options" rather than "something is broken":
 # they are reported like any skip but do not count toward the breaker's failure rate.
-FILTER_REASONS = frozenset({"too_short", "too_long", "too_large", "too_small", "known_bad"})
+FILTER_REASONS = frozenset(
+    {"too_short", "too_long", "too_large", "too_small", "low_fps", "known_bad"}
+)
 
 
 @dataclass(frozen=True)

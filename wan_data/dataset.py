@@ -72,8 +72,23 @@ Roots = str | os.PathLike[str] | Concept | Sequence[str | os.PathLike[str] | Con
 Resolution = tuple[int, int] | Sequence[tuple[int, int]]
 STATE_VERSION = 1
 # Slots of WanVideoDataset._shared.
-_EPOCH, _PASS_ID, _PASS_EPOCH = 0, 5, 6
-_PASS_MASK = (1 << 62) - 1
+_EPOCH, _PASS = 0, 5
+# Slot _PASS holds (pass id << 23) | (epoch + 1): one 64-bit value, so it changes atomically.
+_EPOCH_BITS = 23
+_MAX_EPOCH = (1 << _EPOCH_BITS) - 2
+_PASS_ID_MASK = (1 << 40) - 1
+_MAIN_PASS = 1  # an iteration in the main process; worker passes have bit 1 set
+
+
+def _pack_pass(pass_id: int, epoch: int) -> int:
+    return (pass_id << _EPOCH_BITS) | ((epoch + 1) & ((1 << _EPOCH_BITS) - 1))
+
+
+def _unpack_pass(value: int) -> tuple[int, int]:
+    """``(pass id, epoch)``; pass id 0 means no pass since the last ``set_epoch``."""
+    return value >> _EPOCH_BITS, (value & ((1 << _EPOCH_BITS) - 1)) - 1
+
+
 # Report snapshots are written at most this often while iterating (and always at the end): a
 # snapshot per batch cost 0.8 ms, more than reading a small cached batch.
 SNAPSHOT_SECONDS = 0.5
@@ -345,8 +360,10 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         self.rank_and_world_size()
         # Shared memory, so set_epoch and load_state_dict reach persistent DataLoader workers;
         # [epoch set, resume epoch, resume position, progress epoch, progress position,
-        #  id of the last pass, epoch of the last pass] (see _begin_pass).
-        self._shared = multiprocessing.RawArray(ctypes.c_int64, [0, -1, 0, -1, 0, 0, -1])
+        #  last pass and its epoch (see _begin_pass)].
+        self._shared = multiprocessing.RawArray(
+            ctypes.c_int64, [0, -1, 0, -1, 0, _pack_pass(0, -1)]
+        )
         self.bucket_set = make_bucket_set(self.resolutions, step=step, max_aspect=max_aspect)
         self.buckets = self.bucket_set.all
         self.limits = ProbeLimits(
@@ -674,9 +691,8 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
     @property
     def epoch(self) -> int:
         """The epoch of the current (or last) pass; before any pass, the one the next will use."""
-        if int(self._shared[_PASS_ID]) != 0:
-            return int(self._shared[_PASS_EPOCH])
-        return int(self._shared[_EPOCH])
+        pass_id, epoch = _unpack_pass(int(self._shared[_PASS]))
+        return epoch if pass_id else int(self._shared[_EPOCH])
 
     def next_epoch(self) -> int:
         """The epoch the next pass over the dataset will use.
@@ -685,9 +701,8 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         epoch by one, so a plain loop never trains on epoch 0's windows, crops and captions
         forever; :meth:`set_epoch` (and :meth:`load_state_dict`) choose it explicitly instead.
         """
-        if int(self._shared[_PASS_ID]) != 0:
-            return int(self._shared[_PASS_EPOCH]) + 1
-        return int(self._shared[_EPOCH])
+        pass_id, epoch = _unpack_pass(int(self._shared[_PASS]))
+        return epoch + 1 if pass_id else int(self._shared[_EPOCH])
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch of the next pass: a new plan and new seeded windows, crops and
@@ -696,9 +711,11 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         The value lives in shared memory, so workers started earlier with
         ``persistent_workers=True`` see it at their next iteration.
         """
-        self._shared[_EPOCH] = int(epoch)
-        self._shared[_PASS_EPOCH] = int(epoch) - 1
-        self._shared[_PASS_ID] = 0
+        epoch = int(epoch)
+        if not 0 <= epoch < _MAX_EPOCH:
+            raise ValueError(format_error("epoch", epoch, f"must be in [0, {_MAX_EPOCH})"))
+        self._shared[_EPOCH] = epoch
+        self._shared[_PASS] = _pack_pass(0, epoch - 1)
         self.rank_and_world_size()
 
     def _begin_pass(self, info: Any) -> int:
@@ -706,21 +723,23 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
 
         A pass is identified without any communication: every DataLoader worker of one
         ``iter(loader)`` has the same base seed (``info.seed - info.id``) and, with persistent
-        workers, has run the same number of iterations. The first worker to start a pass that
-        is not the last one recorded takes the next epoch and records the pass; the others read
-        it. An iteration in the main process is always a pass of its own.
+        workers, has run the same number of iterations. A worker that finds another pass
+        recorded takes the next epoch and records its own pass; the others read it. The pass
+        and its epoch share one 64-bit slot, written and read in one access, so two workers
+        starting at once either both see the old pass (and both write the same new value) or
+        one sees the other's. An iteration in the main process is always a pass of its own.
         """
         if info is None:
             epoch = self.next_epoch()
-            self._shared[_PASS_EPOCH] = epoch
-            self._shared[_PASS_ID] = -1
+            self._shared[_PASS] = _pack_pass(_MAIN_PASS, epoch)
             return epoch
-        pass_id = (hash((int(info.seed) - int(info.id), self._iterations)) & _PASS_MASK) | 1
-        if int(self._shared[_PASS_ID]) == pass_id:
-            return int(self._shared[_PASS_EPOCH])
-        epoch = self.next_epoch()
-        self._shared[_PASS_EPOCH] = epoch  # before the id: a reader that sees the id sees it
-        self._shared[_PASS_ID] = pass_id
+        pass_id = (hash((int(info.seed) - int(info.id), self._iterations)) & _PASS_ID_MASK) | 2
+        current = int(self._shared[_PASS])
+        recorded, epoch = _unpack_pass(current)
+        if recorded == pass_id:
+            return epoch
+        epoch = epoch + 1 if recorded else int(self._shared[_EPOCH])
+        self._shared[_PASS] = _pack_pass(pass_id, epoch)
         return epoch
 
     def __getstate__(self) -> dict[str, Any]:

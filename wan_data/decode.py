@@ -218,14 +218,19 @@ def check_source_unchanged(decoder: Any, item: Probed) -> None:
     """
     meta = item.metadata
     m = decoder.metadata
-    now = (int(m.width or 0), int(m.height or 0))
-    if now != (meta.width, meta.height):
+    size = (int(m.width or 0), int(m.height or 0))
+    frames = int(m.num_frames or 0)
+    change = None
+    if size != (meta.width, meta.height):
+        change = f"its video is now {size[0]}x{size[1]}, planned as {meta.width}x{meta.height}"
+    elif frames != meta.frame_count:
+        change = f"it now holds {frames} frames, planned as {meta.frame_count}"
+    if change is not None:
         raise SampleError(
             format_error(
                 "file",
                 item.path,
-                f"changed since the dataset was built: its video is now {now[0]}x{now[1]}, "
-                f"planned as {meta.width}x{meta.height}",
+                f"changed since the dataset was built: {change}",
                 "the sample is skipped this run; the next construction probes the file again",
                 stage="decode",
             ),
