@@ -45,11 +45,11 @@ OPTIONS: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8 short videos (two aspects, 20..34 frames): every (clip, variant) has its own key."""
+    """8 short videos (two aspects, 24..38 frames): every (clip, variant) has its own key."""
     root = tmp_path_factory.mktemp("mp") / "data"
     for i in range(8):
         width, height = (96, 64) if i % 2 else (64, 64)
-        make_video(root / f"v{i}.mp4", width=width, height=height, fps=16, num_frames=20 + 2 * i)
+        make_video(root / f"v{i}.mp4", width=width, height=height, fps=16, num_frames=24 + 2 * i)
     return root
 
 

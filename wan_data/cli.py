@@ -116,6 +116,15 @@ def _build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--workers", type=int, default=2, help="decoding worker processes")
     cache.add_argument("--verify", action="store_true", help="verify every entry afterwards")
     cache.add_argument(
+        "--no-integrity-check",
+        action="store_true",
+        help="do not decode each video fully with FFmpeg's error detection first (then frames "
+        "FFmpeg conceals are cached as decoded; see docs/errors.md)",
+    )
+    cache.add_argument(
+        "--min-source-fps", type=float, default=None, help="skip slower videos as low_fps"
+    )
+    cache.add_argument(
         "--prune", action="store_true", help="delete entries no clip of this dataset uses (orphans)"
     )
     cache.add_argument("--no-progress", action="store_true")
@@ -374,6 +383,8 @@ def _cache(args: argparse.Namespace, out: TextIO) -> int:
         "latent_dtype": dtypes[args.latent_dtype],
         "encode_batch_size": args.encode_batch_size,
         "preset": args.preset,
+        "integrity_check": not args.no_integrity_check,
+        "min_source_fps": args.min_source_fps,
     }
     if args.frames is not None:
         options["frames"] = args.frames
