@@ -236,3 +236,30 @@ def test_a_source_replaced_by_another_length_is_skipped(tmp_path: Path) -> None:
     (failed,) = _decode(item, DecodeOptions(frames=(17,), fps=16.0, buckets=BUCKET))
     assert isinstance(failed, Failed) and failed.reason == "source_changed"
     assert "now holds 40 frames, planned as 48" in failed.message
+
+
+def test_a_variable_frame_rate_file_is_served_by_seeking_without_a_fallback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # mpdecimate drops still frames: the file holds some frames for 0.2 s while torchcodec
+    # reports every duration as 1/30 s. Held frames are right; no sequential decode is needed.
+    path = tmp_path / "vfr.mp4"
+    from media import _ffmpeg
+
+    _ffmpeg(
+        *("-f", "lavfi", "-i", "testsrc2=size=160x90:rate=30:duration=6"),
+        *("-vf", "mpdecimate=hi=64*200:lo=64*100:frac=0.1", "-fps_mode", "vfr"),
+        *("-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)),
+    )
+    item = _probed(path)
+    caplog.set_level("INFO", logger="wan_data")
+    (clip,) = _decode(item, DecodeOptions(frames=(17,), fps=16.0, buckets=((160, 90),)))
+    assert isinstance(clip, Clip)
+    assert "decoding sequentially" not in caplog.text
+    from torchcodec.decoders import VideoDecoder
+
+    decoder = VideoDecoder(str(path))
+    all_pts = decoder.get_frames_at(list(range(decoder.metadata.num_frames))).pts_seconds.tolist()
+    requests = [i / 16 + TOLERANCE_FRACTION / 16 for i in range(17)]
+    expected = [max(p for p in all_pts if p <= t) for t in requests]
+    assert list(clip.frame_times) == pytest.approx(expected, abs=1e-6)

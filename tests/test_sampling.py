@@ -334,6 +334,17 @@ def test_frame_time_problems() -> None:
     assert frame_time_problems(requests, [0.0, 0.063, 0.0], [period] * 3, period=period) == [2]
     # A missing duration counts as one source frame.
     assert frame_time_problems(requests[:1], [0.0], [0.0], period=period) == []
+    # A held frame (variable frame rate; the container's duration is nominal) is accepted only
+    # when asked to; a frame later than its request never is.
+    assert frame_time_problems(requests, [0.0, 0.0, 0.0], [period] * 3, period=period) == [2]
+    held = frame_time_problems(
+        requests, [0.0, 0.0, 0.0], [period] * 3, period=period, allow_held=True
+    )
+    assert held == []
+    late = frame_time_problems(
+        requests, [0.0, 0.063, 1.5], [period] * 3, period=period, allow_held=True
+    )
+    assert late == [2]
 
 
 def test_repeated_fraction() -> None:

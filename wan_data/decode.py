@@ -360,13 +360,20 @@ def wrong_frames(fetched: Fetched, item: Probed, options: DecodeOptions) -> list
     """Positions of ``fetched`` whose frame is not the one planned (empty when all are right).
 
     By time: the frame must be the one shown at the requested time
-    (:func:`~wan_data.sampling.frame_time_problems`). By index: frames must come in strictly
-    increasing time (a repeated time is a frame served twice).
+    (:func:`~wan_data.sampling.frame_time_problems`): never later than it (the signature of a
+    seek that landed on the wrong GOP); earlier is a frame the file holds (a variable frame
+    rate), as exact mode's index of every frame time says, whatever duration the container
+    claims. By index: frames must come in strictly increasing time (a repeated time is a frame
+    served twice).
     """
     if fetched.requests is None:
         return [i for i in range(1, len(fetched.pts)) if fetched.pts[i] <= fetched.pts[i - 1]]
     return frame_time_problems(
-        fetched.requests, fetched.pts, fetched.durations, period=_period(item, options)
+        fetched.requests,
+        fetched.pts,
+        fetched.durations,
+        period=_period(item, options),
+        allow_held=True,
     )
 
 
@@ -573,11 +580,9 @@ def _fetch_video(item: Probed, plan: ClipPlan, decoder: Any, options: DecodeOpti
     """The planned frames of one clip, each verified to be the one planned.
 
     Seeking first (fast), except on containers that seek wrongly (:data:`SEQUENTIAL_CONTAINERS`);
-    a frame that is not the one shown at its requested time (checked against the frame's time
-    and duration: :func:`wrong_frames`) sends the clip to a sequential decode, whose frames are
-    right by construction (each is the last decoded frame at or before its time). The check is
-    deliberately strict: a variable-frame-rate file whose container durations understate a held
-    frame takes the sequential path too (slower, never wrong).
+    a frame that is not the one shown at its requested time (:func:`wrong_frames`) sends the
+    clip to a sequential decode, whose frames are right by construction (each is the last
+    decoded frame at or before its time).
 
     Raises:
         SampleError: ``unsupported_container`` (an MPEG-TS/PS file whose frames cannot be

@@ -286,6 +286,7 @@ def frame_time_problems(
     durations: Sequence[float],
     *,
     period: float,
+    allow_held: bool = False,
 ) -> list[int]:
     """Positions whose decoded frame is not the one shown at the requested time.
 
@@ -293,12 +294,16 @@ def frame_time_problems(
     tolerance for container rounding, and a missing or zero duration counts as one source
     frame. Decoders seek wrongly on some containers (MPEG-TS), returning a frame seconds away
     with its own, correct time: this check is what refuses to serve it.
+
+    With ``allow_held`` a frame that started before its request is accepted however long ago:
+    torchcodec reports nominal durations (1/30 s for a frame a variable-frame-rate file holds
+    for 0.23 s), so only a frame *later* than its request proves a wrong seek.
     """
     tau = time_tolerance(period)
     bad = []
     for i, (t, p, d) in enumerate(zip(requests, pts_seconds, durations, strict=True)):
         shown_for = d if d > 0 else period
-        if not (p - tau <= t < p + shown_for + tau):
+        if p - tau > t or (not allow_held and t >= p + shown_for + tau):
             bad.append(i)
     return bad
 
