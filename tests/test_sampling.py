@@ -18,13 +18,13 @@ from wan_data.sampling import (
     check_frame_buckets,
     choose_frame_bucket,
     clip_starts,
+    count_repeats,
     expected_repeated_fraction,
     expects_distinct_frames,
     frame_request_times,
     frame_shown_at,
     frame_time_problems,
     next_frame_request,
-    repeated_fraction,
     sample_rng,
     sampling_period,
 )
@@ -348,9 +348,9 @@ def test_frame_time_problems() -> None:
 
 
 def test_repeated_fraction() -> None:
-    assert repeated_fraction([]) == 0.0
-    assert repeated_fraction([0.0, 0.1, 0.2]) == 0.0
-    assert repeated_fraction([0.0, 0.0, 0.1, 0.1]) == 0.5
+    assert count_repeats([]) == 0
+    assert count_repeats([0.0, 0.1, 0.2]) == 0
+    assert count_repeats([0.0, 0.0, 0.1, 0.1, 0.1]) == 3
     assert expected_repeated_fraction(16.0, 10.0) == pytest.approx(0.375)
     assert expected_repeated_fraction(16.0, 24.0) == 0.0
     assert expected_repeated_fraction(None, 10.0) == 0.0

@@ -71,9 +71,11 @@ logger = logging.getLogger("wan_data")
 Roots = str | os.PathLike[str] | Concept | Sequence[str | os.PathLike[str] | Concept]
 Resolution = tuple[int, int] | Sequence[tuple[int, int]]
 STATE_VERSION = 1
-# Slots of WanVideoDataset._shared.
-_EPOCH, _PASS = 0, 5
-# Slot _PASS holds (pass id << 23) | (epoch + 1): one 64-bit value, so it changes atomically.
+# Slots of WanVideoDataset._shared (shared memory, so set_epoch and load_state_dict reach
+# persistent DataLoader workers): the last pass and its epoch, the resume point, the progress.
+_PASS, _RESUME_EPOCH, _RESUME_POSITION, _PROGRESS_EPOCH, _PROGRESS_POSITION = range(5)
+# Slot _PASS holds (pass id << 23) | (epoch + 1): one 64-bit value, so it changes atomically;
+# pass id 0 means "no pass since set_epoch", and its epoch is then the one before the next.
 _EPOCH_BITS = 23
 _MAX_EPOCH = (1 << _EPOCH_BITS) - 2
 _PASS_ID_MASK = (1 << 40) - 1
@@ -358,12 +360,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         self._world_size = world_size
         self._dist_rank_world = (0, 1)
         self.rank_and_world_size()
-        # Shared memory, so set_epoch and load_state_dict reach persistent DataLoader workers;
-        # [epoch set, resume epoch, resume position, progress epoch, progress position,
-        #  last pass and its epoch (see _begin_pass)].
-        self._shared = multiprocessing.RawArray(
-            ctypes.c_int64, [0, -1, 0, -1, 0, _pack_pass(0, -1)]
-        )
+        self._shared = multiprocessing.RawArray(ctypes.c_int64, [_pack_pass(0, -1), -1, 0, -1, 0])
         self.bucket_set = make_bucket_set(self.resolutions, step=step, max_aspect=max_aspect)
         self.buckets = self.bucket_set.all
         self.limits = ProbeLimits(
@@ -692,7 +689,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
     def epoch(self) -> int:
         """The epoch of the current (or last) pass; before any pass, the one the next will use."""
         pass_id, epoch = _unpack_pass(int(self._shared[_PASS]))
-        return epoch if pass_id else int(self._shared[_EPOCH])
+        return epoch if pass_id else epoch + 1
 
     def next_epoch(self) -> int:
         """The epoch the next pass over the dataset will use.
@@ -701,8 +698,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         epoch by one, so a plain loop never trains on epoch 0's windows, crops and captions
         forever; :meth:`set_epoch` (and :meth:`load_state_dict`) choose it explicitly instead.
         """
-        pass_id, epoch = _unpack_pass(int(self._shared[_PASS]))
-        return epoch + 1 if pass_id else int(self._shared[_EPOCH])
+        return _unpack_pass(int(self._shared[_PASS]))[1] + 1
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch of the next pass: a new plan and new seeded windows, crops and
@@ -714,7 +710,6 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         epoch = int(epoch)
         if not 0 <= epoch < _MAX_EPOCH:
             raise ValueError(format_error("epoch", epoch, f"must be in [0, {_MAX_EPOCH})"))
-        self._shared[_EPOCH] = epoch
         self._shared[_PASS] = _pack_pass(0, epoch - 1)
         self.rank_and_world_size()
 
@@ -734,13 +729,11 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             self._shared[_PASS] = _pack_pass(_MAIN_PASS, epoch)
             return epoch
         pass_id = (hash((int(info.seed) - int(info.id), self._iterations)) & _PASS_ID_MASK) | 2
-        current = int(self._shared[_PASS])
-        recorded, epoch = _unpack_pass(current)
+        recorded, epoch = _unpack_pass(int(self._shared[_PASS]))
         if recorded == pass_id:
             return epoch
-        epoch = epoch + 1 if recorded else int(self._shared[_EPOCH])
-        self._shared[_PASS] = _pack_pass(pass_id, epoch)
-        return epoch
+        self._shared[_PASS] = _pack_pass(pass_id, epoch + 1)
+        return epoch + 1
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -949,11 +942,13 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         return _ProgressLoader(self, **kwargs)
 
     def _start_position(self, epoch: int) -> int:
-        return int(self._shared[2]) if int(self._shared[1]) == epoch else 0
+        if int(self._shared[_RESUME_EPOCH]) == epoch:
+            return int(self._shared[_RESUME_POSITION])
+        return 0
 
     def _record_progress(self, epoch: int, position: int) -> None:
-        self._shared[3] = epoch
-        self._shared[4] = position
+        self._shared[_PROGRESS_EPOCH] = epoch
+        self._shared[_PROGRESS_POSITION] = position
 
     # -- exact resume --------------------------------------------------------------------
 
@@ -966,7 +961,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         """
         if last_batch is not None:
             epoch, position = int(last_batch["epoch"]), int(last_batch["position"]) + 1
-        elif int(self._shared[3]) < 0:
+        elif int(self._shared[_PROGRESS_EPOCH]) < 0:
             raise RuntimeError(
                 format_error(
                     "progress of this dataset",
@@ -977,7 +972,8 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
                 )
             )
         else:
-            epoch, position = int(self._shared[3]), int(self._shared[4])
+            epoch = int(self._shared[_PROGRESS_EPOCH])
+            position = int(self._shared[_PROGRESS_POSITION])
         epoch, position = self._normalise_position(epoch, position)
         rank, world = self.rank_and_world_size()
         return {
@@ -1065,8 +1061,8 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             logger.warning("load_state_dict: %s (allowed)", problem)
         epoch, position = self._normalise_position(int(state["epoch"]), int(state["position"]))
         self.set_epoch(epoch)
-        self._shared[1] = epoch
-        self._shared[2] = position
+        self._shared[_RESUME_EPOCH] = epoch
+        self._shared[_RESUME_POSITION] = position
         self._record_progress(epoch, position)
 
     def _fingerprint(self, samples_digest: str) -> str:

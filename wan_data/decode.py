@@ -28,11 +28,11 @@ from .sampling import (
     available_frames,
     choose_frame_bucket,
     clip_starts,
+    count_repeats,
     distinct_frames,
     expects_distinct_frames,
     frame_request_times,
     frame_time_problems,
-    repeated_fraction,
     sample_rng,
     sampling_period,
 )
@@ -350,6 +350,13 @@ def _period(item: Probed, options: DecodeOptions) -> float:
     return sampling_period(options.fps, item.metadata.fps or None, item.metadata.duration)
 
 
+def _seekable_video(item: Probed) -> bool:
+    """A video whose clips are fetched by seeking (the others: images, and containers that are
+    decoded sequentially with a decoder of their own)."""
+    ext = os.path.splitext(item.path)[1].lower().lstrip(".")
+    return item.metadata.media_type == "video" and ext not in SEQUENTIAL_CONTAINERS
+
+
 def _time_reason(path: str) -> str:
     """``unsupported_container`` for containers known to seek wrongly, else ``bad_timestamps``."""
     ext = os.path.splitext(path)[1].lower().lstrip(".")
@@ -445,7 +452,7 @@ def decode_one(
     meta = item.metadata
     caption = caption_for(item, options, epoch)
     decoder = None
-    if meta.media_type == "video":
+    if _seekable_video(item):
         decoder = _open_decoder(
             item.path, plans[0].resized, (meta.width, meta.height), options.num_ffmpeg_threads
         )
@@ -512,7 +519,7 @@ def decode_sample(
     plans = plan_clips(item, options, epoch)
     plan = plans[clip_index]
     decoder = None
-    if item.metadata.media_type == "video":
+    if _seekable_video(item):
         decoder = _open_decoder(
             item.path,
             plan.resized,
@@ -544,7 +551,7 @@ def _decode_clip(
 ) -> Clip:
     meta = item.metadata
     bucket = plan.bucket
-    if decoder is None:
+    if meta.media_type == "image":
         data, times = _decode_image(item.path, plan), [0.0]
         repeats = 0
     else:
@@ -552,7 +559,7 @@ def _decode_clip(
         if len(fetched.pts) != bucket.frames:
             bucket = Bucket(len(fetched.pts), bucket.width, bucket.height)
         data, times = fetched.data, fetched.pts
-        repeats = round(repeated_fraction(times) * len(times))
+        repeats = count_repeats(times)
     rw, rh = plan.resized
     return Clip(
         key=f"{item.key}#{plan.clip_index}",
@@ -589,8 +596,7 @@ def _fetch_video(item: Probed, plan: ClipPlan, decoder: Any, options: DecodeOpti
             reached at their times) or ``bad_timestamps`` (frame times that go backwards, or
             times before the first decodable frame).
     """
-    ext = os.path.splitext(item.path)[1].lower().lstrip(".")
-    if ext in SEQUENTIAL_CONTAINERS:
+    if decoder is None:  # a container decoded sequentially (see _seekable_video)
         fetched = _fetch_sequential(item.path, plan, item, options)
     else:
         try:

@@ -292,11 +292,19 @@ class _Prefetcher:
                 self.cache.put(source.path, meta)
         return meta, self._verdict(source, meta)
 
-    def _verdict(self, source: Source, meta: VideoMetadata) -> Verdict | None:
-        """The integrity verdict of a usable video (remembered per file version), else None:
-        a file the metadata rules already reject is not decoded for nothing."""
+    def _checked(self, meta: VideoMetadata) -> bool:
+        """Whether the integrity check applies: to videos the metadata rules accept (a file
+        they reject is not decoded for nothing)."""
         limits = self.integrity
-        if limits is None or meta.media_type != "video" or validate_metadata(meta, limits):
+        return (
+            limits is not None
+            and meta.media_type == "video"
+            and validate_metadata(meta, limits) is None
+        )
+
+    def _verdict(self, source: Source, meta: VideoMetadata) -> Verdict | None:
+        """The integrity verdict of a checked video (remembered per file version), else None."""
+        if not self._checked(meta):
             return None
         verdict = self.cache.get_integrity(source.path) if self.cache is not None else None
         if verdict is None:
@@ -311,9 +319,7 @@ class _Prefetcher:
         meta = self.cache.get(source.path) if self.cache is not None else None
         if meta is None:
             return None
-        if self.integrity is None or meta.media_type != "video":
-            return meta, None
-        if validate_metadata(meta, self.integrity):
+        if not self._checked(meta):
             return meta, None
         assert self.cache is not None
         verdict = self.cache.get_integrity(source.path)

@@ -27,6 +27,7 @@ __all__ = [
     "check_frame_buckets",
     "choose_frame_bucket",
     "clip_starts",
+    "count_repeats",
     "distinct_frames",
     "expected_repeated_fraction",
     "expects_distinct_frames",
@@ -34,7 +35,6 @@ __all__ = [
     "frame_shown_at",
     "frame_time_problems",
     "next_frame_request",
-    "repeated_fraction",
     "sample_rng",
     "sampling_period",
     "time_tolerance",
@@ -308,12 +308,9 @@ def frame_time_problems(
     return bad
 
 
-def repeated_fraction(pts_seconds: Sequence[float]) -> float:
-    """Fraction of a clip's frames that repeat the frame before them (0.0 for an empty clip)."""
-    if not pts_seconds:
-        return 0.0
-    repeats = sum(1 for a, b in itertools.pairwise(pts_seconds) if b <= a)
-    return repeats / len(pts_seconds)
+def count_repeats(pts_seconds: Sequence[float]) -> int:
+    """How many of a clip's frames repeat the frame before them."""
+    return sum(1 for a, b in itertools.pairwise(pts_seconds) if b <= a)
 
 
 def expected_repeated_fraction(fps: float | None, source_fps: float) -> float:
