@@ -142,10 +142,10 @@ def available_frames(
     Grid point ``i`` (time ``i / fps`` from the start) counts when it lies inside the video,
     up to its very end within the container's rounding (:data:`END_ROUNDING_SECONDS`): 81
     frames at 16 fps span exactly 5.0 s from first to last, so a 5.0 s clip fills them (the last
-    grid point shows the source's last frame). When the source is at least as fast as the target, the last grid
-    point must also fall past the start of the source's last frame plus the tolerance, or it
-    would show the same frame as the point before it (``source_fps=None`` assumes a source at
-    the target rate, the strictest case).
+    grid point shows the source's last frame). When the source is at least as fast as the
+    target, the last grid point must also fall past the start of the source's last frame plus
+    the tolerance, or it would show the same frame as the point before it (``source_fps=None``
+    assumes a source at the target rate, the strictest case).
 
     Pure: the probe, the planner, the scan and the decoder all count with it.
     """
