@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from contract import check_stage_contract
 from media import Corpus, MediaSpec, make_video
 
 import wan_data.decode as decode_module
@@ -22,6 +21,7 @@ from wan_data.pipeline import StageContext
 from wan_data.policy import ErrorPolicy
 from wan_data.probe import probe_metadata
 from wan_data.sampling import available_frames
+from wan_data.testing import check_stage_contract
 
 torchcodec_decoders = pytest.importorskip("torchcodec.decoders")
 VideoDecoder = torchcodec_decoders.VideoDecoder

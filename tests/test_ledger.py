@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from contract import check_stage_contract
 
 from wan_data.breaker import FILTER_REASONS, BreakerConfig
 from wan_data.collect import collect
@@ -29,6 +28,7 @@ from wan_data.ledger import (
 from wan_data.pipeline import StageContext
 from wan_data.policy import ErrorPolicy
 from wan_data.probe import probe
+from wan_data.testing import check_stage_contract
 
 
 def _file(folder: Path, name: str, data: bytes = b"broken") -> Path:

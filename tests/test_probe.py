@@ -6,13 +6,13 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from contract import check_stage_contract
 from media import Corpus, MediaSpec
 
 from wan_data.items import Failed, Probed, Source, ValidationResult, VideoMetadata
 from wan_data.pipeline import StageContext
 from wan_data.policy import ErrorPolicy
 from wan_data.probe import ProbeLimits, probe, probe_metadata, validate_file, validate_metadata
+from wan_data.testing import check_stage_contract
 
 LIMITS_16 = ProbeLimits(min_frames=17, fps=16.0)
 

@@ -1,4 +1,7 @@
-"""The contract every wan_data stage honours, as one reusable check (torchdata.nodes style).
+"""The stage contract, public: the check every wan_data stage's tests run, and yours can.
+
+A stage honours one contract whatever it does to good items (torchdata.nodes style: one shared
+helper every test calls).
 
 A stage is ``stage(items, *, policy, **options) -> Iterator``. Whatever it does to good items,
 at its boundary it must behave the same way as every other stage: empty in gives empty out,
@@ -6,12 +9,15 @@ at its boundary it must behave the same way as every other stage: empty in gives
 ``Failed(reason="invalid_item")`` instead of crossing the boundary, the output is deterministic
 and survives pickling (DataLoader workers ship items to the main process by pickle).
 
-Usage from a stage's tests::
+Usage from a stage's tests (the library's own, or a user's stage)::
 
-    from contract import check_stage_contract
+    from wan_data.testing import check_stage_contract
 
     def test_probe_contract(corpus):
         check_stage_contract(probe, [source_a, source_b], limits=ProbeLimits())
+
+The checks raise :class:`AssertionError` explicitly (never through ``assert`` statements), so
+they hold under ``python -O`` too.
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ from wan_data.items import Failed
 from wan_data.policy import ErrorPolicy
 
 __all__ = ["check_stage_contract", "fingerprint", "invalid_inputs", "passthrough_failed"]
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise AssertionError(message)
 
 
 class _TensorPrint:
@@ -153,18 +164,19 @@ def check_stage_contract(
     Raises:
         AssertionError: naming the clause, (a) to (f), that the stage breaks.
     """
-    assert good_inputs, "check_stage_contract needs at least one good input"
+    _check(bool(good_inputs), "check_stage_contract needs at least one good input")
     name = getattr(stage, "__qualname__", repr(stage))
 
     # (a) empty in, empty out.
     empty = _run(stage, [], policy_kw, kwargs)
-    assert empty == [], f"(a) {name}: empty input gave {empty!r}"
+    _check(empty == [], f"(a) {name}: empty input gave {empty!r}")
 
     # (c) determinism, and the reference output of the good inputs.
     first = _run(stage, list(good_inputs), policy_kw, kwargs)
     second = _run(stage, list(good_inputs), policy_kw, kwargs)
-    assert fingerprint(first) == fingerprint(second), (
-        f"(c) {name}: two runs on the same inputs differ:\n{first!r}\n{second!r}"
+    _check(
+        fingerprint(first) == fingerprint(second),
+        f"(c) {name}: two runs on the same inputs differ:\n{first!r}\n{second!r}",
     )
 
     # (b) a Failed passes through untouched, exactly once.
@@ -173,11 +185,12 @@ def check_stage_contract(
     mixed = [*good_inputs[:middle], upstream, *good_inputs[middle:]]
     with_failed = _run(stage, mixed, policy_kw, kwargs)
     same = [o for o in with_failed if o is upstream]
-    assert len(same) == 1, f"(b) {name}: the upstream Failed came out {len(same)} times"
-    assert upstream == passthrough_failed(), f"(b) {name}: the upstream Failed was modified"
+    _check(len(same) == 1, f"(b) {name}: the upstream Failed came out {len(same)} times")
+    _check(upstream == passthrough_failed(), f"(b) {name}: the upstream Failed was modified")
     rest = [o for o in with_failed if o is not upstream]
-    assert fingerprint(rest) == fingerprint(first), (
-        f"(b) {name}: an upstream Failed changed the other outputs"
+    _check(
+        fingerprint(rest) == fingerprint(first),
+        f"(b) {name}: an upstream Failed changed the other outputs",
     )
 
     # (d) None and stray objects become Failed(reason="invalid_item"), one each.
@@ -185,21 +198,24 @@ def check_stage_contract(
     polluted = [bad[0], *good_inputs[:middle], bad[1], *good_inputs[middle:], bad[2]]
     outputs = _run(stage, polluted, policy_kw, kwargs)
     leaked = [o for o in outputs if any(o is b for b in bad)]
-    assert not leaked, f"(d) {name}: invalid inputs crossed the boundary as-is: {leaked!r}"
+    _check(not leaked, f"(d) {name}: invalid inputs crossed the boundary as-is: {leaked!r}")
     invalid = [o for o in outputs if isinstance(o, Failed) and o.reason == "invalid_item"]
-    assert len(invalid) == len(bad), (
-        f"(d) {name}: expected {len(bad)} Failed(reason='invalid_item'), got {invalid!r}"
+    _check(
+        len(invalid) == len(bad),
+        f"(d) {name}: expected {len(bad)} Failed(reason='invalid_item'), got {invalid!r}",
     )
-    assert all(f.stage and f.message for f in invalid), f"(d) {name}: {invalid!r}"
+    _check(all(f.stage and f.message for f in invalid), f"(d) {name}: {invalid!r}")
     others = [o for o in outputs if not (isinstance(o, Failed) and o.reason == "invalid_item")]
-    assert fingerprint(others) == fingerprint(first), (
-        f"(d) {name}: invalid inputs changed the outputs of the good ones"
+    _check(
+        fingerprint(others) == fingerprint(first),
+        f"(d) {name}: invalid inputs changed the outputs of the good ones",
     )
 
     # (e) nothing None comes out of any run.
     for run in (first, with_failed, outputs):
-        assert all(isinstance(o, Failed) or o is not None for o in run), (
-            f"(e) {name}: None in the output {run!r}"
+        _check(
+            all(isinstance(o, Failed) or o is not None for o in run),
+            f"(e) {name}: None in the output {run!r}",
         )
 
     # (f) everything survives pickling (DataLoader workers pickle what they yield).
@@ -208,6 +224,7 @@ def check_stage_contract(
             restored = pickle.loads(pickle.dumps(run))
         except Exception as exc:
             raise AssertionError(f"(f) {name}: outputs do not pickle: {exc!r}") from exc
-        assert fingerprint(restored) == fingerprint(run), (
-            f"(f) {name}: outputs changed in a pickle round trip"
+        _check(
+            fingerprint(restored) == fingerprint(run),
+            f"(f) {name}: outputs changed in a pickle round trip",
         )

@@ -1,0 +1,42 @@
+"""batches.py: the bucket stage (``build_samples``) honours the stage contract."""
+
+from __future__ import annotations
+
+from media import Corpus
+
+from wan_data.batches import PlanSample, build_samples
+from wan_data.decode import DecodeOptions
+from wan_data.items import Failed, Probed, Source
+from wan_data.pipeline import StageContext
+from wan_data.policy import ErrorPolicy
+from wan_data.probe import probe_metadata
+from wan_data.testing import check_stage_contract
+
+
+def _probed(corpus: Corpus, name: str) -> Probed:
+    source = Source(key=name, path=str(corpus.path(name)), media_type="video")
+    if name.startswith("images/"):
+        source = Source(key=name, path=str(corpus.path(name)), media_type="image")
+    return Probed(source=source, metadata=probe_metadata(source))
+
+
+OPTIONS = DecodeOptions(frames=(17, 33), fps=16.0, buckets=((64, 64), (96, 48)), no_upscale=True)
+
+
+def test_build_samples_honours_the_stage_contract(corpus: Corpus) -> None:
+    items = [_probed(corpus, "good/h264_landscape.mp4"), _probed(corpus, "images/portrait.jpg")]
+    check_stage_contract(build_samples, items, options=OPTIONS, context=StageContext())
+
+
+def test_build_samples_gives_one_sample_per_clip_with_its_bucket(corpus: Corpus) -> None:
+    video = _probed(corpus, "good/h264_landscape.mp4")
+    out = list(
+        build_samples([video], options=OPTIONS, policy=ErrorPolicy(), context=StageContext())
+    )
+    (sample,) = out
+    assert isinstance(sample, PlanSample)
+    assert sample.key == f"{video.key}#0" and sample.bucket.frames == 33
+    tiny = DecodeOptions(frames=(17,), fps=16.0, buckets=((4096, 4096),), no_upscale=True)
+    (failed,) = build_samples([video], options=tiny, policy=ErrorPolicy(), context=StageContext())
+    assert isinstance(failed, Failed) and failed.reason == "too_small"
+    assert failed.stage == "bucket"
