@@ -17,7 +17,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .items import VideoMetadata
 
@@ -25,6 +25,7 @@ __all__ = ["CACHE_FORMAT", "MetadataCache", "Verdict"]
 
 logger = logging.getLogger("wan_data")
 
+T = TypeVar("T")
 CACHE_FORMAT = 1  # bump when VideoMetadata's fields or the probe's rules change
 
 
@@ -80,47 +81,43 @@ class MetadataCache:
 
     def get(self, path: str) -> VideoMetadata | None:
         """The cached metadata of ``path`` if the file still has the size and mtime it had."""
-        try:
-            st = os.stat(path)
-        except OSError:
+        version = _version(path)
+        if version is None:  # a vanished file is neither a hit nor a miss
             return None
+        meta = self._current(self._entries, path, version)
         with self._lock:
-            entry = self._entries.get(path)
-            if entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
+            if meta is None:
+                self.misses += 1
+            else:
                 self.hits += 1
-                return entry[2]
-            self.misses += 1
-            return None
+        return meta
+
+    def put(self, path: str, meta: VideoMetadata) -> None:
+        self._store(self._entries, path, meta)
 
     def get_integrity(self, path: str) -> Verdict | None:
         """The integrity verdict of ``path`` if it was checked at its current size and mtime."""
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        with self._lock:
-            entry = self._verdicts.get(path)
-            if entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
-                return entry[2]
-            return None
+        version = _version(path)
+        return None if version is None else self._current(self._verdicts, path, version)
 
     def put_integrity(self, path: str, verdict: Verdict) -> None:
         """Remember a verdict for the file's current version (saved with its metadata row)."""
-        try:
-            st = os.stat(path)
-        except OSError:
-            return
-        with self._lock:
-            self._verdicts[path] = (st.st_size, st.st_mtime_ns, verdict)
-            self._dirty = True
+        self._store(self._verdicts, path, verdict)
 
-    def put(self, path: str, meta: VideoMetadata) -> None:
-        try:
-            st = os.stat(path)
-        except OSError:
+    def _current(
+        self, table: dict[str, tuple[int, int, T]], path: str, version: tuple[int, int]
+    ) -> T | None:
+        """``table``'s value for ``path`` if it was stored for this ``(size, mtime_ns)``."""
+        with self._lock:
+            entry = table.get(path)
+        return entry[2] if entry is not None and entry[:2] == version else None
+
+    def _store(self, table: dict[str, tuple[int, int, T]], path: str, value: T) -> None:
+        version = _version(path)
+        if version is None:
             return
         with self._lock:
-            self._entries[path] = (st.st_size, st.st_mtime_ns, meta)
+            table[path] = (*version, value)
             self._dirty = True
 
     def save(self) -> None:
@@ -150,6 +147,15 @@ class MetadataCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _version(path: str) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file, or None when it cannot be ``stat``-ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _row(path: str, size: int, mtime_ns: int, meta: VideoMetadata) -> dict[str, Any]:
