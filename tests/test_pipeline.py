@@ -510,3 +510,34 @@ def test_stage_context_breaker_is_shared() -> None:
     assert ctx.breaker("x") is ctx.breaker("x", mandatory=False)
     assert ctx.breaker("x").mandatory is True
     assert ctx.breaker("y", mandatory=False).mandatory is False
+
+
+def test_quiet_reasons_log_returned_failures_at_debug_and_still_count_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def judge(n: Num) -> list[Num | Failed]:
+        if n.value > 0:
+            return [n]
+        reason = "expected" if n.value == 0 else "broken"
+        return [Failed(f"n{n.value}", f"/n{n.value}", "judge", reason, "ValueError", "no")]
+
+    context = StageContext()
+    caplog.set_level(logging.DEBUG, logger="wan_data")
+    out = list(
+        map_stage(
+            [Num(1), Num(0), Num(-1)],
+            judge,
+            stage="judge",
+            accepts=Num,
+            policy=ErrorPolicy(),
+            context=context,
+            quiet_reasons=("expected",),
+        )
+    )
+    assert [getattr(o, "reason", None) for o in out] == [None, "expected", "broken"]
+    skips = [r for r in caplog.records if r.getMessage().startswith("skipped")]
+    assert [(r.levelname, r.getMessage().split()[1]) for r in skips] == [
+        ("DEBUG", "/n0"),
+        ("WARNING", "/n-1"),
+    ]
+    assert context.metrics.stages["judge"].by_reason == {"expected": 1, "broken": 1}

@@ -552,78 +552,34 @@ def skip_known_bad(
     """
     if ledger is not None and retry_failed:
         logger.info("ledger %s: retry_failed=True, known-bad files are tried again", ledger.path)
-    ctx = context if context is not None else StageContext()
     check = ledger if ledger is not None and not retry_failed else None
     if check is None:
-        yield from map_stage(items, _pass, stage=STAGE, accepts=Source, policy=policy, context=ctx)
+        yield from map_stage(
+            items, _pass, stage=STAGE, accepts=Source, policy=policy, context=context
+        )
         return
     skipped = 0  # known-bad skips of this pass, for the summary
     examples: list[str] = []  # the first few of their paths
-    recheck: set[int] = set()  # ids of sources whose lookup raised: redone under the policy
-
-    def screen(stream: Iterable[Source | Failed]) -> Iterator[Source | Failed]:
-        """Turn known-bad sources into upstream ``Failed`` items, counted here.
-
-        ``map_stage`` passes upstream failures through without logging them, which is what
-        keeps the per-file WARNING out of the log; the counters and the breaker see each skip
-        exactly as if ``map_stage`` had produced it.
-        """
-        nonlocal skipped
-        stats = ctx.metrics.stage(STAGE)
-        breaker = ctx.breaker(STAGE)
-        for item in stream:
-            if not isinstance(item, Source):
-                yield item  # failures pass through; stray objects become invalid_item there
-                continue
-            started = time.perf_counter()
-            try:
-                entry, raised = check.known_bad(item.path), False
-            except Exception:
-                entry, raised = None, True
-            stats.seconds += time.perf_counter() - started
-            if raised:
-                # A bug or an odd path: let map_stage redo the lookup under the policy, so it
-                # gets the stage's usual retry / skip / breaker treatment and its warning.
-                recheck.add(id(item))
-                yield item
-                continue
-            if entry is None:
-                yield item
-                continue
-            failed = _known_bad_failure(item, entry, check)
-            stats.items_in += 1
-            stats.failed += 1
-            stats.by_reason[failed.reason] += 1
-            stats.by_error_type[failed.error_type] += 1
-            skipped += 1
-            if len(examples) < _SUMMARY_EXAMPLES:
-                examples.append(item.path)
-            logger.debug(
-                "skipped %s at stage=%s: %s",
-                failed.path,
-                STAGE,
-                failed.message,
-                extra={
-                    "stage": STAGE,
-                    "key": failed.key,
-                    "path": failed.path,
-                    "reason": failed.reason,
-                    "error_type": failed.error_type,
-                },
-            )
-            yield failed  # before the breaker may raise, so the report keeps it
-            breaker.record_failure(failed)  # a filter reason: never trips it, as in map_stage
 
     def one(source: Source) -> list[Source | Failed]:
-        if id(source) not in recheck:
-            return [source]
-        recheck.discard(id(source))
+        nonlocal skipped
         entry = check.known_bad(source.path)
-        return [source if entry is None else _known_bad_failure(source, entry, check)]
+        if entry is None:
+            return [source]
+        skipped += 1
+        if len(examples) < _SUMMARY_EXAMPLES:
+            examples.append(source.path)
+        return [_known_bad_failure(source, entry, check)]
 
     try:
         yield from map_stage(
-            screen(items), one, stage=STAGE, accepts=Source, policy=policy, context=ctx
+            items,
+            one,
+            stage=STAGE,
+            accepts=Source,
+            policy=policy,
+            context=context,
+            quiet_reasons=(KNOWN_BAD_REASON,),
         )
     finally:
         if skipped:

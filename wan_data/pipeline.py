@@ -14,7 +14,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -103,6 +103,7 @@ def map_stage(
     policy: ErrorPolicy,
     context: StageContext | None = None,
     mandatory: bool = True,
+    quiet_reasons: Collection[str] = (),
 ) -> Iterator[Out | Failed]:
     """Apply ``fn`` to every accepted item under ``policy``; see the module docstring.
 
@@ -118,6 +119,9 @@ def map_stage(
             optional: a pass-through stage (a cache write) whose items continue unchanged
             while its breaker is open, until a trial after the cooldown succeeds, and when
             the policy says an error is only a warning.
+        quiet_reasons: reasons of the ``Failed`` items ``fn`` returns that are logged at DEBUG
+            instead of WARNING (the stage logs its own summary: the ledger's known-bad skips,
+            warned about when the files first failed). They are counted as every skip is.
     """
     ctx = context if context is not None else StageContext()
     stats = ctx.metrics.stage(stage)
@@ -180,7 +184,8 @@ def map_stage(
                 if isinstance(out, Failed):
                     clean = False
                     _count_failure(stats, out)
-                    logger.warning(
+                    logger.log(
+                        logging.DEBUG if out.reason in quiet_reasons else logging.WARNING,
                         "skipped %s at stage=%s: %s",
                         out.path,
                         out.stage,
