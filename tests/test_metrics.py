@@ -15,7 +15,6 @@ from wan_data.metrics import (
     StageStats,
     YieldCounter,
     latest_memory,
-    live_yield_parts,
     merge_reports,
     scalars,
 )
@@ -319,16 +318,15 @@ def test_merge_adds_yielded_counts_across_ranks() -> None:
     assert flat["wan_data/batches_yielded"] == 6.0 and flat["wan_data/batches_produced"] == 9.0
 
 
-def test_yield_counter_is_live_in_its_process_and_writes_its_part(tmp_path: Path) -> None:
+def test_yield_counter_snapshots_live_and_writes_its_part(tmp_path: Path) -> None:
     counter = YieldCounter(tmp_path, "part-e0-r0", [("h", 11)], write_every=3600.0)
     counter.record(2)
     counter.record(1)
-    live = live_yield_parts(tmp_path)
-    assert list(live) == [counter.name] and counter.name.startswith("part-e0-r0-yielded-")
-    assert (live[counter.name]["batches_yielded"], live[counter.name]["samples_yielded"]) == (2, 3)
+    live = counter.snapshot()
+    assert live["part"] == counter.name and counter.name.startswith("part-e0-r0-yielded-")
+    assert (live["batches_yielded"], live["samples_yielded"]) == (2, 3)
     assert not counter.path.exists()  # not yet due: report() in this process reads it live
     counter.close()
-    assert live_yield_parts(tmp_path) == {}
     part = json.loads(counter.path.read_text())
     merged = merge_reports([part, _produced("h", 11, 4, 8, in_worker=True)])
     assert (merged["batches_yielded"], merged["samples_yielded"]) == (2, 3)

@@ -45,7 +45,14 @@ from .ledger import Ledger, skip_known_bad
 from .logs import log_to_jsonl
 from .memory import MemoryStats, merge_memory
 from .metadata_cache import MetadataCache
-from .metrics import Metrics, MetricsCallback, latest_memory, merge_reports, write_snapshot
+from .metrics import (
+    Metrics,
+    MetricsCallback,
+    YieldCounter,
+    latest_memory,
+    merge_reports,
+    write_snapshot,
+)
 from .options import check_sample_options, resolve_shape
 from .pipeline import StageContext
 from .plan import EpochPlan, check_plan_options, plan_epoch
@@ -389,6 +396,9 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             self.report_dir.mkdir(parents=True, exist_ok=True)
         self._iterations = 0  # per process: names this process's report parts
         self._live: tuple[str, Metrics] | None = None
+        # The YieldCounters of this process's running loaders, by part name: report() reads
+        # them live rather than their last written parts.
+        self._yielding: dict[str, YieldCounter] = {}
         self._cache_stats: tuple[float, CacheStats] | None = None
         self._plan_stats: tuple[tuple[int, int], dict[str, object]] | None = None
         self.metrics_enabled = bool(metrics)
@@ -738,6 +748,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_encoder"] = None  # the VAE stays in the process that loaded it
+        state["_yielding"] = {}  # the trainer's process counts what it receives
         if get_spawning_popen() is None:
             # Plain pickling (not a worker being spawned): shared memory cannot travel, the
             # values can. A spawned worker receives the shared array itself.
@@ -1098,18 +1109,20 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         Worker snapshots lag by at most :data:`SNAPSHOT_SECONDS` while they iterate (exact
         once their iteration ends).
         """
-        live = self._live
+        live: dict[str, Callable[[], dict[str, Any]]] = {
+            name: counter.snapshot for name, counter in self._yielding.items()
+        }
+        if self._live is not None:
+            live[self._live[0]] = self._live[1].snapshot
         parts = []
         for path in sorted(self.report_dir.glob("part-*.json")):
-            if live is not None and path.name == live[0]:
+            if path.name in live:
                 continue
             try:
                 parts.append(json.loads(path.read_text()))
             except (OSError, ValueError) as exc:
                 logger.warning("report part %s unreadable (%s); ignored", path, exc)
-        if live is not None:
-            parts.append(live[1].snapshot())
-        return parts
+        return parts + [snapshot() for snapshot in live.values()]
 
     def report(self, *, all_ranks: bool = False) -> dict[str, Any]:
         """The aggregate over every worker and iteration so far (JSON-serialisable).
@@ -1134,13 +1147,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
                 without it. Construction counts are the same on every rank (each probes
                 every source), so they are taken from rank 0's parts only.
         """
-        from .metrics import live_yield_parts  # (the module's imports are not this method's)
-
-        # What this process's loaders handed to the trainer so far, live, instead of their
-        # last written parts.
-        live = live_yield_parts(self.report_dir)
-        parts = [p for p in self._report_parts() if p.get("part") not in live]
-        parts += live.values()
+        parts = self._report_parts()
         # This process's memory now, and each worker's latest snapshot (not this process's
         # own older snapshots: it would count twice).
         mine = (socket.gethostname(), os.getpid())
@@ -1343,8 +1350,6 @@ class _ProgressLoader(DataLoader[dict[str, Any]]):
     """
 
     def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
-        from .metrics import YieldCounter  # (the module's imports are not this class's)
-
         dataset = self.dataset
         assert isinstance(dataset, WanVideoDataset)
         # Begin the pass here, in the main process, so the progress recorded below and every
@@ -1371,6 +1376,7 @@ class _ProgressLoader(DataLoader[dict[str, Any]]):
                 workers,
                 write_every=SNAPSHOT_SECONDS,
             )
+            dataset._yielding[counter.name] = counter
         try:
             for count, batch in enumerate(batches, start=1):
                 dataset._record_progress(int(batch["epoch"]), int(batch["position"]) + 1)
@@ -1382,6 +1388,7 @@ class _ProgressLoader(DataLoader[dict[str, Any]]):
         finally:
             if counter is not None:
                 counter.close()
+                dataset._yielding.pop(counter.name, None)
         if watch:
             dataset._emit_metrics()
 

@@ -27,7 +27,6 @@ import logging
 import os
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,7 +45,6 @@ __all__ = [
     "StageStats",
     "YieldCounter",
     "latest_memory",
-    "live_yield_parts",
     "merge_reports",
     "scalars",
     "write_snapshot",
@@ -150,8 +148,6 @@ class Metrics:
 YIELD_PART_KIND = "yielded"
 """``kind`` of the report parts written by :class:`YieldCounter`."""
 
-_running_lock = threading.Lock()
-_running: dict[str, dict[str, YieldCounter]] = {}  # report folder -> part name -> counter
 _sequence = itertools.count()
 
 
@@ -163,10 +159,9 @@ class YieldCounter:
     :func:`merge_reports` knows those workers' production is accounted for (a worker part no
     counter names belongs to a loader that did not count: a plain ``DataLoader``).
 
-    While open, the counter is registered under its report folder, and
-    :func:`live_yield_parts` gives its current counts to ``report()`` in this process (the
-    part file, written at most every ``write_every`` seconds and at :meth:`close`, is for
-    other processes that read the folder).
+    ``report()`` in the trainer's process reads the open counter's :meth:`snapshot` live (the
+    dataset holds it while its loader runs); the part file, written at most every
+    ``write_every`` seconds and at :meth:`close`, is for other processes that read the folder.
 
     Args:
         report_dir: the dataset's report folder.
@@ -191,8 +186,6 @@ class YieldCounter:
         self.samples = 0
         self.write_every = write_every
         self._written = time.monotonic()
-        with _running_lock:
-            _running.setdefault(str(self.path.parent), {})[self.name] = self
 
     def record(self, samples: int) -> None:
         """Count one batch of ``samples`` samples handed to the trainer."""
@@ -216,13 +209,8 @@ class YieldCounter:
         }
 
     def close(self) -> None:
-        """Write the final counts and stop being live."""
+        """Write the final counts."""
         self._write()
-        with _running_lock:
-            live = _running.get(str(self.path.parent), {})
-            live.pop(self.name, None)
-            if not live:
-                _running.pop(str(self.path.parent), None)
 
     def _write(self) -> None:
         try:
@@ -231,14 +219,6 @@ class YieldCounter:
             # The dataset's private report folder is gone (garbage collected, or the
             # interpreter is exiting): nobody can read the part any more.
             logger.debug("report folder %s is gone; %s not written", self.path.parent, self.name)
-
-
-def live_yield_parts(report_dir: Path) -> dict[str, dict[str, Any]]:
-    """``part name -> snapshot`` of the :class:`YieldCounter` s open in this process for
-    ``report_dir``: they replace their (older) part files in a report."""
-    with _running_lock:
-        counters = list(_running.get(str(Path(report_dir)), {}).values())
-    return {c.name: c.snapshot() for c in counters}
 
 
 def write_snapshot(path: Path, snapshot: dict[str, Any]) -> None:
