@@ -219,14 +219,15 @@ def test_short_video_is_too_short_with_file_fps_and_smallest_bucket(corpus: Corp
     assert str(corpus.path(name)) in failed.message
     assert "16 fps" in failed.message
     assert "(17)" in failed.message  # the smallest frame bucket
-    assert "8 frames" in failed.message  # 0.5 s at 16 fps
+    # 0.5 s of a 24 fps source: grid points 0..8 at 16 fps, the last at the very end
+    assert "9 frames" in failed.message
     # Counting native frames instead: 12 < 17.
     native = _failed(corpus, name, ProbeLimits(min_frames=17, fps=None))
     assert native.reason == "too_short"
     assert "12 native frames" in native.message
-    # 0.5 s holds 8 frames at 16 fps: enough for a 5-frame bucket, not for a 9-frame one.
-    assert _probed(corpus, name, ProbeLimits(min_frames=5, fps=16.0)).metadata.frame_count == 12
-    assert _failed(corpus, name, ProbeLimits(min_frames=9, fps=16.0)).reason == "too_short"
+    # 0.5 s gives 9 frames at 16 fps: enough for a 9-frame bucket, not for a 13-frame one.
+    assert _probed(corpus, name, ProbeLimits(min_frames=9, fps=16.0)).metadata.frame_count == 12
+    assert _failed(corpus, name, ProbeLimits(min_frames=13, fps=16.0)).reason == "too_short"
 
 
 def test_max_pixels_boundary(corpus: Corpus) -> None:
@@ -274,9 +275,12 @@ def test_validate_metadata_rules_and_their_order() -> None:
     assert validate_metadata(_meta(width=4), limits)[0] == "too_small"  # type: ignore[index]
     assert validate_metadata(_meta(width=161), limits)[0] == "too_large"  # type: ignore[index]
     assert validate_metadata(_meta(frame_count=0), limits)[0] == "no_frames"  # type: ignore[index]
-    # 1.0 s at 16 fps gives exactly 16 frames: one short of 17; 1.0625 s gives 17.
-    assert validate_metadata(_meta(duration=1.0), limits)[0] == "too_short"  # type: ignore[index]
-    assert validate_metadata(_meta(duration=1.0625), limits) is None
+    # 1.0 s of a 16 fps source gives exactly 16 frames at 16 fps: one short of 17; 1.0625 s
+    # gives 17. The same 1.0 s of a 24 fps source fills 17 (its last frame ends the clip).
+    at_16 = _meta(duration=1.0, fps=16.0, frame_count=16)
+    assert validate_metadata(at_16, limits)[0] == "too_short"  # type: ignore[index]
+    assert validate_metadata(_meta(duration=1.0625, fps=16.0, frame_count=17), limits) is None
+    assert validate_metadata(_meta(duration=1.0, frame_count=24), limits) is None
     native = ProbeLimits(min_frames=17, fps=None, max_pixels=160 * 90)
     assert validate_metadata(_meta(frame_count=16), native)[0] == "too_short"  # type: ignore[index]
     assert validate_metadata(_meta(frame_count=17, duration=0.1), native) is None
@@ -287,6 +291,11 @@ def test_validate_metadata_rules_and_their_order() -> None:
     assert low is not None and low[0] == "low_fps" and "min_source_fps=12" in low[1]
     assert validate_metadata(_meta(fps=12.0, duration=3.0, frame_count=36), slow) is None
     assert validate_metadata(image, slow) is None  # images have no frame rate
+    # 5.0 s of 24 fps fills 81 frames at 16 fps: the probe counts as the planner does.
+    five = _meta(fps=24.0, duration=5.0, frame_count=120)
+    assert (
+        validate_metadata(five, ProbeLimits(min_frames=81, fps=16.0, max_pixels=160 * 90)) is None
+    )
 
 
 # --------------------------------------------------------------------------- validate_file

@@ -27,6 +27,7 @@ from wan_data.sampling import (
     next_frame_request,
     sample_rng,
     sampling_period,
+    split_unused_frames,
 )
 
 # --- sample_rng -----------------------------------------------------------------------------
@@ -354,3 +355,22 @@ def test_repeated_fraction() -> None:
     assert expected_repeated_fraction(16.0, 10.0) == pytest.approx(0.375)
     assert expected_repeated_fraction(16.0, 24.0) == 0.0
     assert expected_repeated_fraction(None, 10.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("available", "clips", "largest", "expected"),
+    [
+        (40, [33], 81, (7, 0)),  # shorter than the largest bucket: rounded down to 33
+        (40, [33], 33, (0, 7)),  # the clip is as long as allowed: head leaves the rest
+        (100, [81], 81, (0, 19)),
+        (170, [81], 81, (0, 89)),  # head: everything after its one window
+        (170, [81, 81], 81, (0, 8)),  # chunks: the remainder
+        (70, [33, 33], 81, (4, 0)),  # chunks: the last chunk could have been 37 long
+        (33, [33], 81, (0, 0)),
+        (0, [], 81, (0, 0)),
+    ],
+)
+def test_split_unused_frames(
+    available: int, clips: list[int], largest: int, expected: tuple[int, int]
+) -> None:
+    assert split_unused_frames(available, clips, largest) == expected

@@ -14,7 +14,7 @@ from wan_data import ConfigError, WanVideoDataset
 from wan_data.cli import main
 from wan_data.plots import bucket_histogram_size, contact_sheet_size
 from wan_data.sampling import available_frames
-from wan_data.scan import ScanReport, format_scan_table, scan_dataset, split_unused_frames
+from wan_data.scan import ScanReport, format_scan_table, scan_dataset
 
 OPTIONS: dict[str, Any] = {"frames": [17, 33], "fps": 16, "resolution": (64, 64)}
 
@@ -216,25 +216,6 @@ def test_cli_config_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit) as info:  # argparse: usage errors exit 2 as well
         main(["scan", str(tmp_path), "--max-rows", "0"])
     assert info.value.code == 2
-
-
-@pytest.mark.parametrize(
-    ("available", "clips", "largest", "expected"),
-    [
-        (40, [33], 81, (7, 0)),  # shorter than the largest bucket: rounded down to 33
-        (40, [33], 33, (0, 7)),  # the clip is as long as allowed: head leaves the rest
-        (100, [81], 81, (0, 19)),
-        (170, [81], 81, (0, 89)),  # head: everything after its one window
-        (170, [81, 81], 81, (0, 8)),  # chunks: the remainder
-        (70, [33, 33], 81, (4, 0)),  # chunks: the last chunk could have been 37 long
-        (33, [33], 81, (0, 0)),
-        (0, [], 81, (0, 0)),
-    ],
-)
-def test_split_unused_frames(
-    available: int, clips: list[int], largest: int, expected: tuple[int, int]
-) -> None:
-    assert split_unused_frames(available, clips, largest) == expected
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,12 @@ from .prepare import (
 from .probe import ProbeLimits, probe
 from .resume import describe_changes, save_sketch
 from .sample_index import load_index, save_index, setup_fingerprint
-from .sampling import available_frames, check_frame_buckets, expected_repeated_fraction
+from .sampling import (
+    check_frame_buckets,
+    expected_repeated_fraction,
+    frames_available,
+    split_unused_frames,
+)
 from .vae import VaeEncoder
 
 __all__ = ["WanVideoDataset"]
@@ -1220,16 +1225,13 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         (and kept in the sample index): it walks every sample.
 
         Frames no clip uses are split by cause, exactly as ``wan-data scan`` splits them
-        (:func:`~wan_data.scan.split_unused_frames`): rounding a clip down to a 4k+1 frame
+        (:func:`~wan_data.sampling.split_unused_frames`): rounding a clip down to a 4k+1 frame
         bucket (``frames_trimmed_to_bucket``) vs. the tail the sampling mode never reads
         (``frames_unused_by_sampling``: e.g. all of a long video after ``head``'s one window).
         One number for both made long videos under ``head`` look like a trimming problem.
         Counted for ``head`` and ``chunks`` only (consecutive windows from the start, the same
         every epoch); ``None`` for ``random``/``uniform``.
         """
-        # Imported here: the scan owns the split so that scan and dataset cannot disagree.
-        from .scan import split_unused_frames
-
         crop_loss = []
         for sample in self.samples:
             meta = sample.probed.metadata
@@ -1247,11 +1249,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             if meta.media_type != "video":
                 continue
             videos += 1
-            available = (
-                meta.frame_count
-                if self.fps is None
-                else available_frames(meta.duration, self.fps, source_fps=meta.fps or None)
-            )
+            available = frames_available(meta, self.fps)
             to_bucket, by_sampling = split_unused_frames(
                 available, clips.get(probed.key, []), largest
             )

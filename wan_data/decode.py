@@ -25,7 +25,6 @@ from .items import Bucket, Clip, Failed, Probed
 from .pipeline import StageContext, clean_message, map_stage
 from .policy import ErrorPolicy, release_frames
 from .sampling import (
-    available_frames,
     choose_frame_bucket,
     clip_starts,
     count_repeats,
@@ -33,6 +32,7 @@ from .sampling import (
     expects_distinct_frames,
     frame_request_times,
     frame_time_problems,
+    frames_available,
     sample_rng,
     sampling_period,
 )
@@ -127,11 +127,7 @@ def plan_clips(item: Probed, options: DecodeOptions, epoch: int) -> list[ClipPla
         native = options.fps is None
         fps = meta.fps if native else options.fps
         assert fps is not None
-        n = (
-            meta.frame_count
-            if native
-            else available_frames(meta.duration, fps, source_fps=meta.fps or None)
-        )
+        n = frames_available(meta, options.fps)
         chosen = choose_frame_bucket(n, options.frames)
         if chosen is None:
             raise SampleError(

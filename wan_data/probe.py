@@ -22,7 +22,7 @@ from .items import Failed, Probed, Source, ValidationResult, VideoMetadata
 from .metadata_cache import MetadataCache, Verdict
 from .pipeline import StageContext, clean_message, failure_hint, map_stage
 from .policy import ErrorPolicy
-from .sampling import available_frames
+from .sampling import frames_available
 
 __all__ = ["ProbeLimits", "probe", "probe_metadata", "validate_file", "validate_metadata"]
 
@@ -150,12 +150,8 @@ def validate_metadata(meta: VideoMetadata, limits: ProbeLimits) -> tuple[str, st
             f"plays at {meta.fps:.3g} fps, below min_source_fps={limits.min_source_fps:g} "
             "(its frames would be repeated to reach the target rate)"
         )
-    if limits.fps is None:
-        available = meta.frame_count
-        unit = "native frames"
-    else:
-        available = available_frames(meta.duration, limits.fps)
-        unit = f"frames at {limits.fps:g} fps"
+    available = frames_available(meta, limits.fps)
+    unit = "native frames" if limits.fps is None else f"frames at {limits.fps:g} fps"
     if available < limits.min_frames:
         return "too_short", (
             f"gives {available} {unit} ({meta.duration:.2f} s), fewer than the smallest "

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from .errors import format_error
+from .items import VideoMetadata
 
 __all__ = [
     "END_ROUNDING_SECONDS",
@@ -34,9 +35,11 @@ __all__ = [
     "frame_request_times",
     "frame_shown_at",
     "frame_time_problems",
+    "frames_available",
     "next_frame_request",
     "sample_rng",
     "sampling_period",
+    "split_unused_frames",
     "time_tolerance",
 ]
 
@@ -157,6 +160,45 @@ def available_frames(
     by_end = math.floor((duration_seconds + min(tau, END_ROUNDING_SECONDS)) * fps + _EPS)
     by_last = math.ceil((duration_seconds - period - tau) * fps + 1.0 - _EPS) - 1
     return max(0, min(by_end, by_last) + 1)
+
+
+def frames_available(meta: VideoMetadata, fps: float | None) -> int:
+    """Frames a source offers at the target ``fps``, counted as the clip planner counts them
+    (``decode.plan_clips``): native frames with ``fps=None``, one for an image."""
+    if meta.media_type == "image":
+        return 1
+    if fps is None:
+        return meta.frame_count
+    return available_frames(meta.duration, fps, source_fps=meta.fps or None)
+
+
+def split_unused_frames(
+    available: int, clip_frames: Sequence[int], largest_bucket: int
+) -> tuple[int, int]:
+    """``(trimmed_to_bucket, unused_by_sampling)``: why the frames after a video's clips go
+    unused, for sampling modes whose clips are consecutive windows from the start (``head``,
+    ``chunks``), so that the unused frames are one tail after the last clip.
+
+    The tail has two causes, told apart because they have different remedies:
+
+    - **trimmed to a bucket**: the part of the tail a longer last clip would have covered had
+      its length not been rounded down to a 4k+1 frame bucket, i.e. up to the largest bucket.
+      This happens when the video is shorter than the largest bucket (a 40-frame video with
+      buckets 17, 33, 81 trains 33 frames and loses 7); more bucket sizes recover it.
+    - **unused by sampling**: the rest, beyond the reach of any allowed clip length: the last
+      clip already has the largest bucket, and the mode takes no further window (``head``
+      takes one; ``chunks`` has no whole chunk left, or reached ``clips_per_video``). Another
+      mode or a larger bucket recovers it.
+
+    Args:
+        available: frames at the target fps (:func:`frames_available`).
+        clip_frames: the frame count of each clip taken from the video, in order.
+        largest_bucket: the largest frame bucket of the options.
+    """
+    tail = max(0, available - sum(clip_frames))
+    last = clip_frames[-1] if clip_frames else largest_bucket
+    trimmed = min(tail, max(0, largest_bucket - last))
+    return trimmed, tail - trimmed
 
 
 def choose_frame_bucket(num_available: int, frames: Sequence[int]) -> int | None:

@@ -42,7 +42,7 @@ from .options import check_sample_options, resolve_shape
 from .pipeline import StageContext
 from .policy import ErrorPolicy, release_frames
 from .probe import ProbeLimits, probe
-from .sampling import available_frames, check_frame_buckets
+from .sampling import check_frame_buckets, frames_available, split_unused_frames
 
 __all__ = [
     "UNSET",
@@ -664,45 +664,6 @@ def _rows(
         )
     rows.sort(key=lambda r: (r.path, r.key))
     return rows
-
-
-def frames_available(meta: VideoMetadata, fps: float | None) -> int:
-    """Frames a source offers at the target ``fps``, counted as the clip planner counts them
-    (``decode.plan_clips``): native frames with ``fps=None``, one for an image."""
-    if meta.media_type == "image":
-        return 1
-    if fps is None:
-        return meta.frame_count
-    return available_frames(meta.duration, fps, source_fps=meta.fps or None)
-
-
-def split_unused_frames(
-    available: int, clip_frames: Sequence[int], largest_bucket: int
-) -> tuple[int, int]:
-    """``(trimmed_to_bucket, unused_by_sampling)``: why the frames after a video's clips go
-    unused, for sampling modes whose clips are consecutive windows from the start (``head``,
-    ``chunks``), so that the unused frames are one tail after the last clip.
-
-    The tail has two causes, told apart because they have different remedies:
-
-    - **trimmed to a bucket**: the part of the tail a longer last clip would have covered had
-      its length not been rounded down to a 4k+1 frame bucket, i.e. up to the largest bucket.
-      This happens when the video is shorter than the largest bucket (a 40-frame video with
-      buckets 17, 33, 81 trains 33 frames and loses 7); more bucket sizes recover it.
-    - **unused by sampling**: the rest, beyond the reach of any allowed clip length: the last
-      clip already has the largest bucket, and the mode takes no further window (``head``
-      takes one; ``chunks`` has no whole chunk left, or reached ``clips_per_video``). Another
-      mode or a larger bucket recovers it.
-
-    Args:
-        available: frames at the target fps (:func:`frames_available`).
-        clip_frames: the frame count of each clip taken from the video, in order.
-        largest_bucket: the largest frame bucket of the options.
-    """
-    tail = max(0, available - sum(clip_frames))
-    last = clip_frames[-1] if clip_frames else largest_bucket
-    trimmed = min(tail, max(0, largest_bucket - last))
-    return trimmed, tail - trimmed
 
 
 def _meta_fields(meta: VideoMetadata | None) -> dict[str, Any]:
