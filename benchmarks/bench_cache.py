@@ -59,9 +59,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import wan_data.dataset as dataset_module
 from wan_data import WanVideoDataset
-from wan_data.latent_cache import LatentCache
-from wan_data.prepare import sample_key
-from wan_data.synthetic import make_synthetic_dataset
+from wan_data.latents.prepare import sample_key
+from wan_data.latents.store import LatentCache
+from wan_data.tools.synthetic import make_synthetic_dataset
 
 MEDIA_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".png", ".jpg", ".jpeg", ".webp"}
 

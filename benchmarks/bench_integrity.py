@@ -50,7 +50,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wan_data.integrity import DEFAULT_ERR_DETECT, check_integrity, find_ffmpeg
+from wan_data.media.integrity import DEFAULT_ERR_DETECT, check_integrity, find_ffmpeg
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media"
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}

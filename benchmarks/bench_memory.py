@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cache import media_files, replicate
 
 from wan_data import WanVideoDataset
-from wan_data.synthetic import make_synthetic_dataset
+from wan_data.tools.synthetic import make_synthetic_dataset
 
 
 def worker_memory(batches: int, ds: WanVideoDataset) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wan_data import WanVideoDataset
-from wan_data.synthetic import make_synthetic_dataset
+from wan_data.tools.synthetic import make_synthetic_dataset
 
 
 def epoch(ds: WanVideoDataset, workers: int) -> tuple[int, float]:

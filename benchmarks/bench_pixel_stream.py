@@ -37,8 +37,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wan_data import WanVideoDataset
-from wan_data.decode import plan_clips
-from wan_data.synthetic import make_synthetic_dataset
+from wan_data.stages.decode import plan_clips
+from wan_data.tools.synthetic import make_synthetic_dataset
 
 
 def bare_torchcodec(ds: WanVideoDataset, threads: int) -> tuple[int, float]:

@@ -37,8 +37,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wan_data.items import Bucket
-from wan_data.plan import plan_epoch, replacement_candidates
-from wan_data.sampling import sample_rng
+from wan_data.media.sampling import sample_rng
+from wan_data.planning.plan import plan_epoch, replacement_candidates
 
 FRAMES = (1, 17, 33, 81)
 BATCH_SIZE = 4

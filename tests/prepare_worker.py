@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 
 from wan_data import WanVideoDataset
-from wan_data.latent_cache import LatentCache
-from wan_data.prepare import sample_key
+from wan_data.latents.prepare import sample_key
+from wan_data.latents.store import LatentCache
 
 
 def rank_main(

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from wan_data.alerts import Alert, AlertConfig, AlertMonitor, StallWatchdog
 from wan_data.errors import ConfigError
-from wan_data.latent_cache import CacheStats
-from wan_data.memory import MemoryStats
-from wan_data.metrics import Metrics, merge_reports
+from wan_data.latents.store import CacheStats
+from wan_data.observe.alerts import Alert, AlertConfig, AlertMonitor, StallWatchdog
+from wan_data.observe.memory import MemoryStats
+from wan_data.observe.metrics import Metrics, merge_reports
 
 GIB = 1 << 30
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from media import Corpus
 
-from wan_data.batches import PlanSample, build_samples
-from wan_data.decode import DecodeOptions
+from wan_data.failures.mechanism import StageContext
+from wan_data.failures.policy import ErrorPolicy
 from wan_data.items import Failed, Probed, Source
-from wan_data.pipeline import StageContext
-from wan_data.policy import ErrorPolicy
-from wan_data.probe import probe_metadata
+from wan_data.planning.batches import PlanSample, build_samples
+from wan_data.stages.decode import DecodeOptions
+from wan_data.stages.probe import probe_metadata
 from wan_data.testing import check_stage_contract
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wan_data.breaker import FILTER_REASONS, BreakerConfig, CircuitBreaker
 from wan_data.errors import ConfigError, PipelineHealthError
+from wan_data.failures.breaker import FILTER_REASONS, BreakerConfig, CircuitBreaker
 from wan_data.items import Failed
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from wan_data.buckets import (
+from wan_data.errors import ConfigError
+from wan_data.media.buckets import (
     PRESETS,
     BucketSet,
     Preset,
@@ -24,7 +25,6 @@ from wan_data.buckets import (
     nearest_bucket,
     source_crop_box,
 )
-from wan_data.errors import ConfigError
 
 RESOLUTIONS = [((832, 480), 16), ((1280, 720), 16), ((1280, 704), 32), ((512, 512), 16)]
 

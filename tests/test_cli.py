@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wan_data.cli import format_report, main
+from wan_data.tools.cli import format_report, main
 
 
 def test_help_lists_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
@@ -182,7 +182,7 @@ def test_cache_command_fills_verifies_and_prunes(tmp_path: Path) -> None:
     from media import make_video
     from vae_fixtures import make_tiny_wan21_vae
 
-    from wan_data.latent_cache import LatentCache
+    from wan_data.latents.store import LatentCache
 
     data = tmp_path / "data"
     data.mkdir()

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import torch
 
-from wan_data.collate import batch_clips, collate, pixels_to_float
 from wan_data.errors import ConfigError
+from wan_data.failures.mechanism import StageContext
 from wan_data.items import Bucket, Clip, CropBox, Failed, Source
-from wan_data.pipeline import StageContext
+from wan_data.stages.collate import batch_clips, collate, pixels_to_float
 
 
 def _clip(

@@ -18,8 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from wan_data import collect as collect_module
-from wan_data.collect import (
+from wan_data.errors import ConfigError
+from wan_data.failures.mechanism import StageContext
+from wan_data.failures.policy import ErrorPolicy
+from wan_data.items import Failed, Source
+from wan_data.stages import collect as collect_module
+from wan_data.stages.collect import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     Concept,
@@ -27,10 +31,6 @@ from wan_data.collect import (
     collect,
     concepts_from,
 )
-from wan_data.errors import ConfigError
-from wan_data.items import Failed, Source
-from wan_data.pipeline import StageContext
-from wan_data.policy import ErrorPolicy
 
 POLICY = ErrorPolicy(sleep=lambda _s: None)
 
@@ -744,7 +744,7 @@ def test_metadata_sidecars_follow_the_outside_root_rule(
 def test_warm_start_never_reads_a_sidecar_relinked_outside_the_root(tmp_path: Path) -> None:
     """The sample index defers folder-walk captions to sample time; a linked sidecar must not
     be re-read there, or relinking it outside the root would bypass the rule above."""
-    from wan_data.sample_index import load_index, save_index
+    from wan_data.index.sample_index import load_index, save_index
 
     root = tmp_path / "r"
     touch(root / "a.mp4")

@@ -342,7 +342,7 @@ SMALL: dict[str, Any] = {"frames": [5, 17], "fps": 16, "resolution": (32, 32), "
 def test_ledger_skips_known_bad_files_until_they_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import wan_data.probe as probe_module
+    import wan_data.stages.probe as probe_module
 
     root = _small_dataset(tmp_path / "data")
     ledger = tmp_path / "ledger.jsonl"
@@ -420,7 +420,7 @@ def _collect(into: list[Any]) -> Any:
 def test_failure_rate_alert_fires_once_from_the_merged_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import wan_data.batches as batches_module
+    import wan_data.planning.batches as batches_module
     from wan_data import AlertConfig
     from wan_data.errors import SampleError
 
@@ -460,7 +460,7 @@ def test_stall_watchdog_names_the_stage_and_file_in_flight(
 ) -> None:
     import time
 
-    import wan_data.batches as batches_module
+    import wan_data.planning.batches as batches_module
     from wan_data import AlertConfig
 
     root = _small_dataset(tmp_path / "data", good=2)
@@ -537,8 +537,8 @@ def test_json_lines_log_records_skips_from_workers(
 ) -> None:
     import logging
 
-    import wan_data.batches as batches_module
-    from wan_data.logs import JsonLinesHandler, remove_jsonl
+    import wan_data.planning.batches as batches_module
+    from wan_data.observe.logs import JsonLinesHandler, remove_jsonl
 
     root = _small_dataset(tmp_path / "data", good=3)
     log = tmp_path / "log.jsonl"
@@ -645,20 +645,20 @@ def test_integrity_check_skips_concealed_damage_once_per_file_version(
     ledger as corrupt_frames, and the pixel stream does not check unless asked to."""
     from media import damage_bytes, key_picture_data
 
-    import wan_data.probe
+    import wan_data.stages.probe
 
     root = tmp_path / "data"
     clean = root / "clean.mp4"
     make_video(clean, width=64, height=64, fps=24, num_frames=48, extra=["-g", "1000"])
     damage_bytes(clean, root / "damaged.mp4", key_picture_data(clean, "h264"), 0.5)
     calls: list[str] = []
-    real = wan_data.probe.check_integrity
+    real = wan_data.stages.probe.check_integrity
 
     def counting(path: str) -> Any:
         calls.append(Path(path).name)
         return real(path)
 
-    monkeypatch.setattr(wan_data.probe, "check_integrity", counting)
+    monkeypatch.setattr(wan_data.stages.probe, "check_integrity", counting)
     options: dict[str, Any] = {"frames": [17], "fps": 16, "resolution": (64, 64)}
     plain = WanVideoDataset(root, **options)
     assert sorted(Path(s.path).name for s in plain.samples) == ["clean.mp4", "damaged.mp4"]

@@ -13,14 +13,14 @@ import pytest
 import torch
 from media import Corpus, MediaSpec, make_video
 
-import wan_data.decode as decode_module
-from wan_data.decode import DecodeOptions, decode, decode_one, plan_clips
+import wan_data.stages.decode as decode_module
 from wan_data.errors import SampleError
+from wan_data.failures.mechanism import StageContext
+from wan_data.failures.policy import ErrorPolicy
 from wan_data.items import Bucket, Clip, Failed, Probed, Source, VideoMetadata
-from wan_data.pipeline import StageContext
-from wan_data.policy import ErrorPolicy
-from wan_data.probe import probe_metadata
-from wan_data.sampling import available_frames
+from wan_data.media.sampling import available_frames
+from wan_data.stages.decode import DecodeOptions, decode, decode_one, plan_clips
+from wan_data.stages.probe import probe_metadata
 from wan_data.testing import check_stage_contract
 
 torchcodec_decoders = pytest.importorskip("torchcodec.decoders")

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from media import INDEX_HEIGHT, INDEX_WIDTH, _has_encoder, frame_index, make_indexed_video
 
-from wan_data.decode import SEQUENTIAL_CONTAINERS, DecodeOptions, decode
+from wan_data.failures.mechanism import StageContext
+from wan_data.failures.policy import ErrorPolicy
 from wan_data.items import Clip, Failed, Probed, Source
-from wan_data.pipeline import StageContext
-from wan_data.policy import ErrorPolicy
-from wan_data.probe import probe_metadata
-from wan_data.sampling import TOLERANCE_FRACTION, available_frames
+from wan_data.media.sampling import TOLERANCE_FRACTION, available_frames
+from wan_data.stages.decode import SEQUENTIAL_CONTAINERS, DecodeOptions, decode
+from wan_data.stages.probe import probe_metadata
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
 

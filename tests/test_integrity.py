@@ -18,7 +18,8 @@ import pytest
 from media import _has_encoder, damage_bytes, ffmpeg_available, key_picture_data, make_video
 
 from wan_data.errors import ConfigError, FatalError, SampleError, TransientError
-from wan_data.integrity import (
+from wan_data.failures.policy import Action, ErrorPolicy
+from wan_data.media.integrity import (
     FfmpegNotFoundError,
     IntegrityResult,
     IntegrityTimeoutError,
@@ -27,7 +28,6 @@ from wan_data.integrity import (
     integrity_error,
     parse_ffmpeg_errors,
 )
-from wan_data.policy import Action, ErrorPolicy
 
 needs_ffmpeg = pytest.mark.skipif(not ffmpeg_available(), reason="needs the ffmpeg CLI")
 

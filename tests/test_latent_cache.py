@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import torch
 
-import wan_data.latent_cache as lc
+import wan_data.latents.store as lc
 from wan_data.errors import ConfigError, FatalError, SampleError
-from wan_data.latent_cache import (
+from wan_data.latents.store import (
     CACHE_FORMAT_VERSION,
     CacheEntry,
     CacheStats,

@@ -13,11 +13,9 @@ from typing import Any
 
 import pytest
 
-from wan_data.breaker import FILTER_REASONS, BreakerConfig
-from wan_data.collect import collect
 from wan_data.errors import ConfigError
-from wan_data.items import Failed, Probed, Source
-from wan_data.ledger import (
+from wan_data.failures.breaker import FILTER_REASONS, BreakerConfig
+from wan_data.failures.ledger import (
     KNOWN_BAD_REASON,
     LEDGER_FORMAT,
     LEDGER_REASONS,
@@ -25,9 +23,11 @@ from wan_data.ledger import (
     LedgerEntry,
     skip_known_bad,
 )
-from wan_data.pipeline import StageContext
-from wan_data.policy import ErrorPolicy
-from wan_data.probe import probe
+from wan_data.failures.mechanism import StageContext
+from wan_data.failures.policy import ErrorPolicy
+from wan_data.items import Failed, Probed, Source
+from wan_data.stages.collect import collect
+from wan_data.stages.probe import probe
 from wan_data.testing import check_stage_contract
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from wan_data import logs
-from wan_data.logs import JsonLinesHandler, log_to_jsonl, remove_jsonl
+from wan_data.observe import logs
+from wan_data.observe.logs import JsonLinesHandler, log_to_jsonl, remove_jsonl
 
 KEYS = [
     "time",

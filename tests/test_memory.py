@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import torch
 
-from wan_data import memory
-from wan_data.memory import MemoryStats, merge_memory
+from wan_data.observe import memory
+from wan_data.observe.memory import MemoryStats, merge_memory
 
 
 def test_measure_reads_host_memory() -> None:

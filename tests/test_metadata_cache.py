@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from media import Corpus
 
+from wan_data.failures.mechanism import StageContext
+from wan_data.failures.policy import ErrorPolicy
+from wan_data.index.metadata_cache import MetadataCache
 from wan_data.items import Failed, Source, VideoMetadata
-from wan_data.metadata_cache import MetadataCache
-from wan_data.pipeline import StageContext
-from wan_data.policy import ErrorPolicy
-from wan_data.probe import ProbeLimits, probe
+from wan_data.stages.probe import ProbeLimits, probe
 
 META = VideoMetadata(
     width=64, height=48, fps=24.0, duration=2.0, frame_count=48, format="mp4", codec="h264"

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from wan_data import collect as collect_module
-from wan_data import metadata_files
-from wan_data.metadata_files import (
+from wan_data.sources import metadata_files
+from wan_data.sources.metadata_files import (
     CAPTION_KEYS,
     PATH_KEYS,
     BadLine,
@@ -27,6 +26,7 @@ from wan_data.metadata_files import (
     read_lines,
     split_caption,
 )
+from wan_data.stages import collect as collect_module
 
 
 def write(path: Path, data: bytes | str) -> str:

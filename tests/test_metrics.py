@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from wan_data.items import Failed
-from wan_data.metrics import (
+from wan_data.observe.metrics import (
     Metrics,
     StageStats,
     YieldCounter,

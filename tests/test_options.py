@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from wan_data import WanVideoDataset
+from wan_data.config.options import check_sample_options
 from wan_data.errors import ConfigError
-from wan_data.options import check_sample_options
-from wan_data.scan import scan_dataset
+from wan_data.tools.scan import scan_dataset
 
 GOOD: dict[str, Any] = {
     "fps": 16,
@@ -65,7 +65,7 @@ def test_dataset_and_scan_refuse_the_same_options(tmp_path: Any) -> None:
 
 
 def test_resolve_shape_applies_the_preset_then_the_defaults() -> None:
-    from wan_data.options import DEFAULT_FRAMES, resolve_shape
+    from wan_data.config.options import DEFAULT_FRAMES, resolve_shape
 
     unset = object()
     ti2v = resolve_shape(

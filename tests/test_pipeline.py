@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import torch
 
-from wan_data.breaker import BreakerConfig, CircuitBreaker
 from wan_data.errors import FatalError, PipelineHealthError, SampleError
+from wan_data.failures.breaker import BreakerConfig, CircuitBreaker
+from wan_data.failures.mechanism import StageContext, drop_failed, failure_hint, map_stage
+from wan_data.failures.policy import Action, ErrorPolicy
 from wan_data.items import Bucket, Clip, CropBox, Failed, Source
-from wan_data.pipeline import StageContext, drop_failed, failure_hint, map_stage
-from wan_data.policy import Action, ErrorPolicy
 from wan_data.testing import check_stage_contract, fingerprint
 
 

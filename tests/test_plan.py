@@ -14,7 +14,8 @@ import pytest
 
 from wan_data.errors import ConfigError
 from wan_data.items import Bucket
-from wan_data.plan import (
+from wan_data.media.sampling import sample_rng
+from wan_data.planning.plan import (
     SMALL_BUCKET_MODES,
     EpochPlan,
     PlannedBatch,
@@ -24,7 +25,6 @@ from wan_data.plan import (
     replacement_candidates,
     shard_batches,
 )
-from wan_data.sampling import sample_rng
 
 A = Bucket(5, 64, 64)
 B = Bucket(9, 32, 32)

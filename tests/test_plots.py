@@ -9,16 +9,16 @@ import pytest
 from media import make_video
 from PIL import Image
 
-import wan_data.plots as plots
+import wan_data.tools.plots as plots
 from wan_data import ConfigError
-from wan_data.plots import (
+from wan_data.tools.plots import (
     bucket_histogram,
     bucket_histogram_size,
     contact_sheet,
     contact_sheet_size,
     thumbnail_width,
 )
-from wan_data.scan import BucketCount, ScanReport, scan_dataset
+from wan_data.tools.scan import BucketCount, ScanReport, scan_dataset
 
 
 def hand_made_report(buckets: list[BucketCount]) -> ScanReport:

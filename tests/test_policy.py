@@ -13,7 +13,7 @@ from wan_data.errors import (
     SampleError,
     TransientError,
 )
-from wan_data.policy import Action, Decision, ErrorPolicy
+from wan_data.failures.policy import Action, Decision, ErrorPolicy
 
 
 class OutOfMemoryError(RuntimeError):

@@ -17,9 +17,9 @@ from media import make_video
 from vae_fixtures import make_tiny_wan21_vae, make_tiny_wan22_vae
 
 from wan_data import WanVideoDataset
-from wan_data.latent_cache import LatentCache
-from wan_data.prepare import CacheIncompleteError
-from wan_data.vae import load_vae, normalise
+from wan_data.latents.prepare import CacheIncompleteError
+from wan_data.latents.store import LatentCache
+from wan_data.latents.vae import load_vae, normalise
 
 pytestmark = pytest.mark.integration
 
@@ -301,7 +301,7 @@ def test_report_counts_the_writes_of_the_cache_pass(
 
 def _entry_latents(ds: WanVideoDataset, cache_dir: Path, batch: dict[str, Any]) -> torch.Tensor:
     """The batch's latents as read one by one from the cache (by each member's entry key)."""
-    from wan_data.prepare import sample_key
+    from wan_data.latents.prepare import sample_key
 
     cache = LatentCache(cache_dir)
     by_key = {s.key: s for s in ds.samples}
@@ -318,7 +318,7 @@ def _entry_latents(ds: WanVideoDataset, cache_dir: Path, batch: dict[str, Any]) 
 def test_latents_are_read_into_their_batch_without_a_stack_copy(
     data: Path, vae21: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import wan_data.prepare as prepare_module
+    import wan_data.latents.prepare as prepare_module
 
     cache_dir = tmp_path / "cache"
     ds = prepared(data, vae21, cache_dir)
@@ -356,7 +356,7 @@ def test_a_corrupt_member_leaves_its_slot_to_the_replacement(
 def test_batcher_stacks_when_the_slots_do_not_line_up(
     data: Path, vae21: Path, tmp_path: Path
 ) -> None:
-    from wan_data.prepare import LatentBatcher
+    from wan_data.latents.prepare import LatentBatcher
 
     cache_dir = tmp_path / "cache"
     ds = prepared(data, vae21, cache_dir)

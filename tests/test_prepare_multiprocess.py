@@ -20,8 +20,8 @@ from media import make_video
 from vae_fixtures import make_tiny_wan21_vae
 
 from wan_data import WanVideoDataset
-from wan_data.latent_cache import LatentCache
-from wan_data.prepare import sample_key
+from wan_data.latents.prepare import sample_key
+from wan_data.latents.store import LatentCache
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,16 @@ from pathlib import Path
 import pytest
 from media import Corpus, MediaSpec
 
+from wan_data.failures.mechanism import StageContext
+from wan_data.failures.policy import ErrorPolicy
 from wan_data.items import Failed, Probed, Source, ValidationResult, VideoMetadata
-from wan_data.pipeline import StageContext
-from wan_data.policy import ErrorPolicy
-from wan_data.probe import ProbeLimits, probe, probe_metadata, validate_file, validate_metadata
+from wan_data.stages.probe import (
+    ProbeLimits,
+    probe,
+    probe_metadata,
+    validate_file,
+    validate_metadata,
+)
 from wan_data.testing import check_stage_contract
 
 LIMITS_16 = ProbeLimits(min_frames=17, fps=16.0)

@@ -14,9 +14,9 @@ import pytest
 import torch
 from media import make_video
 
-import wan_data.sample_index as sample_index
+import wan_data.index.sample_index as sample_index
 from wan_data import WanVideoDataset
-from wan_data.sample_index import ProbedTable, SampleTable, SourceTable
+from wan_data.index.sample_index import ProbedTable, SampleTable, SourceTable
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-import wan_data.sampling
-from wan_data.sampling import (
+import wan_data.media.sampling
+from wan_data.media.sampling import (
     SAMPLING_MODES,
     TOLERANCE_FRACTION,
     available_frames,
@@ -44,13 +44,13 @@ def test_sample_rng_hard_coded_value() -> None:
 def test_sample_rng_same_in_another_process() -> None:
     # A fresh interpreter with another hash salt. The package's __init__ (torch, torchcodec:
     # seconds) is bypassed by registering a bare package; sampling.py itself is the real one.
-    package_dir = os.path.dirname(wan_data.sampling.__file__)
+    package_dir = os.path.dirname(wan_data.media.sampling.__file__)
     code = (
         "import sys, types\n"
         "pkg = types.ModuleType('wan_data')\n"
         f"pkg.__path__ = [{package_dir!r}]\n"
         "sys.modules['wan_data'] = pkg\n"
-        "from wan_data.sampling import sample_rng\n"
+        "from wan_data.media.sampling import sample_rng\n"
         "print(repr(sample_rng(42, 0, 'concept/a.mp4').random()))\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

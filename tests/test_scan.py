@@ -11,10 +11,10 @@ from media import Corpus, make_video
 from PIL import Image
 
 from wan_data import ConfigError, WanVideoDataset
-from wan_data.cli import main
-from wan_data.plots import bucket_histogram_size, contact_sheet_size
-from wan_data.sampling import available_frames
-from wan_data.scan import ScanReport, format_scan_table, scan_dataset
+from wan_data.media.sampling import available_frames
+from wan_data.tools.cli import main
+from wan_data.tools.plots import bucket_histogram_size, contact_sheet_size
+from wan_data.tools.scan import ScanReport, format_scan_table, scan_dataset
 
 OPTIONS: dict[str, Any] = {"frames": [17, 33], "fps": 16, "resolution": (64, 64)}
 

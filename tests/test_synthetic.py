@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from wan_data.decode import DecodeOptions, decode
+from wan_data.failures.policy import ErrorPolicy
 from wan_data.items import Bucket, Clip, Failed, Probed, Source
-from wan_data.policy import ErrorPolicy
-from wan_data.probe import ProbeLimits, probe
-from wan_data.synthetic import (
+from wan_data.stages.decode import DecodeOptions, decode
+from wan_data.stages.probe import ProbeLimits, probe
+from wan_data.tools.synthetic import (
     TINY_VAE_VARIANTS,
     SyntheticFile,
     build_tiny_wan_vae,
@@ -241,7 +241,8 @@ def test_tiny_vae_config_is_a_copy_and_rejects_unknown_variants() -> None:
 
 def test_importing_wan_data_does_not_import_diffusers() -> None:
     code = (
-        "import sys, wan_data, wan_data.synthetic, wan_data.cli; print('diffusers' in sys.modules)"
+        "import sys, wan_data, wan_data.tools.synthetic, wan_data.tools.cli; "
+        "print('diffusers' in sys.modules)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120

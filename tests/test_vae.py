@@ -21,7 +21,7 @@ import torch
 from vae_fixtures import make_tiny_wan21_vae, make_tiny_wan22_vae, make_tiny_wan_repo
 
 from wan_data.errors import ConfigError, FatalError, SampleError
-from wan_data.vae import (
+from wan_data.latents.vae import (
     VaeEncoder,
     VaeInfo,
     denormalise,

@@ -1,6 +1,7 @@
 """Tiny Wan VAEs for tests, saved to disk so tests load them through ``from_pretrained``.
 
-The builders live in :mod:`wan_data.synthetic` (the demo needs them too); this module keeps the
+The builders live in :mod:`wan_data.tools.synthetic` (the demo needs them too); this module keeps
+the
 names the tests import. They follow design.md §3: the real architecture at base_dim 3 (Wan2.1:
 13,861 parameters; the Wan2.2 TI2V-5B variant with patch_size 2 and residual blocks: 34,146),
 seeded weights, and distinct non-trivial ``latents_mean``/``latents_std`` so a test notices
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from wan_data.synthetic import make_tiny_wan_vae, tiny_latent_stats, tiny_wan_vae_config
+from wan_data.tools.synthetic import make_tiny_wan_vae, tiny_latent_stats, tiny_wan_vae_config
 
 WAN21_KWARGS: dict[str, Any] = tiny_wan_vae_config("wan2.1")
 WAN22_KWARGS: dict[str, Any] = tiny_wan_vae_config("wan2.2")

@@ -7,22 +7,31 @@ from __future__ import annotations
 
 import logging
 
-from .alerts import Alert, AlertConfig, AlertMonitor, StallWatchdog
-from .buckets import PRESETS, BucketSet, Preset
-from .collate import collate
-from .collect import Concept
-from .dataset import WanVideoDataset
-from .errors import ConfigError, FatalError, PipelineHealthError, SampleError, WanDataError
-from .items import Bucket, Clip, CropBox, Failed, Probed, Source, ValidationResult, VideoMetadata
-from .latent_cache import CacheStats, LatentCache
-from .ledger import Ledger, LedgerEntry
-from .logs import log_to_jsonl
-from .memory import MemoryStats
-from .metrics import scalars
-from .policy import Action, ErrorPolicy
-from .prepare import CacheIncompleteError
-from .scan import ScanReport, scan_dataset
-from .vae import VaeEncoder, VaeInfo
+from wan_data.dataset import WanVideoDataset
+from wan_data.errors import ConfigError, FatalError, PipelineHealthError, SampleError, WanDataError
+from wan_data.failures.ledger import Ledger, LedgerEntry
+from wan_data.failures.policy import Action, ErrorPolicy
+from wan_data.items import (
+    Bucket,
+    Clip,
+    CropBox,
+    Failed,
+    Probed,
+    Source,
+    ValidationResult,
+    VideoMetadata,
+)
+from wan_data.latents.prepare import CacheIncompleteError
+from wan_data.latents.store import CacheStats, LatentCache
+from wan_data.latents.vae import VaeEncoder, VaeInfo
+from wan_data.media.buckets import PRESETS, BucketSet, Preset
+from wan_data.observe.alerts import Alert, AlertConfig, AlertMonitor, StallWatchdog
+from wan_data.observe.logs import log_to_jsonl
+from wan_data.observe.memory import MemoryStats
+from wan_data.observe.metrics import scalars
+from wan_data.stages.collate import collate
+from wan_data.stages.collect import Concept
+from wan_data.tools.scan import ScanReport, scan_dataset
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """``python -m wan_data``: the same as the ``wan-data`` console script."""
 
-from .cli import main
+from wan_data.tools.cli import main
 
 raise SystemExit(main())

@@ -31,33 +31,16 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .alerts import Alert, AlertConfig, AlertMonitor
-from .batches import MemberReader, PlanSample, build_batches, build_samples
-from .breaker import BreakerConfig
-from .buckets import check_resolutions, cover_size, make_bucket_set
-from .collect import Concept, check_concepts, collect, concepts_from, fallback_captions
-from .decode import DecodeOptions, default_ffmpeg_threads
-from .errors import ConfigError, format_error
-from .integrity import FfmpegNotFoundError, find_ffmpeg
-from .items import Failed, Probed, Source
-from .latent_cache import CacheStats, LatentCache
-from .ledger import Ledger, skip_known_bad
-from .logs import log_to_jsonl
-from .memory import MemoryStats, merge_memory
-from .metadata_cache import MetadataCache
-from .metrics import (
-    Metrics,
-    MetricsCallback,
-    YieldCounter,
-    latest_memory,
-    merge_reports,
-    write_snapshot,
-)
-from .options import check_sample_options, resolve_shape
-from .pipeline import StageContext
-from .plan import EpochPlan, check_plan_options, plan_epoch
-from .policy import ErrorPolicy
-from .prepare import (
+from wan_data.config.options import check_sample_options, resolve_shape
+from wan_data.errors import ConfigError, format_error
+from wan_data.failures.breaker import BreakerConfig
+from wan_data.failures.ledger import Ledger, skip_known_bad
+from wan_data.failures.mechanism import StageContext
+from wan_data.failures.policy import ErrorPolicy
+from wan_data.index.metadata_cache import MetadataCache
+from wan_data.index.sample_index import load_index, save_index, setup_fingerprint
+from wan_data.items import Failed, Probed, Source
+from wan_data.latents.prepare import (
     CachedClip,
     CacheSpec,
     LatentBatcher,
@@ -65,16 +48,39 @@ from .prepare import (
     sample_key,
     vae_info_from_files,
 )
-from .probe import ProbeLimits, probe
-from .resume import describe_changes, save_sketch
-from .sample_index import load_index, save_index, setup_fingerprint
-from .sampling import (
+from wan_data.latents.store import CacheStats, LatentCache
+from wan_data.latents.vae import VaeEncoder
+from wan_data.media.buckets import check_resolutions, cover_size, make_bucket_set
+from wan_data.media.integrity import FfmpegNotFoundError, find_ffmpeg
+from wan_data.media.sampling import (
     check_frame_buckets,
     expected_repeated_fraction,
     frames_available,
     split_unused_frames,
 )
-from .vae import VaeEncoder
+from wan_data.observe.alerts import Alert, AlertConfig, AlertMonitor
+from wan_data.observe.logs import log_to_jsonl
+from wan_data.observe.memory import MemoryStats, merge_memory
+from wan_data.observe.metrics import (
+    Metrics,
+    MetricsCallback,
+    YieldCounter,
+    latest_memory,
+    merge_reports,
+    write_snapshot,
+)
+from wan_data.planning.batches import MemberReader, PlanSample, build_batches, build_samples
+from wan_data.planning.plan import EpochPlan, check_plan_options, plan_epoch
+from wan_data.planning.resume import describe_changes, save_sketch
+from wan_data.stages.collect import (
+    Concept,
+    check_concepts,
+    collect,
+    concepts_from,
+    fallback_captions,
+)
+from wan_data.stages.decode import DecodeOptions, default_ffmpeg_threads
+from wan_data.stages.probe import ProbeLimits, probe
 
 __all__ = ["WanVideoDataset"]
 
@@ -196,11 +202,12 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
             watchdog while iterating; ``False`` keeps only the stage counters in memory
             (``report()`` then covers construction only).
         alerts: thresholds of the alerts (see docs/observability.md); ``None`` disables them.
-        on_alert: called with each :class:`~wan_data.alerts.Alert`, in the process that fired
+        on_alert: called with each :class:`~wan_data.observe.alerts.Alert`, in the process that
+            fired
             it (a worker for memory and stall alerts: pass a picklable function).
         metrics_callback: receives :meth:`report` every ``metrics_every`` batches in the main
             process while iterating :meth:`loader` (e.g. to forward
-            :func:`~wan_data.metrics.scalars` to TensorBoard).
+            :func:`~wan_data.observe.metrics.scalars` to TensorBoard).
         metrics_every: batches between two ``metrics_callback`` calls and alert checks.
         log_jsonl: also write the ``wan_data`` log as JSON lines to this file (from every
             worker process too).
@@ -617,7 +624,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
 
     def _setup_fingerprint(self, concepts: list[Concept], **options: Any) -> str:
         """What construction's result depends on besides the files (see ``sample_index``)."""
-        from . import __version__
+        from wan_data import __version__
 
         return setup_fingerprint(
             {
@@ -1140,10 +1147,10 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         to the trainer: counted in this process by :meth:`loader`, equal to produced for
         ``num_workers=0``, ``None`` when workers of a plain ``DataLoader`` produced batches
         nobody counted on receipt), ``sources``, ``buckets`` (see :meth:`bucket_report`),
-        ``cache`` (:class:`~wan_data.latent_cache.CacheStats`: reads of the train pass plus
+        ``cache`` (:class:`~wan_data.latents.store.CacheStats`: reads of the train pass plus
         the writes of :meth:`prepare`) and ``memory`` (RSS summed over this process and its
         workers' latest snapshots, peaks, available RAM, swap, GPU; see
-        :func:`~wan_data.memory.merge_memory`).
+        :func:`~wan_data.observe.memory.merge_memory`).
 
         Args:
             all_ranks: merge every rank's parts (exchanged with ``all_gather_object``): a
@@ -1225,7 +1232,7 @@ class WanVideoDataset(IterableDataset[dict[str, Any]]):
         (and kept in the sample index): it walks every sample.
 
         Frames no clip uses are split by cause, exactly as ``wan-data scan`` splits them
-        (:func:`~wan_data.sampling.split_unused_frames`): rounding a clip down to a 4k+1 frame
+        (:func:`~wan_data.media.sampling.split_unused_frames`): rounding a clip down to a 4k+1 frame
         bucket (``frames_trimmed_to_bucket``) vs. the tail the sampling mode never reads
         (``frames_unused_by_sampling``: e.g. all of a long video after ``head``'s one window).
         One number for both made long videos under ``head`` look like a trimming problem.

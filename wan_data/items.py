@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from .errors import format_error
+from wan_data.errors import format_error
 
 __all__ = [
     "Bucket",

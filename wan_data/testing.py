@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
+from wan_data.failures.policy import ErrorPolicy
 from wan_data.items import Failed
-from wan_data.policy import ErrorPolicy
 
 __all__ = ["check_stage_contract", "fingerprint", "invalid_inputs", "passthrough_failed"]
 
@@ -158,7 +158,7 @@ def check_stage_contract(
         good_inputs: at least one valid input item of the stage; the outputs they give may
             include ``Failed`` items (a contract check does not judge the stage's work).
         policy_kw: name of the keyword through which the stage takes its
-            :class:`~wan_data.policy.ErrorPolicy`.
+            :class:`~wan_data.failures.policy.ErrorPolicy`.
         **kwargs: further keyword options passed to every call (e.g. ``options=...``).
 
     Raises:

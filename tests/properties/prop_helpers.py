@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from media import make_video
 
 from wan_data.errors import SampleError, TransientError
+from wan_data.failures.policy import Action, ErrorPolicy
 from wan_data.items import Failed
-from wan_data.policy import Action, ErrorPolicy
 
 # --------------------------------------------------------------------------------------------
 # Media pools

@@ -21,8 +21,8 @@ from typing import Any
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
+from wan_data.failures.ledger import LEDGER_REASONS, LEDGER_STAGES, Ledger
 from wan_data.items import Failed
-from wan_data.ledger import LEDGER_REASONS, LEDGER_STAGES, Ledger
 
 PROPERTY = "Feature: wan-training-pipeline-fixes, Property ledger"
 FILES = ("a.mp4", "b.webm", "c.png")

@@ -29,19 +29,19 @@ from prop_helpers import (
     recs,
 )
 
-import wan_data.decode
-import wan_data.probe
-from wan_data.breaker import BreakerConfig
-from wan_data.decode import DecodeOptions, decode
+import wan_data.stages.decode
+import wan_data.stages.probe
 from wan_data.errors import SampleError
+from wan_data.failures.breaker import BreakerConfig
+from wan_data.failures.mechanism import StageContext, map_stage
 from wan_data.items import Clip, Failed, Source
-from wan_data.pipeline import StageContext, map_stage
-from wan_data.probe import probe
+from wan_data.stages.decode import DecodeOptions, decode
+from wan_data.stages.probe import probe
 
 PROPERTY = "Feature: wan-training-pipeline-fixes, Property 1: error recovery"
 OPTIONS = DecodeOptions(frames=FRAMES, fps=FPS, buckets=BUCKETS)
-REAL_PROBE_METADATA = wan_data.probe.probe_metadata
-REAL_DECODE_ONE = wan_data.decode.decode_one
+REAL_PROBE_METADATA = wan_data.stages.probe.probe_metadata
+REAL_DECODE_ONE = wan_data.stages.decode.decode_one
 
 
 def _forward(item: Rec | Out) -> list[Out]:
@@ -177,8 +177,8 @@ def test_probe_and_decode_recover_from_any_injected_error(
         pytest.MonkeyPatch.context() as mp,
         caplog.at_level(logging.DEBUG, logger="wan_data"),
     ):
-        mp.setattr(wan_data.probe, "probe_metadata", probe_injector)
-        mp.setattr(wan_data.decode, "decode_one", decode_injector)
+        mp.setattr(wan_data.stages.probe, "probe_metadata", probe_injector)
+        mp.setattr(wan_data.stages.decode, "decode_one", decode_injector)
         probed = probe(sources, policy=policy, context=context)
         out = list(decode(probed, policy=policy, options=OPTIONS, context=context))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

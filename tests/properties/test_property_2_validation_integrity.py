@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prop_helpers import BUCKETS, FPS, FRAMES, GOOD_VIDEOS, MediaPool, Out, Rec, fast_policy
 
-from wan_data.breaker import BreakerConfig
-from wan_data.decode import DecodeOptions, decode
+from wan_data.failures.breaker import BreakerConfig
+from wan_data.failures.mechanism import StageContext, map_stage
 from wan_data.items import Bucket, Clip, CropBox, Failed, Probed, Source
-from wan_data.pipeline import StageContext, map_stage
-from wan_data.probe import probe
+from wan_data.stages.decode import DecodeOptions, decode
+from wan_data.stages.probe import probe
 
 PROPERTY = "Feature: wan-training-pipeline-fixes, Property 2: validation integrity"
 OPTIONS = DecodeOptions(frames=FRAMES, fps=FPS, buckets=BUCKETS)

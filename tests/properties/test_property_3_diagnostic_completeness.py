@@ -21,21 +21,21 @@ from media import Corpus
 from prop_helpers import BUCKETS, FPS, Injection, Injector, fast_policy, injections, messages
 from torch.utils.data import DataLoader
 
-import wan_data.decode
-import wan_data.probe
-from wan_data.breaker import BreakerConfig
-from wan_data.collect import collect
+import wan_data.stages.decode
+import wan_data.stages.probe
 from wan_data.dataset import WanVideoDataset
-from wan_data.decode import DecodeOptions, decode
 from wan_data.errors import SampleError
+from wan_data.failures.breaker import BreakerConfig
+from wan_data.failures.mechanism import StageContext, map_stage
 from wan_data.items import Failed, Source
-from wan_data.pipeline import StageContext, map_stage
-from wan_data.probe import probe
+from wan_data.stages.collect import collect
+from wan_data.stages.decode import DecodeOptions, decode
+from wan_data.stages.probe import probe
 
 PROPERTY = "Feature: wan-training-pipeline-fixes, Property 3: diagnostic completeness"
 OPTIONS = DecodeOptions(frames=(1, 5, 9), fps=FPS, buckets=BUCKETS)
-REAL_PROBE_METADATA = wan_data.probe.probe_metadata
-REAL_DECODE_ONE = wan_data.decode.decode_one
+REAL_PROBE_METADATA = wan_data.stages.probe.probe_metadata
+REAL_DECODE_ONE = wan_data.stages.decode.decode_one
 STAGES = {"collect", "probe", "decode"}
 RECORD_KEYS = ("path", "stage", "reason", "error_type", "message", "attempts")
 
@@ -115,8 +115,8 @@ def test_every_stage_failure_names_stage_item_and_cause(
         "decode": Injector(REAL_DECODE_ONE, decode_plan),
     }
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(wan_data.probe, "probe_metadata", injectors["probe"])
-        mp.setattr(wan_data.decode, "decode_one", injectors["decode"])
+        mp.setattr(wan_data.stages.probe, "probe_metadata", injectors["probe"])
+        mp.setattr(wan_data.stages.decode, "decode_one", injectors["decode"])
         out = list(
             decode(
                 probe(subset, policy=policy, context=context),
@@ -160,8 +160,10 @@ def test_report_skipped_records_are_complete(
         num_ffmpeg_threads=1,
     )
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(wan_data.probe, "probe_metadata", Injector(REAL_PROBE_METADATA, probe_plan))
-        mp.setattr(wan_data.decode, "decode_one", Injector(REAL_DECODE_ONE, decode_plan))
+        mp.setattr(
+            wan_data.stages.probe, "probe_metadata", Injector(REAL_PROBE_METADATA, probe_plan)
+        )
+        mp.setattr(wan_data.stages.decode, "decode_one", Injector(REAL_DECODE_ONE, decode_plan))
         batches = list(DataLoader(dataset, batch_size=None, num_workers=0))
     report = dataset.report()
     skipped = report["skipped"]

@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from prop_helpers import BUCKETS, FPS, FRAMES, MUTATION_BASES, MediaPool
 
-from wan_data.breaker import BreakerConfig
-from wan_data.decode import DecodeOptions, decode
+from wan_data.failures.breaker import BreakerConfig
+from wan_data.failures.mechanism import StageContext
+from wan_data.failures.policy import ErrorPolicy
 from wan_data.items import Clip, Failed, Source
-from wan_data.pipeline import StageContext
-from wan_data.policy import ErrorPolicy
-from wan_data.probe import ProbeLimits, probe
+from wan_data.stages.decode import DecodeOptions, decode
+from wan_data.stages.probe import ProbeLimits, probe
 
 PROPERTY = "Feature: wan-training-pipeline-fixes, Property 4: video resilience"
 # By presentation time (the default) and by native frame index, one clip or several per file:

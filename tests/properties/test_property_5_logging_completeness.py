@@ -29,11 +29,11 @@ from prop_helpers import (
     recs,
 )
 
-from wan_data.breaker import BreakerConfig
-from wan_data.decode import DecodeOptions, decode
+from wan_data.failures.breaker import BreakerConfig
+from wan_data.failures.mechanism import StageContext, map_stage
 from wan_data.items import Failed, Source
-from wan_data.pipeline import StageContext, map_stage
-from wan_data.probe import probe
+from wan_data.stages.decode import DecodeOptions, decode
+from wan_data.stages.probe import probe
 
 PROPERTY = "Feature: wan-training-pipeline-fixes, Property 5: logging completeness"
 OPTIONS = DecodeOptions(frames=FRAMES, fps=FPS, buckets=BUCKETS)

@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from prop_helpers import Out, Rec, fast_policy, recs
 
-from wan_data.breaker import FILTER_REASONS, BreakerConfig, CircuitBreaker
 from wan_data.errors import PipelineHealthError, SampleError
+from wan_data.failures.breaker import FILTER_REASONS, BreakerConfig, CircuitBreaker
+from wan_data.failures.mechanism import StageContext, map_stage
 from wan_data.items import Failed
-from wan_data.pipeline import StageContext, map_stage
 
 PROPERTY = "Feature: wan-training-pipeline-fixes, Property 6: circuit breaker"
 FAILURE_REASONS = ("decode_error", "unreadable", "missing", "sample_error")

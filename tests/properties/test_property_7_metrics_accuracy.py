@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from wan_data.dataset import WanVideoDataset
 from wan_data.items import Failed, Probed, Source
-from wan_data.probe import ProbeLimits, probe
+from wan_data.stages.probe import ProbeLimits, probe
 
 PROPERTY = "Feature: wan-training-pipeline-fixes, Property 7: metrics accuracy"
 GOOD = [v.name for v in GOOD_VIDEOS]

@@ -21,13 +21,13 @@ import torch
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from wan_data.buckets import cover_size, make_buckets, nearest_bucket
-from wan_data.collate import batch_clips, collate
-from wan_data.decode import DecodeOptions, plan_clips
 from wan_data.errors import SampleError
+from wan_data.failures.mechanism import StageContext
 from wan_data.items import Bucket, Clip, CropBox, Failed, Probed, Source, VideoMetadata
-from wan_data.pipeline import StageContext
-from wan_data.probe import ProbeLimits, validate_metadata
+from wan_data.media.buckets import cover_size, make_buckets, nearest_bucket
+from wan_data.stages.collate import batch_clips, collate
+from wan_data.stages.decode import DecodeOptions, plan_clips
+from wan_data.stages.probe import ProbeLimits, validate_metadata
 
 PROPERTY = "Feature: wan-training-pipeline-fixes, Property 8: safe access"
 SOURCE = Source(key="c/odd.mp4", path="/data/c/odd.mp4", media_type="video")

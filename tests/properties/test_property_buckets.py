@@ -24,7 +24,7 @@ import math
 from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 
-from wan_data.buckets import BucketSet, make_bucket_set, make_buckets, nearest_bucket
+from wan_data.media.buckets import BucketSet, make_bucket_set, make_buckets, nearest_bucket
 
 PROPERTY = "Feature: wan-training-pipeline-fixes, Property buckets"
 TOL = 1e-12  # log-ratio comparisons: mirrored buckets may differ by an ulp

@@ -26,7 +26,7 @@ import torch
 from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
-from wan_data.latent_cache import (
+from wan_data.latents.store import (
     CACHE_FORMAT_VERSION,
     RESERVED_METADATA,
     LatentCache,

@@ -22,7 +22,7 @@ import math
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from wan_data.sampling import (
+from wan_data.media.sampling import (
     END_ROUNDING_SECONDS,
     available_frames,
     distinct_frames,

@@ -3,7 +3,8 @@
 A pool of tiny sources (PNG images of three aspect buckets, and two short videos cut into three
 5-frame chunks each, so one source yields several samples) is built once per module. Every
 example links a drawn subset of it into a fresh folder, builds a ``WanVideoDataset`` and makes a
-drawn set of sources fail at decode: ``wan_data.batches.decode_sample`` (what the pixel reader
+drawn set of sources fail at decode: ``wan_data.planning.batches.decode_sample``
+(what the pixel reader
 calls) is replaced by a wrapper that raises ``SampleError(reason=...)`` for those paths and
 decodes the rest for real. Forked DataLoader workers inherit the patch.
 
@@ -34,21 +35,21 @@ from hypothesis import strategies as st
 from media import make_image, make_video
 from prop_helpers import fast_policy, link_or_copy
 
-import wan_data.batches
-from wan_data.batches import PlanSample
+import wan_data.planning.batches
 from wan_data.dataset import WanVideoDataset
-from wan_data.decode import DecodeOptions
 from wan_data.errors import PipelineHealthError, SampleError
 from wan_data.items import Bucket, Clip, Probed
-from wan_data.plan import (
+from wan_data.media.sampling import sample_rng
+from wan_data.planning.batches import PlanSample
+from wan_data.planning.plan import (
     SMALL_BUCKET_MODES,
     EpochPlan,
     fallback_buckets,
     replacement_candidates,
 )
-from wan_data.sampling import sample_rng
+from wan_data.stages.decode import DecodeOptions
 
-REAL_DECODE_SAMPLE = wan_data.batches.decode_sample
+REAL_DECODE_SAMPLE = wan_data.planning.batches.decode_sample
 
 # --------------------------------------------------------------------------------------------
 # The source pool
@@ -368,7 +369,7 @@ def run_epoch(
         kwargs["multiprocessing_context"] = "fork"  # workers must inherit the patched decoder
     keys: list[list[str]] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(wan_data.batches, "decode_sample", InjectedDecode(bad))
+        mp.setattr(wan_data.planning.batches, "decode_sample", InjectedDecode(bad))
         try:
             for batch in ds.loader(**kwargs):
                 keys.append(list(batch["keys"]))

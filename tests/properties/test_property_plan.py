@@ -20,7 +20,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from wan_data.items import Bucket
-from wan_data.plan import (
+from wan_data.planning.plan import (
     SMALL_BUCKET_MODES,
     EpochPlan,
     PlannedBatch,

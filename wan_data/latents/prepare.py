@@ -1,0 +1,526 @@
+"""The cache pass: encode every planned clip once into the latent cache, and read it back.
+
+Decoding runs in DataLoader worker processes; the VAE runs in the calling process only (never
+in a forked worker: one model per GPU, and CUDA cannot start in a forked child). Entries are
+written as they finish, so an interrupted pass (Ctrl-C, kill -9) loses at most the clips in
+flight, and a rerun encodes only what is missing. Keys are content + configuration addresses
+(``latent_cache.cache_key``): any change of source, frame selection, bucket, crop, VAE, dtype or
+normalisation gives a new key, so nothing stale is ever served.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from wan_data.errors import ConfigError, SampleError, format_error
+from wan_data.failures.mechanism import StageContext, map_stage
+from wan_data.failures.policy import ErrorPolicy
+from wan_data.items import Bucket, Clip, CropBox, Failed, Source
+from wan_data.latents.store import LatentCache, cache_key_for, config_digest, source_identity
+from wan_data.latents.vae import VaeInfo
+from wan_data.observe.metrics import Metrics
+from wan_data.planning.batches import PlanSample
+from wan_data.stages.collate import collate, empty_batch
+from wan_data.stages.decode import DecodeOptions, caption_for, decode_sample, plan_clips
+
+__all__ = [
+    "CacheIncompleteError",
+    "CacheSpec",
+    "CachedClip",
+    "LatentBatcher",
+    "prepare_cache",
+    "sample_key",
+    "vae_info_from_files",
+]
+
+logger = logging.getLogger("wan_data")
+
+# Names each cache pass of this process in its report parts: a second pass must add to the
+# first one's counts in ``report()``, not overwrite its parts.
+_passes = itertools.count()
+
+
+class CacheIncompleteError(ConfigError):
+    """The train pass met a clip that was never cached: the cache pass must run first."""
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What workers need to address the cache (picklable: no model, no open files)."""
+
+    root: str
+    vae: dict[str, object]
+    dtypes: dict[str, str]
+    normalisation: dict[str, object]
+    variations: int = 1
+    content_hash: bool = False
+    command_hint: str = ""
+
+    @classmethod
+    def from_info(
+        cls,
+        root: str,
+        info: VaeInfo,
+        latent_dtype: torch.dtype,
+        *,
+        variations: int = 1,
+        content_hash: bool = False,
+        command_hint: str = "",
+    ) -> CacheSpec:
+        return cls(
+            root=root,
+            vae={
+                "config_hash": info.config_hash,
+                "weights_hash": info.weights_hash,
+                "z_dim": info.z_dim,
+                "spatial_factor": info.spatial_factor,
+                "temporal_factor": info.temporal_factor,
+            },
+            dtypes={"vae": info.dtype, "latent": str(latent_dtype).replace("torch.", "")},
+            normalisation={"mean": list(info.latents_mean), "std": list(info.latents_std)},
+            variations=variations,
+            content_hash=content_hash,
+            command_hint=command_hint,
+        )
+
+    def variant(self, epoch: int) -> int:
+        """Epoch ``e`` trains on cached variant ``e mod variations``."""
+        return epoch % self.variations
+
+    @functools.cached_property
+    def config(self) -> str:
+        """:func:`~wan_data.latents.store.config_digest` of this spec (computed once)."""
+        return config_digest(vae=self.vae, dtypes=self.dtypes, normalisation=self.normalisation)
+
+
+@dataclass(frozen=True)
+class CachedClip:
+    """A clip read back from the cache: latents instead of pixels."""
+
+    key: str
+    source: Source
+    latents: torch.Tensor
+    frame_times: tuple[float, ...]
+    crop: CropBox
+    bucket: Bucket
+    caption: str
+
+
+def sample_key(
+    sample: PlanSample, variant: int, options: DecodeOptions, spec: CacheSpec
+) -> tuple[str, dict[str, object]]:
+    """The cache key of one planned clip in one variant, and the clip description it hashes."""
+    plan = plan_clips(sample.probed, options, variant)[sample.clip_index]
+    clip: dict[str, object] = {
+        "clip_index": sample.clip_index,
+        "times": list(plan.times) if plan.times is not None else None,
+        "indices": list(plan.indices) if plan.indices is not None else None,
+        "fps": options.fps,
+        "bucket": [plan.bucket.frames, plan.bucket.width, plan.bucket.height],
+        "resized": list(plan.resized),
+        "offset": list(plan.offset),
+    }
+    key = cache_key_for(
+        spec.config,
+        source=source_identity(sample.path, content_hash=spec.content_hash),
+        clip=clip,
+    )
+    return key, clip
+
+
+def read_cached(
+    sample: PlanSample,
+    epoch: int,
+    options: DecodeOptions,
+    spec: CacheSpec,
+    cache: LatentCache,
+    *,
+    into: Callable[[tuple[int, ...], torch.dtype], torch.Tensor] | None = None,
+) -> CachedClip:
+    """Read one planned clip's latents; corrupt entries are quarantined and become a skip.
+
+    ``into`` places the latents (see :meth:`LatentCache.lookup`); :class:`LatentBatcher` uses it
+    to read each member straight into its slot of the batch.
+
+    Raises:
+        CacheIncompleteError: the entry was never written (the cache pass has not covered it).
+        SampleError: ``cache_corrupt`` when the entry failed verification (it is quarantined and
+            re-encoded by the next cache pass; the caller replaces the sample meanwhile).
+    """
+    variant = spec.variant(epoch)
+    key, _ = sample_key(sample, variant, options, spec)
+    entry, status = cache.lookup(key, into=into)
+    if status == "missing":
+        if any(cache.quarantine_dir.glob(f"{key}.*")):
+            raise SampleError(
+                format_error(
+                    "cache entry of file",
+                    sample.path,
+                    "was quarantined after failing verification",
+                    "it is re-encoded by the next cache pass; the sample is replaced meanwhile",
+                    stage="cache",
+                ),
+                reason="cache_corrupt",
+            )
+        raise CacheIncompleteError(
+            format_error(
+                "cache entry of file",
+                sample.path,
+                f"is missing (clip {sample.clip_index}, variant {variant}, key {key[:12]}...)",
+                "fill the cache first: "
+                + (
+                    spec.command_hint
+                    or "ds.prepare() or `wan-data cache ROOT --vae ... --cache-dir ...`"
+                )
+                + ", or pass prepare='auto'",
+                stage="cache",
+            )
+        )
+    if entry is None:
+        raise SampleError(
+            format_error(
+                "cache entry of file",
+                sample.path,
+                "failed verification and was quarantined",
+                "it is re-encoded by the next cache pass; the sample is replaced meanwhile",
+                stage="cache",
+            ),
+            reason="cache_corrupt",
+        )
+    meta = entry.metadata
+    times = tuple(float(t) for t in json.loads(meta.get("frame_times", "[]")))
+    crop = CropBox(*[float(v) for v in json.loads(meta.get("crop", "[0, 0, 0, 0]"))])
+    return CachedClip(
+        key=f"{sample.key}",
+        source=sample.probed.source,
+        latents=entry.latents,
+        frame_times=times,
+        crop=crop,
+        bucket=sample.bucket,
+        caption=caption_for(sample.probed, options, epoch),
+    )
+
+
+class LatentBatcher:
+    """Reads planned members' latents straight into their batch tensor, then hands it out.
+
+    Stacking separately read latents copies every byte once more: for Wan-sized entries (4 MB)
+    that copy costs as much as the read itself. Members are read in batch order, so member ``i``
+    of a batch goes into slot ``i`` of a preallocated ``(batch_size, z, T, h, w)`` tensor (in
+    shared memory inside a DataLoader worker, which is where the batch must end up). A member
+    that fails leaves its slot to the next candidate; when the slots do not line up with the
+    batch's clips (another bucket's shape mid-batch, a fallback batch), :meth:`collate` stacks as
+    usual. Pass :meth:`read` and :meth:`collate` as a
+    :class:`~wan_data.planning.batches.MemberReader`.
+    """
+
+    def __init__(
+        self, options: DecodeOptions, spec: CacheSpec, cache: LatentCache, batch_size: int
+    ) -> None:
+        self.options = options
+        self.spec = spec
+        self.cache = cache
+        self.batch_size = max(1, batch_size)
+        self._arena: torch.Tensor | None = None
+        self._used = 0
+
+    def _slot(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        arena = self._arena
+        if (
+            arena is None
+            or tuple(arena.shape[1:]) != shape
+            or arena.dtype != dtype
+            or self._used >= arena.shape[0]
+        ):
+            arena = self._arena = empty_batch((self.batch_size, *shape), dtype)
+            self._used = 0
+        return arena[self._used]
+
+    def read(self, sample: PlanSample, epoch: int) -> CachedClip:
+        clip = read_cached(sample, epoch, self.options, self.spec, self.cache, into=self._slot)
+        self._used += 1  # only once verified: a failed read leaves its slot to the next one
+        return clip
+
+    def collate(self, clips: Sequence[CachedClip]) -> dict[str, Any]:
+        arena, self._arena, self._used = self._arena, None, 0
+        n = len(clips)
+        latents = None
+        if arena is not None and 0 < n <= arena.shape[0]:
+            base = arena.data_ptr()
+            step = arena[0].numel() * arena.element_size()
+            if all(c.latents.data_ptr() == base + i * step for i, c in enumerate(clips)):
+                latents = arena if n == arena.shape[0] else arena[:n]
+        return collate_latents(clips, latents=latents)
+
+
+def collate_latents(
+    clips: Sequence[CachedClip], *, latents: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """The train-pass batch: ``latents`` (B, z, T, h, w) plus the same fields as pixel batches.
+
+    ``latents``: the clips' latents already in one tensor (see :class:`LatentBatcher`).
+    """
+    return {
+        "latents": latents if latents is not None else torch.stack([c.latents for c in clips]),
+        "captions": [c.caption for c in clips],
+        "paths": [c.source.path for c in clips],
+        "keys": [c.key for c in clips],
+        "frame_times": [list(c.frame_times) for c in clips],
+        "crops": [c.crop.as_list() for c in clips],
+        "buckets": [str(c.bucket) for c in clips],
+        "dropped": 0,
+    }
+
+
+def vae_info_from_files(
+    vae: str | os.PathLike[str], *, subfolder: str | None = None, dtype: torch.dtype = torch.float32
+) -> VaeInfo:
+    """The VAE's identity from its config and weight files, without building the model.
+
+    The train pass needs cache keys, hence the VAE identity, but must not load a VAE; diffusers'
+    ``extract_init_dict`` fills the config's defaults exactly as ``from_pretrained`` does, so the
+    identity equals the one the cache pass computed from the loaded model.
+    """
+    from diffusers import AutoencoderKLWan
+    from diffusers.configuration_utils import FrozenDict
+
+    from wan_data.latents.vae import _describe, resolve_vae_path
+
+    path, sub = resolve_vae_path(vae, subfolder=subfolder)
+    folder = Path(os.path.expanduser(path))
+    if not folder.is_dir():
+        raise ConfigError(
+            format_error(
+                "vae",
+                str(vae),
+                "is not a local folder, and the train pass computes cache keys from local files",
+                "download the VAE once and pass its folder",
+            )
+        )
+    config = AutoencoderKLWan.load_config(str(folder), subfolder=sub)
+    init, _, _ = AutoencoderKLWan.extract_init_dict(config)
+    return _describe(SimpleNamespace(config=FrozenDict(init)), path, sub, True, dtype)
+
+
+# -- the cache pass ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Task:
+    sample: int
+    variant: int
+    key: str
+
+
+class _PrepareStream(IterableDataset[dict[str, Any]]):
+    """Worker side of the cache pass: decode chunks of one bucket into pixel batches."""
+
+    def __init__(
+        self,
+        chunks: list[list[_Task]],
+        samples: Sequence[PlanSample],
+        options: DecodeOptions,
+        policy: ErrorPolicy,
+        report_dir: str,
+        run: str,
+    ) -> None:
+        self.chunks = chunks
+        self.samples = samples
+        self.options = options
+        self.policy = policy
+        self.report_dir = report_dir
+        self.run = run
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        context = StageContext(metrics=Metrics())
+        part = Path(self.report_dir) / f"part-prepare-{self.run}-w{worker}-p{os.getpid()}.json"
+        try:
+            for chunk in self.chunks[worker::workers]:
+                clips: list[Clip] = []
+                tasks: list[_Task] = []
+                for task in chunk:
+                    sample = self.samples[task.sample]
+                    context.epoch = task.variant
+
+                    def one(s: PlanSample, variant: int = task.variant) -> list[Clip]:
+                        return [
+                            decode_sample(s.probed, s.clip_index, s.bucket, self.options, variant)
+                        ]
+
+                    out = next(
+                        map_stage(
+                            [sample],
+                            one,
+                            stage="decode",
+                            accepts=PlanSample,
+                            policy=self.policy,
+                            context=context,
+                        )
+                    )
+                    if isinstance(out, Failed):
+                        context.metrics.record_failed(out)
+                        continue
+                    assert isinstance(out, Clip)
+                    clips.append(out)
+                    tasks.append(task)
+                context.metrics.write(part)
+                if clips:
+                    batch = collate(clips)
+                    batch["tasks"] = [(t.sample, t.variant, t.key) for t in tasks]
+                    yield batch
+        finally:
+            context.metrics.write(part)
+
+
+def prepare_cache(
+    samples: Sequence[PlanSample],
+    *,
+    options: DecodeOptions,
+    spec: CacheSpec,
+    encoder: Any,
+    policy: ErrorPolicy,
+    report_dir: str,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Encode every distinct clip (sample x variant) of this rank that the cache lacks.
+
+    Returns a summary; ``tasks`` counts distinct keys of this rank. Work is sharded across ranks
+    by the index of the distinct key, so under ``torchrun`` each clip is encoded by
+    exactly one rank into the shared cache directory. Already present entries are skipped, which
+    makes the pass resumable and safe to run from two processes at once (atomic writes: the
+    last writer of a key wins with an identical, valid file).
+
+    The pass writes its report parts into ``report_dir`` under names of their own (rank,
+    process and pass): decode counts from the workers, and from this process the skips of the
+    encoder and the cache counters (``writes``...), so that the dataset's ``report()["cache"]``
+    counts the entries this pass wrote, and a second pass adds to the first.
+    """
+    started = time.perf_counter()
+    run = f"r{rank}-p{os.getpid()}-i{next(_passes)}"
+    cache = LatentCache(spec.root)
+    # Distinct keys, in a fixed order, dealt to ranks: variants of a clip that cannot vary (no
+    # slack for its window or crop) share a key and must be encoded once, by one rank.
+    unique: dict[str, _Task] = {}
+    for i in range(len(samples)):
+        for v in range(spec.variations):
+            key, _ = sample_key(samples[i], v, options, spec)
+            unique.setdefault(key, _Task(i, v, key))
+    tasks_all = list(unique.values())[rank::world_size]
+    missing: list[_Task] = []
+    present = 0
+    for task in tasks_all:
+        if cache.contains(task.key):
+            present += 1
+        else:
+            missing.append(task)
+    by_bucket: dict[Bucket, list[_Task]] = defaultdict(list)
+    for task in missing:
+        by_bucket[samples[task.sample].bucket].append(task)
+    size = max(1, int(getattr(encoder, "encode_batch_size", 1)))
+    chunks = [
+        tasks[i : i + size]
+        for _, tasks in sorted(by_bucket.items(), key=lambda kv: str(kv[0]))
+        for i in range(0, len(tasks), size)
+    ]
+    stream = _PrepareStream(chunks, samples, options, policy, report_dir, run)
+    loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
+    encoded = skipped_encode = 0
+    context = StageContext(metrics=Metrics())
+    bar = _progress(len(missing), progress)
+    threads = torch.get_num_threads()
+    vae_threads = threads
+    if str(getattr(encoder, "device", "cpu")).startswith("cpu"):
+        # The decoding workers run beside a CPU VAE: leave them their cores. With more OpenMP
+        # threads than free cores, torch's threads spin against the decoders: on a busy 2-core
+        # machine one 33x128x128 clip took 6 s to encode with 2 threads and 0.45 s with 1.
+        vae_threads = max(1, min(threads, (os.cpu_count() or 1) - num_workers))
+    torch.set_num_threads(vae_threads)
+    try:
+        for batch in loader:
+            results = encoder.encode_each(batch["pixels"])
+            for (i, v, key), result, times, crop, caption in zip(
+                batch["tasks"],
+                results,
+                batch["frame_times"],
+                batch["crops"],
+                batch["captions"],
+                strict=True,
+            ):
+                sample = samples[i]
+                if isinstance(result, SampleError):
+                    skipped_encode += 1
+                    failed = Failed(
+                        key=sample.key,
+                        path=sample.path,
+                        stage="encode",
+                        reason=result.reason,
+                        error_type="SampleError",
+                        message=str(result),
+                    )
+                    context.metrics.record_failed(failed)
+                    continue
+                cache.put(
+                    key,
+                    result,
+                    {
+                        "path": sample.path,
+                        "clip_index": str(sample.clip_index),
+                        "variant": str(v),
+                        "frame_times": json.dumps(times),
+                        "crop": json.dumps(crop),
+                        "bucket": str(sample.bucket),
+                        "caption": caption,
+                    },
+                )
+                encoded += 1
+            if bar is not None:
+                bar.update(len(batch["tasks"]))
+                bar.set_postfix(encoded=encoded, skipped=skipped_encode)
+    finally:
+        torch.set_num_threads(threads)
+        if bar is not None:
+            bar.close()
+        context.metrics.cache = cache.counters()
+        context.metrics.write(Path(report_dir) / f"part-prepare-{run}-main.json")
+    seconds = time.perf_counter() - started
+    summary = {
+        "tasks": len(tasks_all),
+        "already_cached": present,
+        "encoded": encoded,
+        "skipped": len(missing) - encoded,
+        "skipped_in_encode": skipped_encode,
+        "seconds": round(seconds, 3),
+        "clips_per_second": round(encoded / seconds, 3) if seconds else None,
+        "rank": rank,
+        "world_size": world_size,
+        "vae_threads": vae_threads,
+    }
+    logger.info("cache pass: %s", summary)
+    return summary
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="clip", desc="wan-data cache", dynamic_ncols=True)

@@ -1,0 +1,526 @@
+"""The epoch batch plan: which samples form which batch, in which order, on which rank.
+
+The plan is a pure function of (seed, epoch, the per-sample bucket list, batch size, world
+size, small-bucket mode), computed before any frame is decoded. Every rank and every DataLoader
+worker computes (or receives) the same plan without communicating, so batches are
+bucket-homogeneous, of constant size, and every rank ends the epoch with the same number of
+batches: a rank with one batch fewer than the others makes DDP hang in its next all-reduce.
+
+Algorithm (:func:`plan_epoch`):
+
+1. Group sample indices by bucket. Buckets are visited in sorted ``(frames, width, height)``
+   order and indices within a bucket ascend, so the grouping depends on nothing but the list.
+2. Within each bucket, permute the indices with a numpy PCG64 generator seeded by the SHA-256 of
+   ``(seed, epoch, f"bucket:{frames}x{width}x{height}", "plan")`` (:func:`_permutation`) and cut
+   them into batches of ``batch_size``. The remainder (all of a bucket smaller than the batch)
+   follows ``small_buckets``:
+
+   - ``"repeat"`` (default): fill it up to ``batch_size`` with other samples of the same bucket,
+     drawn with ``sample_rng(seed, epoch, f"bucket:...", "repeat")`` from the bucket's samples
+     that are *not* in the remainder (so no sample appears twice in one batch when the bucket
+     has a full batch); a bucket smaller than the batch cycles through its own samples, spread
+     evenly.
+     The fillers are the last ``repeats`` members of the batch. Every sample is seen, no batch is
+     short, and the counts are logged: the field's habit of silently dropping small buckets is
+     exactly what this mode exists to avoid.
+   - ``"drop"``: drop the remainder; its samples are counted in ``stats`` and logged (a warning
+     when a whole bucket never reaches the model this epoch).
+   - ``"partial"``: keep a smaller batch (for trainers that accept a variable batch size).
+
+3. Permute all batches together, seeded by ``(seed, epoch, "", "batches")``.
+4. Equalise ranks: when the number of batches is not a multiple of ``world_size``, append copies
+   of the first batches (``padding=True``) until it is. Rank ``r`` takes ``batches[r::world_size]``
+   and renumbers their positions ``0..n-1``. The copies always land on a rank other than the one
+   holding the original.
+5. Inputs are validated first (all problems gathered into one :class:`ConfigError`).
+
+Decoding can still fail after planning. The plan carries, per bucket, every sample index of all
+ranks (``pools``), and :func:`replacement_candidates` / :func:`fallback_buckets` give seeded,
+deterministic orders in which the consumer replaces a failed member (same bucket) or, when a
+bucket is exhausted, builds a whole batch of another bucket, so batches stay full and
+homogeneous and the batch count never shrinks. Because the orders depend only on (seed, epoch,
+rank, position, bucket), a resumed run or a different ``num_workers`` picks the same replacement
+whenever a sample's failure is deterministic.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wan_data.errors import ConfigError, format_error
+from wan_data.items import Bucket
+from wan_data.media.sampling import sample_rng
+
+__all__ = [
+    "SMALL_BUCKET_MODES",
+    "EpochPlan",
+    "PlannedBatch",
+    "check_plan_options",
+    "fallback_buckets",
+    "plan_epoch",
+    "replacement_candidates",
+    "shard_batches",
+]
+
+logger = logging.getLogger("wan_data")
+
+SMALL_BUCKET_MODES = ("repeat", "drop", "partial")
+
+_LOG_BUCKETS = 8  # buckets named in one log line; the rest are summarised as "+N more"
+_BAD_ITEMS_SHOWN = 5  # non-Bucket entries named in the error; a million bad entries is one fault
+_ID_CACHE = 4096  # distinct Bucket objects looked up by identity before grouping by value only
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    """One batch of one rank's epoch plan.
+
+    Attributes:
+        position: index of this batch within its rank's plan (``0..len-1``); it seeds the
+            replacement order, so it must not change between a run and its resumption.
+        bucket: the shape class every member belongs to.
+        members: sample indices into the caller's sample list. With ``repeats`` > 0 the last
+            ``repeats`` members are fillers, and a bucket smaller than the batch repeats indices.
+        repeats: how many members are repeats added to fill the batch (``small_buckets="repeat"``).
+        padding: a copy of another rank's batch, added only so every rank has the same count.
+    """
+
+    position: int
+    bucket: Bucket
+    members: tuple[int, ...]
+    repeats: int = 0
+    padding: bool = False
+
+    def __post_init__(self) -> None:
+        if self.position < 0:
+            raise ValueError(format_error("PlannedBatch.position", self.position, "must be >= 0"))
+        if not 0 <= self.repeats <= len(self.members):
+            raise ValueError(
+                format_error(
+                    "PlannedBatch.repeats",
+                    self.repeats,
+                    f"must be in [0, len(members)={len(self.members)}]",
+                )
+            )
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """One rank's batches for one epoch, plus what failure handling needs.
+
+    Attributes:
+        epoch: the epoch planned.
+        rank: the rank whose batches these are.
+        world_size: number of ranks the epoch was split over.
+        batches: this rank's batches in order, positions ``0..n-1``; ``n`` is the same on every
+            rank.
+        pools: every sample index of each bucket, over all ranks, ascending: the candidates a
+            failed member can be replaced with.
+        stats: JSON-serialisable counts, identical on every rank: per bucket (``"buckets"``,
+            keyed ``"FxWxH"``) ``samples``, ``batches``, ``repeated``, ``dropped``; the same
+            totals at the top level plus ``padding_batches``, ``batches_per_rank`` and
+            ``partial_batches``.
+    """
+
+    epoch: int
+    rank: int
+    world_size: int
+    batches: tuple[PlannedBatch, ...]
+    pools: dict[Bucket, tuple[int, ...]] = field(default_factory=dict)
+    stats: dict[str, object] = field(default_factory=dict)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_plan_options(
+    batch_size: object, small_buckets: object, world_size: object, rank: object
+) -> list[str]:
+    """Problems with the planning options, all of them (empty when valid).
+
+    Gathered rather than raised one at a time so that one edit of a launch script fixes them all
+    instead of one per failed start.
+    """
+    problems = []
+    if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
+        problems.append(format_error("batch_size", batch_size, "must be an int >= 1"))
+    if not isinstance(small_buckets, str) or small_buckets not in SMALL_BUCKET_MODES:
+        problems.append(
+            format_error(
+                "small_buckets",
+                small_buckets,
+                f"must be one of {SMALL_BUCKET_MODES}",
+                "'repeat' fills short batches with repeats, 'drop' drops them, "
+                "'partial' keeps them short",
+            )
+        )
+    world = world_size if _is_int(world_size) else None
+    if not isinstance(world, int) or world < 1:
+        problems.append(format_error("world_size", world_size, "must be an int >= 1"))
+        world = None
+    if not isinstance(rank, int) or isinstance(rank, bool):
+        problems.append(format_error("rank", rank, "must be an int"))
+    elif world is not None and not 0 <= rank < world:
+        problems.append(
+            format_error(
+                "rank",
+                rank,
+                f"must be in [0, world_size={world_size})",
+                "pass torch.distributed.get_rank() and get_world_size()",
+            )
+        )
+    return problems
+
+
+def _group(buckets: Sequence[Bucket]) -> dict[Bucket, list[int]]:
+    """Sample indices per bucket, ascending, in sorted bucket order.
+
+    Looked up by object identity first: callers usually share a handful of ``Bucket`` objects
+    among millions of samples, and ``id`` skips the dataclass's Python-level ``__hash__`` per
+    sample. Each cached object is kept alive in ``keep``, so its id cannot be reused by another
+    object while grouping. A caller that makes a fresh object per sample fills the id cache
+    quickly; past ``_ID_CACHE`` entries the rest are grouped by value alone.
+    """
+    by_value: dict[Bucket, list[int]] = {}
+    by_id: dict[int, list[int]] = {}
+    keep: list[object] = []
+    bad: list[tuple[int, object]] = []
+    bad_count = 0
+    for i, b in enumerate(buckets):
+        group = by_id.get(id(b))
+        if group is None:
+            if not isinstance(b, Bucket):
+                bad_count += 1
+                if len(bad) < _BAD_ITEMS_SHOWN:
+                    bad.append((i, b))
+                continue
+            group = by_value.get(b)
+            if group is None:
+                by_value[b] = group = []
+            if len(keep) < _ID_CACHE:
+                by_id[id(b)] = group
+                keep.append(b)
+        group.append(i)
+    if bad:
+        problems = [
+            format_error(f"buckets[{i}]", repr(v), "must be a wan_data.items.Bucket")
+            for i, v in bad
+        ]
+        if bad_count > len(bad):
+            problems.append(f"... and {bad_count - len(bad)} more entries that are not a Bucket")
+        raise ConfigError(problems)
+    return {b: by_value[b] for b in sorted(by_value, key=_bucket_order)}
+
+
+def _permutation(n: int, seed: int, epoch: int, key: str, purpose: str) -> list[int]:
+    """A permutation of ``range(n)`` seeded like :func:`sample_rng` (SHA-256 of the inputs).
+
+    numpy's generator, not ``random.shuffle``: the plan is computed at the start of every epoch
+    before the first batch, and a Python shuffle (0.8 µs per element) was most of it.
+    """
+    digest = hashlib.sha256(f"{seed}\x00{epoch}\x00{key}\x00{purpose}".encode()).digest()
+    generator = np.random.Generator(np.random.PCG64(int.from_bytes(digest[:16], "big")))
+    return generator.permutation(n).tolist() if n else []
+
+
+def _shuffled(indices: list[int], seed: int, epoch: int, key: str, purpose: str) -> list[int]:
+    """``indices`` in the order of :func:`_permutation`."""
+    if len(indices) < 2:
+        return list(indices)
+    perm = _permutation(len(indices), seed, epoch, key, purpose)
+    return np.asarray(indices, dtype=np.int64)[perm].tolist()
+
+
+def _bucket_order(bucket: Bucket) -> tuple[int, int, int]:
+    return (bucket.frames, bucket.width, bucket.height)
+
+
+def _bucket_key(bucket: Bucket) -> str:
+    return f"bucket:{bucket.frames}x{bucket.width}x{bucket.height}"
+
+
+def _summary(counts: dict[str, int]) -> str:
+    parts = [f"{name} {n}" for name, n in list(counts.items())[:_LOG_BUCKETS]]
+    if len(counts) > _LOG_BUCKETS:
+        parts.append(f"+{len(counts) - _LOG_BUCKETS} more")
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """One bucket's batches before the global shuffle, kept as its shuffled order.
+
+    Only this rank's batches become tuples and objects: a million-sample epoch has a quarter of
+    a million batches, and allocating them all (then letting the garbage collector walk them)
+    cost more than the shuffles.
+
+    Attributes:
+        first: global id of the bucket's first batch; its batches are ``first..first+count-1``.
+        bucket: the bucket.
+        order: its sample indices, shuffled; batch ``j < full`` is ``order[j*bs:(j+1)*bs]``.
+        full: how many full batches it cuts into.
+        tail: the remainder batch (members, repeats) when the mode keeps one.
+    """
+
+    first: int
+    bucket: Bucket
+    order: list[int]
+    full: int
+    tail: tuple[tuple[int, ...], int] | None
+
+    def batch(self, j: int, batch_size: int) -> tuple[tuple[int, ...], int]:
+        if j < self.full:
+            return tuple(self.order[j * batch_size : (j + 1) * batch_size]), 0
+        assert self.tail is not None
+        return self.tail
+
+
+def plan_epoch(
+    buckets: Sequence[Bucket],
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    small_buckets: str = "repeat",
+) -> EpochPlan:
+    """Plan one rank's batches for one epoch (see the module docstring for the algorithm).
+
+    Args:
+        buckets: the bucket of sample ``i`` at index ``i`` (the caller's sample list).
+        batch_size: samples per batch.
+        seed: run seed; with ``epoch`` it determines every shuffle.
+        epoch: the epoch planned; each epoch gets a different order.
+        rank: this process's rank.
+        world_size: number of ranks; every rank gets the same number of batches.
+        small_buckets: what to do with a bucket's remainder: ``"repeat"``, ``"drop"`` or
+            ``"partial"``.
+
+    Returns:
+        This rank's plan. An empty ``buckets`` gives zero batches on every rank.
+
+    Raises:
+        ConfigError: any invalid option or non-``Bucket`` entry, all problems listed.
+    """
+    problems = check_plan_options(batch_size, small_buckets, world_size, rank)
+    if not _is_int(seed):
+        problems.append(format_error("seed", seed, "must be an int"))
+    if not _is_int(epoch):
+        problems.append(format_error("epoch", epoch, "must be an int"))
+    if problems:
+        raise ConfigError(problems)
+
+    groups = _group(buckets)
+    segments: list[_Segment] = []
+    planned = 0  # batches of all ranks, before padding
+    per_bucket: dict[str, dict[str, int]] = {}
+    repeated: dict[str, int] = {}
+    dropped: dict[str, int] = {}
+    whole_dropped: list[str] = []
+    partial: dict[str, int] = {}
+    for bucket, indices in groups.items():
+        key = _bucket_key(bucket)
+        order = _shuffled(indices, seed, epoch, key, "plan")
+        n_full = len(order) // batch_size
+        rest = order[n_full * batch_size :]
+        tail: tuple[tuple[int, ...], int] | None = None
+        n_repeated = n_dropped = 0
+        if rest:
+            if small_buckets == "repeat":
+                n_repeated = batch_size - len(rest)
+                # Prefer samples outside the remainder so a filler never duplicates a member.
+                pool = order[: n_full * batch_size] or rest
+                rng = sample_rng(seed, epoch, key, "repeat")
+                picks = rng.sample(pool, min(n_repeated, len(pool)))
+                fill = [picks[i % len(picks)] for i in range(n_repeated)]
+                tail = (tuple(rest + fill), n_repeated)
+                repeated[str(bucket)] = n_repeated
+            elif small_buckets == "drop":
+                n_dropped = len(rest)
+                dropped[str(bucket)] = n_dropped
+                if not n_full:
+                    whole_dropped.append(str(bucket))
+            else:
+                tail = (tuple(rest), 0)
+                partial[str(bucket)] = len(rest)
+        count = n_full + (tail is not None)
+        if count:
+            segments.append(_Segment(planned, bucket, order, n_full, tail))
+            planned += count
+        per_bucket[str(bucket)] = {
+            "samples": len(indices),
+            "batches": count,
+            "repeated": n_repeated,
+            "dropped": n_dropped,
+        }
+
+    # Shuffling batch ids is shuffling the batches: the permutation depends only on the length
+    # and the seed, never on the contents.
+    ids = _permutation(planned, seed, epoch, "", "batches")
+    padding = (-planned) % world_size if planned else 0
+    padded = ids + [ids[i % planned] for i in range(padding)]
+    firsts = [seg.first for seg in segments]
+    batches = []
+    for p, g in enumerate(padded[rank::world_size]):
+        seg = segments[bisect.bisect_right(firsts, g) - 1]
+        members, repeats = seg.batch(g - seg.first, batch_size)
+        batches.append(
+            PlannedBatch(
+                position=p,
+                bucket=seg.bucket,
+                members=members,
+                repeats=repeats,
+                padding=rank + p * world_size >= planned,
+            )
+        )
+
+    stats: dict[str, object] = {
+        "epoch": epoch,
+        "batch_size": batch_size,
+        "world_size": world_size,
+        "small_buckets": small_buckets,
+        "samples": len(buckets),
+        "batches": planned,
+        "repeated": sum(repeated.values()),
+        "dropped": sum(dropped.values()),
+        "partial_batches": len(partial),
+        "padding_batches": padding,
+        "batches_per_rank": len(padded) // world_size,
+        "buckets": per_bucket,
+    }
+    _log(epoch, small_buckets, repeated, dropped, whole_dropped, partial)
+    return EpochPlan(
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        batches=tuple(batches),
+        pools={b: tuple(indices) for b, indices in groups.items()},
+        stats=stats,
+    )
+
+
+def _log(
+    epoch: int,
+    mode: str,
+    repeated: dict[str, int],
+    dropped: dict[str, int],
+    whole_dropped: list[str],
+    partial: dict[str, int],
+) -> None:
+    """One line per kind of adjustment, so a small bucket is never handled silently."""
+    if repeated:
+        logger.info(
+            "epoch %d plan: filled the short last batch of %d bucket(s) with %d repeated "
+            "sample(s) (small_buckets=%r), repeats per bucket: %s",
+            epoch,
+            len(repeated),
+            sum(repeated.values()),
+            mode,
+            _summary(repeated),
+        )
+    if dropped:
+        logger.info(
+            "epoch %d plan: dropped %d sample(s) of %d bucket(s) that do not fill a batch "
+            "(small_buckets=%r): %s",
+            epoch,
+            sum(dropped.values()),
+            len(dropped),
+            mode,
+            _summary(dropped),
+        )
+    if whole_dropped:
+        logger.warning(
+            "epoch %d plan: %d bucket(s) smaller than the batch size are never trained on "
+            "(small_buckets='drop'): %s. Use small_buckets='repeat' to keep them",
+            epoch,
+            len(whole_dropped),
+            ", ".join(whole_dropped[:_LOG_BUCKETS])
+            + (
+                f" +{len(whole_dropped) - _LOG_BUCKETS} more"
+                if len(whole_dropped) > _LOG_BUCKETS
+                else ""
+            ),
+        )
+    if partial:
+        logger.info(
+            "epoch %d plan: %d short batch(es) kept (small_buckets=%r), samples per bucket: %s",
+            epoch,
+            len(partial),
+            mode,
+            _summary(partial),
+        )
+
+
+def _stream_key(plan: EpochPlan, batch: PlannedBatch) -> str:
+    # The rank is part of the key: positions repeat on every rank, and two ranks that both need
+    # a replacement from one bucket should not pick the same sample.
+    return f"rank:{plan.rank}/batch:{batch.position}/{_bucket_key(batch.bucket)}"
+
+
+def replacement_candidates(plan: EpochPlan, batch: PlannedBatch, *, seed: int) -> Iterator[int]:
+    """Other samples of the batch's bucket, in the order to try them when a member fails.
+
+    Every index of ``plan.pools[batch.bucket]`` not in ``batch.members`` comes out exactly once,
+    in an order seeded by (seed, epoch, rank, position, bucket). The order is produced lazily
+    (Fisher-Yates, one swap per candidate taken), so a single failure costs one pass over the
+    pool, not a full shuffle, and does not depend on how many candidates are consumed.
+
+    To fill a batch of another bucket (see :func:`fallback_buckets`), pass
+    ``dataclasses.replace(batch, bucket=other, members=(), repeats=0)``: its whole pool, in its
+    own order.
+
+    Raises:
+        ValueError: the batch's bucket has no pool in this plan.
+    """
+    if batch.bucket not in plan.pools:
+        raise ValueError(
+            format_error("batch.bucket", str(batch.bucket), "has no pool in this epoch plan")
+        )
+    members = set(batch.members)
+    pool = [i for i in plan.pools[batch.bucket] if i not in members]
+    rng = sample_rng(seed, plan.epoch, _stream_key(plan, batch), "replace")
+    for i in range(len(pool)):
+        j = rng.randrange(i, len(pool))
+        pool[i], pool[j] = pool[j], pool[i]
+        yield pool[i]
+
+
+def fallback_buckets(plan: EpochPlan, batch: PlannedBatch, *, seed: int) -> list[Bucket]:
+    """Every other bucket of the plan, in a seeded order, for when a whole bucket is exhausted.
+
+    When every candidate of the batch's own bucket failed, the consumer builds a whole
+    replacement batch from the first of these buckets that can fill one, instead of yielding
+    fewer batches than the other ranks (a DDP hang). Uniformly shuffled, seeded by (seed, epoch,
+    rank, position), so the choice is the same on a resumed run.
+    """
+    others = sorted((b for b in plan.pools if b != batch.bucket), key=_bucket_order)
+    key = f"rank:{plan.rank}/batch:{batch.position}"
+    sample_rng(seed, plan.epoch, key, "fallback").shuffle(others)
+    return others
+
+
+def shard_batches(plan: EpochPlan, worker: int, num_workers: int) -> tuple[PlannedBatch, ...]:
+    """The batches DataLoader worker ``worker`` of ``num_workers`` produces: every n-th position.
+
+    torch's DataLoader takes batches from ``IterableDataset`` workers round-robin, so when every
+    worker yields exactly its share (failures replaced, never skipped) the loader yields the
+    plan in position order, the same as ``num_workers=0``.
+
+    Raises:
+        ConfigError: ``num_workers`` < 1 or ``worker`` outside ``[0, num_workers)``.
+    """
+    if not _is_int(num_workers) or num_workers < 1:
+        raise ConfigError(format_error("num_workers", num_workers, "must be an int >= 1"))
+    if not _is_int(worker) or not 0 <= worker < num_workers:
+        raise ConfigError(
+            format_error("worker", worker, f"must be an int in [0, num_workers={num_workers})")
+        )
+    return plan.batches[worker::num_workers]

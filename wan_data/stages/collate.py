@@ -1,0 +1,164 @@
+"""Batch assembly: drop failures, stack the rest, explain shape mismatches.
+
+This is the second line of defence: stages already drop :class:`Failed` before batching, but a
+``collate`` used with a plain DataLoader must never turn one bad sample into a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import get_worker_info
+
+from wan_data.errors import ConfigError, format_error
+from wan_data.failures.mechanism import StageContext
+from wan_data.items import Clip, Failed
+
+__all__ = ["batch_clips", "collate", "empty_batch", "pixels_to_float"]
+
+logger = logging.getLogger("wan_data")
+
+
+def empty_batch(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An uninitialised batch tensor, in shared memory when made inside a DataLoader worker.
+
+    A worker sends tensors to the main process through shared memory; a tensor that is not
+    already there is copied into it on the way out (80 MB per batch of two 33x240x416 clips).
+    Writing the batch straight into shared memory saves that copy, as torch's own
+    ``default_collate`` does.
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = 1
+    for n in shape:
+        numel *= n
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    storage = torch.UntypedStorage._new_shared(numel * itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+
+
+def pixels_to_float(frames: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """uint8 clips (F, 3, H, W) -> float32 (B, 3, F, H, W) in [-1, 1].
+
+    Accepts a stacked (B, F, 3, H, W) tensor or a sequence of clips (possibly non-contiguous
+    crop views). Each (clip, channel) plane is cast straight into its place in the output (no
+    uint8 stack, no permuted copy), then scaled in place with vectorised kernels: 7.7 ms per
+    33 x 240 x 416 clip on one thread, against 12.3 ms for a casting ``torch.mul`` per plane.
+    """
+    clips = list(frames.unbind(0)) if isinstance(frames, torch.Tensor) else list(frames)
+    f, c, h, w = clips[0].shape
+    out = empty_batch((len(clips), c, f, h, w))
+    for i, clip in enumerate(clips):
+        for channel in range(c):
+            out[i, channel].copy_(clip[:, channel])
+    return out.mul_(2.0 / 255.0).sub_(1.0)
+
+
+def collate(items: Sequence[Clip | Failed | None]) -> dict[str, Any]:
+    """Stack clips into the public batch dict, dropping ``Failed`` and ``None``.
+
+    Returns:
+        ``pixels`` float32 (B, 3, F, H, W) in [-1, 1], ``captions``, ``paths``, ``keys``,
+        ``frame_times`` (seconds), ``crops`` (x, y, w, h in source pixels), ``buckets``,
+        ``repeated_fraction`` (per sample, the share of frames repeating the one before: a
+        source slower than the target fps) and
+        ``dropped`` (how many inputs were dropped). An all-failed input gives an empty batch
+        (B = 0) instead of an exception.
+
+    Raises:
+        ValueError: clips of different shapes, naming every sample and its shape.
+    """
+    clips = [c for c in items if isinstance(c, Clip)]
+    dropped = len(items) - len(clips)
+    if dropped:
+        logger.debug("collate dropped %d failed/None item(s) of %d", dropped, len(items))
+    if not clips:
+        return {
+            "pixels": torch.empty((0, 3, 0, 0, 0), dtype=torch.float32),
+            "captions": [],
+            "paths": [],
+            "keys": [],
+            "frame_times": [],
+            "crops": [],
+            "buckets": [],
+            "repeated_fraction": [],
+            "dropped": dropped,
+        }
+    shapes = {tuple(c.pixels.shape) for c in clips}
+    if len(shapes) > 1:
+        listing = "; ".join(f"{c.key} ({c.source.path}) {tuple(c.pixels.shape)}" for c in clips)
+        raise ValueError(
+            format_error(
+                "clip shapes in one batch",
+                sorted(shapes),
+                "must all be equal",
+                f"batch clips of one bucket only (WanVideoDataset does); samples: {listing}",
+                stage="collate",
+            )
+        )
+    return {
+        "pixels": pixels_to_float([c.pixels for c in clips]),
+        "captions": [c.caption for c in clips],
+        "paths": [c.source.path for c in clips],
+        "keys": [c.key for c in clips],
+        "frame_times": [list(c.frame_times) for c in clips],
+        "crops": [c.crop.as_list() for c in clips],
+        "buckets": [str(c.bucket) for c in clips],
+        "repeated_fraction": [c.repeated_frames / c.bucket.frames for c in clips],
+        "dropped": dropped,
+    }
+
+
+def batch_clips(
+    items: Iterable[Clip | Failed | None],
+    *,
+    batch_size: int,
+    drop_last: bool = False,
+    context: StageContext | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Group clips by bucket and yield full batches; leftovers at the end as partial batches.
+
+    Failures are recorded (when a context is given) and dropped here, so they never reach a
+    batch and never shrink one: a batch is only emitted once ``batch_size`` good clips of its
+    bucket have arrived.
+
+    Raises:
+        ConfigError: ``batch_size`` is not an int >= 1 (on the first ``next``).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        # Otherwise no group ever reaches the size and every bucket comes out as one batch.
+        raise ConfigError(format_error("batch_size", batch_size, "must be an int >= 1"))
+    ctx = context if context is not None else StageContext()
+    pending: dict[tuple[int, int, int], list[Clip]] = {}
+    for item in items:
+        if isinstance(item, Failed):
+            ctx.metrics.record_failed(item, epoch=ctx.epoch)
+            continue
+        if not isinstance(item, Clip):
+            ctx.metrics.dropped_in_collate += 1
+            continue
+        shape = (item.bucket.frames, item.bucket.width, item.bucket.height)
+        group = pending.setdefault(shape, [])
+        group.append(item)
+        if len(group) == batch_size:
+            del pending[shape]
+            yield _emit(group, ctx)
+    for shape in sorted(pending):
+        group = pending[shape]
+        if drop_last:
+            ctx.metrics.warnings["dropped_partial_batch_samples"] += len(group)
+            logger.info(
+                "dropped %d sample(s) of partial batch %s (drop_last=True)", len(group), shape
+            )
+            continue
+        yield _emit(group, ctx)
+
+
+def _emit(group: list[Clip], ctx: StageContext) -> dict[str, Any]:
+    batch = collate(group)
+    ctx.metrics.batches += 1
+    ctx.metrics.samples += len(group)
+    return batch
