@@ -6,8 +6,8 @@ from media import Corpus
 
 from wan_data.failures.mechanism import StageContext
 from wan_data.failures.policy import ErrorPolicy
-from wan_data.items import Failed, Probed, Source
-from wan_data.planning.batches import PlanSample, build_samples
+from wan_data.items import Failed, PlanSample, Probed, Source
+from wan_data.stages.bucket import build_samples
 from wan_data.stages.decode import DecodeOptions
 from wan_data.stages.probe import probe_metadata
 from wan_data.testing import check_stage_contract

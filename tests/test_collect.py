@@ -22,7 +22,8 @@ from wan_data.errors import ConfigError
 from wan_data.failures.mechanism import StageContext
 from wan_data.failures.policy import ErrorPolicy
 from wan_data.items import Failed, Source
-from wan_data.stages import collect as collect_module
+from wan_data.sources import captions as captions_module
+from wan_data.sources import walk as walk_module
 from wan_data.stages.collect import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -306,7 +307,7 @@ def test_unreadable_sidecar_is_a_failure(tmp_path: Path, monkeypatch: pytest.Mon
     def denied(path: str) -> bytes:
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(collect_module, "_read_bytes", denied)
+    monkeypatch.setattr(captions_module, "_read_bytes", denied)
     items, ctx = run(root)
     [failed] = items
     assert isinstance(failed, Failed)
@@ -593,13 +594,13 @@ SECRET = "SECRET outside the root"
 def spy_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every caption file collect reads, in order."""
     reads: list[str] = []
-    read = collect_module._read_bytes
+    read = captions_module._read_bytes
 
     def spy(path: str) -> bytes:
         reads.append(path)
         return read(path)
 
-    monkeypatch.setattr(collect_module, "_read_bytes", spy)
+    monkeypatch.setattr(captions_module, "_read_bytes", spy)
     return reads
 
 
@@ -826,14 +827,14 @@ def test_unlistable_folder_is_one_failure(tmp_path: Path, monkeypatch: pytest.Mo
     root = tmp_path / "r"
     touch(root / "a.mp4")
     touch(root / "locked" / "b.mp4")
-    real_list_dir = collect_module._list_dir
+    real_list_dir = walk_module._list_dir
 
     def list_dir(path: str) -> list[os.DirEntry[str]]:
         if path.endswith("locked"):
             raise PermissionError(13, "Permission denied", path)
         return real_list_dir(path)
 
-    monkeypatch.setattr(collect_module, "_list_dir", list_dir)
+    monkeypatch.setattr(walk_module, "_list_dir", list_dir)
     items, _ = run(root)
     assert [i.key for i in items] == ["r/a.mp4", "r/locked"]
     failed = items[1]
@@ -844,7 +845,7 @@ def test_transient_listing_error_is_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     touch(tmp_path / "r" / "a.mp4")
-    real_list_dir = collect_module._list_dir
+    real_list_dir = walk_module._list_dir
     calls: list[str] = []
 
     def flaky(path: str) -> list[os.DirEntry[str]]:
@@ -853,7 +854,7 @@ def test_transient_listing_error_is_retried(
             raise TimeoutError("NFS timed out")
         return real_list_dir(path)
 
-    monkeypatch.setattr(collect_module, "_list_dir", flaky)
+    monkeypatch.setattr(walk_module, "_list_dir", flaky)
     items, _ = run(tmp_path / "r")
     assert [i.key for i in items] == ["r/a.mp4"]
     assert len(calls) == 2
@@ -1103,4 +1104,7 @@ def test_logs_a_warning_per_failure_and_debug_per_source(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     debugs = [r for r in caplog.records if r.levelno == logging.DEBUG and "r/a.mp4" in r.message]
     assert len(warnings) == 1 and "b.mp4" in warnings[0].getMessage()
-    assert len(debugs) == 2
+    # The stage trace: the entry in, then one Source per repeat out.
+    assert len(debugs) == 3
+    assert sum("in=Entry" in r.getMessage() for r in debugs) == 1
+    assert sum("out=Source" in r.getMessage() for r in debugs) == 2

@@ -420,7 +420,7 @@ def _collect(into: list[Any]) -> Any:
 def test_failure_rate_alert_fires_once_from_the_merged_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import wan_data.planning.batches as batches_module
+    import wan_data.stages.decode as decode_module
     from wan_data import AlertConfig
     from wan_data.errors import SampleError
 
@@ -434,14 +434,14 @@ def test_failure_rate_alert_fires_once_from_the_merged_report(
         metrics_every=1,
         breaker_threshold=None,
     )
-    real = batches_module.decode_sample
+    real = decode_module.decode_sample
 
     def flaky(probed: Any, *args: Any, **kwargs: Any) -> Any:
         if Path(probed.path).name in ("good0.mp4", "good1.mp4", "good2.mp4"):
             raise SampleError(f"file ({probed.path}) injected failure", reason="decode_error")
         return real(probed, *args, **kwargs)
 
-    monkeypatch.setattr(batches_module, "decode_sample", flaky)
+    monkeypatch.setattr(decode_module, "decode_sample", flaky)
     batches = list(ds.loader(num_workers=0))
     assert batches and all(len(b["keys"]) == 2 for b in batches)
     rates = [a for a in fired if a.kind == "failure_rate"]
@@ -460,7 +460,7 @@ def test_stall_watchdog_names_the_stage_and_file_in_flight(
 ) -> None:
     import time
 
-    import wan_data.planning.batches as batches_module
+    import wan_data.stages.decode as decode_module
     from wan_data import AlertConfig
 
     root = _small_dataset(tmp_path / "data", good=2)
@@ -468,14 +468,14 @@ def test_stall_watchdog_names_the_stage_and_file_in_flight(
     ds = WanVideoDataset(
         root, **SMALL, alerts=AlertConfig(stall_seconds=0.2), on_alert=_collect(fired)
     )
-    real = batches_module.decode_sample
+    real = decode_module.decode_sample
 
     def slow(probed: Any, *args: Any, **kwargs: Any) -> Any:
         if Path(probed.path).name == "good1.mp4":
             time.sleep(1.0)
         return real(probed, *args, **kwargs)
 
-    monkeypatch.setattr(batches_module, "decode_sample", slow)
+    monkeypatch.setattr(decode_module, "decode_sample", slow)
     list(ds.loader(num_workers=0))
     stalls = [a for a in fired if a.kind == "stall"]
     assert len(stalls) >= 1
@@ -537,12 +537,12 @@ def test_json_lines_log_records_skips_from_workers(
 ) -> None:
     import logging
 
-    import wan_data.planning.batches as batches_module
+    import wan_data.stages.decode as decode_module
     from wan_data.observe.logs import JsonLinesHandler, remove_jsonl
 
     root = _small_dataset(tmp_path / "data", good=3)
     log = tmp_path / "log.jsonl"
-    monkeypatch.setattr(batches_module, "decode_sample", _fail_good0(batches_module.decode_sample))
+    monkeypatch.setattr(decode_module, "decode_sample", _fail_good0(decode_module.decode_sample))
     try:
         ds = WanVideoDataset(root, **SMALL, log_jsonl=log)
         loader = ds.loader(num_workers=2, timeout=120, multiprocessing_context="fork")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from media import Corpus, MediaSpec, make_video
 
-import wan_data.stages.decode as decode_module
+import wan_data.media.frames as frames_module
 from wan_data.errors import SampleError
 from wan_data.failures.mechanism import StageContext
 from wan_data.failures.policy import ErrorPolicy
@@ -543,7 +543,7 @@ def test_chunks_on_corrupt_middle_keep_the_good_clip(probed: dict[str, Probed]) 
 def test_multi_clip_partial_failure_keeps_the_good_clips(
     probed: dict[str, Probed], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_fetch = decode_module._fetch
+    real_fetch = frames_module._fetch
 
     def fetch(decoder: Any, plan: Any, *rest: Any) -> Any:
         if plan.clip_index == 1:
@@ -553,8 +553,8 @@ def test_multi_clip_partial_failure_keeps_the_good_clips(
     def salvage(decoder: Any, plan: Any, frames: Any) -> Any:
         raise RuntimeError(TORCHCODEC_LIKE)
 
-    monkeypatch.setattr(decode_module, "_fetch", fetch)
-    monkeypatch.setattr(decode_module, "_salvage", salvage)
+    monkeypatch.setattr(frames_module, "_fetch", fetch)
+    monkeypatch.setattr(frames_module, "_salvage", salvage)
     item = probed["good/h264_landscape.mp4"]  # 36 frames at 16 fps: 4 chunks of 9, capped at 3
     opts = DecodeOptions(
         frames=(9,), fps=16.0, buckets=((96, 48),), sampling="chunks", clips_per_video=3
@@ -583,8 +583,8 @@ def test_all_clips_failing_gives_one_failed_for_the_source(
     def broken(*args: Any) -> Any:
         raise RuntimeError(TORCHCODEC_LIKE)
 
-    monkeypatch.setattr(decode_module, "_fetch", broken)
-    monkeypatch.setattr(decode_module, "_salvage", broken)
+    monkeypatch.setattr(frames_module, "_fetch", broken)
+    monkeypatch.setattr(frames_module, "_salvage", broken)
     item = probed["good/h264_landscape.mp4"]
     chunks = DecodeOptions(
         frames=(9,), fps=16.0, buckets=((96, 48),), sampling="chunks", clips_per_video=0
@@ -607,7 +607,7 @@ def test_salvage_after_a_failed_batch_keeps_a_shorter_clip(
     def fetch(decoder: Any, plan: Any, *rest: Any) -> Any:
         raise RuntimeError(TORCHCODEC_LIKE)
 
-    monkeypatch.setattr(decode_module, "_fetch", fetch)
+    monkeypatch.setattr(frames_module, "_fetch", fetch)
     item = probed["good/h264_landscape.mp4"]
     clip = _clip(item, DecodeOptions(frames=(5, 17, 33), fps=16.0, buckets=((96, 48),)))
     monkeypatch.undo()
@@ -695,7 +695,7 @@ def test_failures_leave_no_decoder_to_the_garbage_collector(
     chunks = DecodeOptions(
         frames=(17,), fps=16.0, buckets=((160, 90),), sampling="chunks", clips_per_video=0
     )
-    real_fetch = decode_module._fetch
+    real_fetch = frames_module._fetch
 
     def fetch(decoder: Any, plan: Any, *rest: Any) -> Any:
         if plan.clip_index == 1:
@@ -710,10 +710,10 @@ def test_failures_leave_no_decoder_to_the_garbage_collector(
     try:
         outputs = _run([damaged], OPTIONS)  # salvaged frame by frame
         outputs += _run([damaged], chunks)  # one clip fails inside the decoder
-        monkeypatch.setattr(decode_module, "_fetch", fetch)
-        monkeypatch.setattr(decode_module, "_salvage", broken)
+        monkeypatch.setattr(frames_module, "_fetch", fetch)
+        monkeypatch.setattr(frames_module, "_salvage", broken)
         outputs += _run([good], chunks)  # a partial failure
-        monkeypatch.setattr(decode_module, "_fetch", broken)
+        monkeypatch.setattr(frames_module, "_fetch", broken)
         outputs += _run([good], chunks)  # every clip fails
         gc.collect()
         leaked = [o for o in gc.garbage if isinstance(o, VideoDecoder)]

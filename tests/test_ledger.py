@@ -15,18 +15,12 @@ import pytest
 
 from wan_data.errors import ConfigError
 from wan_data.failures.breaker import FILTER_REASONS, BreakerConfig
-from wan_data.failures.ledger import (
-    KNOWN_BAD_REASON,
-    LEDGER_FORMAT,
-    LEDGER_REASONS,
-    Ledger,
-    LedgerEntry,
-    skip_known_bad,
-)
+from wan_data.failures.ledger import LEDGER_FORMAT, LEDGER_REASONS, Ledger, LedgerEntry
 from wan_data.failures.mechanism import StageContext
 from wan_data.failures.policy import ErrorPolicy
 from wan_data.items import Failed, Probed, Source
 from wan_data.stages.collect import collect
+from wan_data.stages.ledger import KNOWN_BAD_REASON, skip_known_bad
 from wan_data.stages.probe import probe
 from wan_data.testing import check_stage_contract
 

@@ -1,4 +1,4 @@
-"""The option checks shared by WanVideoDataset and wan-data scan."""
+"""The option checks shared by WanVideoDataset and wan-data scan (one DatasetConfig)."""
 
 from __future__ import annotations
 
@@ -7,25 +7,22 @@ from typing import Any
 import pytest
 
 from wan_data import WanVideoDataset
-from wan_data.config.options import check_sample_options
+from wan_data.config import DatasetConfig
 from wan_data.errors import ConfigError
 from wan_data.tools.scan import scan_dataset
 
-GOOD: dict[str, Any] = {
-    "fps": 16,
-    "sampling": "head",
-    "clips_per_video": 1,
-    "crop": "center",
-    "missing_caption": "empty",
-    "max_aspect": 4.0,
-    "max_pixels": 4096 * 4096,
-    "seed": 0,
-}
+
+def _problems(**options: Any) -> list[str]:
+    try:
+        DatasetConfig.build(**options)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
 
 
 def test_valid_options_have_no_problems() -> None:
-    assert check_sample_options(**GOOD) == []
-    assert check_sample_options(**{**GOOD, "fps": None}) == []
+    assert _problems(fps=16, sampling="head", crop="center", seed=0) == []
+    assert _problems(fps=None) == []
 
 
 @pytest.mark.parametrize(
@@ -43,13 +40,12 @@ def test_valid_options_have_no_problems() -> None:
     ],
 )
 def test_each_bad_option_is_named(name: str, bad: object) -> None:
-    problems = check_sample_options(**{**GOOD, name: bad})
+    problems = _problems(**{name: bad})
     assert len(problems) == 1 and name in problems[0] and repr(bad) in problems[0]
 
 
 def test_every_problem_is_gathered() -> None:
-    bad = {**GOOD, "fps": -1, "crop": "left", "seed": 1.5}
-    assert len(check_sample_options(**bad)) == 3
+    assert len(_problems(fps=-1, crop="left", seed=1.5)) == 3
 
 
 def test_dataset_and_scan_refuse_the_same_options(tmp_path: Any) -> None:
@@ -62,20 +58,4 @@ def test_dataset_and_scan_refuse_the_same_options(tmp_path: Any) -> None:
     for name in bad:
         assert any(name in p for p in from_dataset.value.problems)
         assert any(name in p for p in from_scan.value.problems)
-
-
-def test_resolve_shape_applies_the_preset_then_the_defaults() -> None:
-    from wan_data.config.options import DEFAULT_FRAMES, resolve_shape
-
-    unset = object()
-    ti2v = resolve_shape(
-        "wan2.2-ti2v-5b", frames=None, fps=unset, resolution=None, step=None, unset=unset
-    )
-    assert (ti2v.frames, ti2v.fps, ti2v.step) == ([121], 24.0, 32) and not ti2v.problems
-    assert ti2v.resolution == ((1280, 704),)
-    mine = resolve_shape("wan2.1", frames=17, fps=None, resolution=(64, 64), step=16, unset=unset)
-    assert (mine.frames, mine.fps, mine.resolution) == ([17], None, (64, 64))  # None: native fps
-    plain = resolve_shape(None, frames=None, fps=unset, resolution=None, step=None, unset=unset)
-    assert plain.frames == list(DEFAULT_FRAMES) and plain.preset is None
-    bad = resolve_shape("wan9", frames=None, fps=unset, resolution=None, step=None, unset=unset)
-    assert len(bad.problems) == 1 and "wan9" in bad.problems[0]
+    assert sorted(from_dataset.value.problems) == sorted(from_scan.value.problems)

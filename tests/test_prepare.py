@@ -403,3 +403,54 @@ def test_cache_corruption_raises_an_alert_once(data: Path, vae21: Path, tmp_path
     corrupt = [a for a in fired if a.kind == "cache_corruption"]
     assert len(corrupt) == 1, fired
     assert corrupt[0].value == 1
+
+
+def test_the_fill_command_in_the_error_rebuilds_this_dataset(
+    data: Path, vae21: Path, tmp_path: Path
+) -> None:
+    """The hint must carry every non-default option: a command without the dataset's frames,
+    fps or resolution would fill a different cache."""
+    import shlex
+
+    from wan_data.config.cli import config_from_args
+    from wan_data.tools.cli import _build_parser
+
+    options = {**OPTIONS, "no_upscale": True, "clips_per_video": 2, "max_aspect": 2.0}
+    ds = WanVideoDataset(data, **options, vae=vae21, cache_dir=tmp_path / "cache")
+    with pytest.raises(CacheIncompleteError) as info:
+        next(iter(ds.loader(num_workers=0)))
+    command = str(info.value).split("`")[1]
+    for flag in ("--frames 5 9", "--fps 8", "--resolution 64x64", "--no-upscale", "--seed 1"):
+        assert flag in command, (flag, command)
+    args = _build_parser().parse_args(shlex.split(command)[1:])
+    assert config_from_args(args, "cache").flat() == ds.config.flat()
+
+
+def invert(clip: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(clip, pixels=255 - clip.pixels)
+
+
+def test_clip_stages_run_in_the_cache_pass_and_key_its_entries(
+    data: Path, vae21: Path, tmp_path: Path
+) -> None:
+    from wan_data.stages import Map
+
+    cache = tmp_path / "cache"
+    plain = prepared(data, vae21, cache)
+    stages = [Map(invert, name="invert")]
+    inverted = WanVideoDataset(data, **OPTIONS, vae=vae21, cache_dir=cache, clip_stages=stages)
+    assert inverted.cache_keys().isdisjoint(plain.cache_keys())
+    assert not inverted.cache_complete()
+    summary = inverted.prepare(num_workers=1, progress=False)
+    assert summary["encoded"] == len(inverted.cache_keys(0)) and inverted.cache_complete()
+    assert "ds.prepare()" in inverted.cache_spec.command_hint  # type: ignore[union-attr]
+    pixels = WanVideoDataset(data, **OPTIONS, clip_stages=stages)
+    model, info = load_vae(vae21, device="cpu")
+    for batch, pixel_batch in zip(
+        inverted.loader(num_workers=0), pixels.loader(num_workers=0), strict=True
+    ):
+        with torch.no_grad():
+            expected = normalise(model.encode(pixel_batch["pixels"]).latent_dist.mode(), info)
+        torch.testing.assert_close(batch["latents"], expected, atol=1e-5, rtol=1e-5)

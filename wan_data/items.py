@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 import torch
 
 from wan_data.errors import format_error
 
 __all__ = [
+    "Batch",
     "Bucket",
+    "CachedClip",
     "Clip",
     "CropBox",
+    "EncodeJob",
+    "Encoded",
     "Failed",
     "Item",
     "MediaType",
+    "PlanSample",
     "Probed",
     "Source",
     "ValidationResult",
@@ -286,6 +291,141 @@ class Clip:
             f"Clip(key={self.key!r}, pixels={tuple(self.pixels.shape)} {self.pixels.dtype}, "
             f"bucket={self.bucket}, frames {self.frame_times[0]:.3f}s..{self.frame_times[-1]:.3f}s)"
         )
+
+
+@dataclass(frozen=True)
+class PlanSample:
+    """A sample: one clip of a source in the epoch-independent sample list — which source,
+    which window (``clip_index``) and which bucket. Construction makes the list once; each
+    epoch's plan orders it into batches, and decoding turns a sample into a :class:`Clip`.
+    """
+
+    probed: Probed
+    clip_index: int
+    bucket: Bucket
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.clip_index, int) and self.clip_index >= 0,
+            "clip_index",
+            self.clip_index,
+            "must be an int >= 0",
+            self.probed.path,
+        )
+
+    @property
+    def key(self) -> str:
+        return f"{self.probed.key}#{self.clip_index}"
+
+    @property
+    def path(self) -> str:
+        return self.probed.path
+
+
+@dataclass(frozen=True)
+class CachedClip:
+    """A clip read back from the latent cache: latents instead of pixels (the train pass)."""
+
+    key: str
+    source: Source
+    latents: torch.Tensor
+    frame_times: tuple[float, ...]
+    crop: CropBox
+    bucket: Bucket
+    caption: str
+
+    @property
+    def path(self) -> str:
+        return self.source.path
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """Decoded clips of one bucket on their way into the VAE (the cache pass).
+
+    Attributes:
+        keys: the cache key of each clip.
+        paths: each clip's source file.
+        pixels: float32 ``(B, 3, F, H, W)`` in [-1, 1].
+        entries: per clip, the metadata stored beside its latents (path, clip, variant,
+            frame times, crop, bucket, caption).
+    """
+
+    keys: tuple[str, ...]
+    paths: tuple[str, ...]
+    pixels: torch.Tensor
+    entries: tuple[dict[str, str], ...]
+
+    def __post_init__(self) -> None:
+        count = len(self.keys)
+        _require(
+            count >= 1 and len(self.paths) == count and len(self.entries) == count,
+            "encode job members",
+            count,
+            "must be >= 1, with one path and one entry per key",
+        )
+        _require(
+            self.pixels.ndim == 5 and self.pixels.shape[0] == count,
+            "encode job pixels shape",
+            tuple(self.pixels.shape),
+            f"must be ({count}, 3, F, H, W)",
+        )
+
+    @property
+    def key(self) -> str:
+        return self.keys[0] if len(self.keys) == 1 else f"{self.keys[0]} (+{len(self.keys) - 1})"
+
+    @property
+    def path(self) -> str:
+        return self.paths[0]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One clip's latents, ready for the cache (the ``encode`` stage's output)."""
+
+    key: str
+    path: str
+    latents: torch.Tensor
+    entry: dict[str, str]
+
+
+class Batch(TypedDict, total=False):
+    """What the dataset yields: one planned, bucket-homogeneous batch (JSON-like keys).
+
+    Built in one place (:func:`wan_data.stages.collate.make_batch`) for pixel and latent
+    batches alike; exactly one of ``pixels`` and ``latents`` is present.
+
+    Keys:
+        pixels: float32 ``(B, 3, F, H, W)`` in [-1, 1] (pixel batches).
+        latents: ``(B, z, T, h, w)`` in the cache's dtype (cached batches).
+        captions, paths, keys: per member: the caption, the source file, the sample key.
+        frame_times: per member, each frame's presentation time in seconds.
+        crops: per member, ``[x, y, w, h]`` of the crop in source pixels.
+        buckets: per member, the bucket as ``"WxHxF"``.
+        repeated_fraction: per member, the share of frames repeating the one before (a
+            source slower than the target fps); pixel batches only.
+        dropped: inputs dropped while collating (``Failed``/``None``).
+        position, epoch: where the batch is in its epoch's plan (what resume needs).
+        replaced: members replaced after a failure (or repeated to fill the batch).
+        padding: ``True`` for a copy of another rank's batch, added only so every rank has
+            the same number of batches.
+    """
+
+    pixels: torch.Tensor
+    latents: torch.Tensor
+    captions: list[str]
+    paths: list[str]
+    keys: list[str]
+    frame_times: list[list[float]]
+    crops: list[list[float]]
+    buckets: list[str]
+    repeated_fraction: list[float]
+    dropped: int
+    position: int
+    epoch: int
+    replaced: int
+    padding: bool
 
 
 @dataclass(frozen=True)

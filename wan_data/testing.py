@@ -3,7 +3,9 @@
 A stage honours one contract whatever it does to good items (torchdata.nodes style: one shared
 helper every test calls).
 
-A stage is ``stage(items, *, policy, **options) -> Iterator``. Whatever it does to good items,
+A stage is a :class:`~wan_data.stages.Stage` object (``stage(items, context)``: options bound
+at construction) or a stage function ``stage(items, *, policy, **options) -> Iterator``.
+Whatever it does to good items,
 at its boundary it must behave the same way as every other stage: empty in gives empty out,
 :class:`~wan_data.items.Failed` items pass through untouched, ``None`` and stray objects become
 ``Failed(reason="invalid_item")`` instead of crossing the boundary, the output is deterministic
@@ -14,7 +16,11 @@ Usage from a stage's tests (the library's own, or a user's stage)::
     from wan_data.testing import check_stage_contract
 
     def test_probe_contract(corpus):
-        check_stage_contract(probe, [source_a, source_b], limits=ProbeLimits())
+        check_stage_contract(Probe(ProbeLimits()), [source_a, source_b])
+
+A stage object must also pickle (DataLoader workers receive the dataset, stages included, by
+pickle) with the same :meth:`~wan_data.stages.Stage.identity` (the sample index and the latent
+cache key on it).
 
 The checks raise :class:`AssertionError` explicitly (never through ``assert`` statements), so
 they hold under ``python -O`` too.
@@ -122,7 +128,12 @@ def _run(
     policy_kw: str,
     kwargs: dict[str, Any],
 ) -> list[Any]:
+    from wan_data.failures.mechanism import StageContext
+    from wan_data.stages.base import Stage
+
     # A one-shot iterator, not a list: stages must not rely on len() or a second pass.
+    if isinstance(stage, Stage):
+        return list(stage(iter(items), StageContext(policy=ErrorPolicy()), **kwargs))
     out = stage(iter(items), **{policy_kw: ErrorPolicy()}, **kwargs)
     return list(out)
 
@@ -161,11 +172,28 @@ def check_stage_contract(
             :class:`~wan_data.failures.policy.ErrorPolicy`.
         **kwargs: further keyword options passed to every call (e.g. ``options=...``).
 
+    A :class:`~wan_data.stages.Stage` object is called as ``stage(iter(items), context)``
+    with a fresh :class:`~wan_data.failures.mechanism.StageContext` per call, and must also
+
+    (g) survive a pickle round trip with the same ``identity()``.
+
     Raises:
-        AssertionError: naming the clause, (a) to (f), that the stage breaks.
+        AssertionError: naming the clause, (a) to (g), that the stage breaks.
     """
+    from wan_data.stages.base import Stage
+
     _check(bool(good_inputs), "check_stage_contract needs at least one good input")
     name = getattr(stage, "__qualname__", repr(stage))
+    if isinstance(stage, Stage):
+        try:
+            copy = pickle.loads(pickle.dumps(stage))
+        except Exception as exc:
+            raise AssertionError(f"(g) {name}: the stage does not pickle: {exc!r}") from exc
+        _check(
+            copy.identity() == stage.identity(),
+            f"(g) {name}: identity changed in a pickle round trip: "
+            f"{stage.identity()!r} != {copy.identity()!r}",
+        )
 
     # (a) empty in, empty out.
     empty = _run(stage, [], policy_kw, kwargs)

@@ -3,7 +3,7 @@
 A pool of tiny sources (PNG images of three aspect buckets, and two short videos cut into three
 5-frame chunks each, so one source yields several samples) is built once per module. Every
 example links a drawn subset of it into a fresh folder, builds a ``WanVideoDataset`` and makes a
-drawn set of sources fail at decode: ``wan_data.planning.batches.decode_sample``
+drawn set of sources fail at decode: ``wan_data.stages.decode.decode_sample``
 (what the pixel reader
 calls) is replaced by a wrapper that raises ``SampleError(reason=...)`` for those paths and
 decodes the rest for real. Forked DataLoader workers inherit the patch.
@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from media import make_image, make_video
 from prop_helpers import fast_policy, link_or_copy
 
-import wan_data.planning.batches
+import wan_data.stages.decode
 from wan_data.dataset import WanVideoDataset
 from wan_data.errors import PipelineHealthError, SampleError
 from wan_data.items import Bucket, Clip, Probed
@@ -49,7 +49,7 @@ from wan_data.planning.plan import (
 )
 from wan_data.stages.decode import DecodeOptions
 
-REAL_DECODE_SAMPLE = wan_data.planning.batches.decode_sample
+REAL_DECODE_SAMPLE = wan_data.stages.decode.decode_sample
 
 # --------------------------------------------------------------------------------------------
 # The source pool
@@ -369,7 +369,7 @@ def run_epoch(
         kwargs["multiprocessing_context"] = "fork"  # workers must inherit the patched decoder
     keys: list[list[str]] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(wan_data.planning.batches, "decode_sample", InjectedDecode(bad))
+        mp.setattr(wan_data.stages.decode, "decode_sample", InjectedDecode(bad))
         try:
             for batch in ds.loader(**kwargs):
                 keys.append(list(batch["keys"]))

@@ -20,8 +20,19 @@ __all__ = ["FILTER_REASONS", "BreakerConfig", "CircuitBreaker"]
 
 # Rejections that mean "this file does not fit the options" rather than "something is broken":
 # they are reported like any skip but do not count toward the breaker's failure rate.
+# "filtered" is the reason of a user's filter stage (wan_data.stages.Filter), and
+# "missing_caption" that of missing_caption="skip": both are skips the user asked for.
 FILTER_REASONS = frozenset(
-    {"too_short", "too_long", "too_large", "too_small", "low_fps", "known_bad"}
+    {
+        "too_short",
+        "too_long",
+        "too_large",
+        "too_small",
+        "low_fps",
+        "known_bad",
+        "filtered",
+        "missing_caption",
+    }
 )
 
 

@@ -27,7 +27,14 @@ from wan_data.observe.metrics import Metrics
 if TYPE_CHECKING:
     from wan_data.observe.alerts import StallWatchdog
 
-__all__ = ["StageContext", "clean_message", "drop_failed", "failure_hint", "map_stage"]
+__all__ = [
+    "StageContext",
+    "clean_message",
+    "drop_failed",
+    "failure_hint",
+    "map_stage",
+    "partial_failure",
+]
 
 logger = logging.getLogger("wan_data")
 In = TypeVar("In")
@@ -54,10 +61,13 @@ def clean_message(exc: BaseException) -> str:
 
     torchcodec prefixes messages with its C++ source location and appends a bug-report
     boilerplate for some conditions (audio-only files); neither helps the reader find the file.
+    Notes added to the exception on its way up (``exc.add_note("listed at m.jsonl:2")``) are
+    kept: they say where the failing input came from.
     """
     text = str(exc).strip()
     first = text.split("This should never happen")[0].strip()
-    return " ".join(_SOURCE_LOCATION.sub("", first or text).split())
+    notes = [str(n) for n in getattr(exc, "__notes__", ())]
+    return " ".join(" ".join([_SOURCE_LOCATION.sub("", first or text), *notes]).split())
 
 
 def failure_hint(reason: str) -> str:
@@ -67,9 +77,12 @@ def failure_hint(reason: str) -> str:
 
 @dataclass
 class StageContext:
-    """What a stage shares with its pipeline: counters, breakers, the epoch."""
+    """What every stage of one pipeline shares: the error policy, counters, breakers, the
+    stall watchdog and the epoch. Stages take their options at construction and this at call
+    time, so the same stage objects serve every epoch, worker and rank."""
 
     metrics: Metrics = field(default_factory=Metrics)
+    policy: ErrorPolicy = field(default_factory=ErrorPolicy)
     breaker_config: BreakerConfig = field(default_factory=BreakerConfig)
     epoch: int = 0
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
@@ -100,7 +113,7 @@ def map_stage(
     *,
     stage: str,
     accepts: type | tuple[type, ...],
-    policy: ErrorPolicy,
+    policy: ErrorPolicy | None = None,
     context: StageContext | None = None,
     mandatory: bool = True,
     quiet_reasons: Collection[str] = (),
@@ -113,8 +126,8 @@ def map_stage(
             the whole item), and may itself return :class:`Failed` for partial failures.
         stage: the stage name used in counters, messages and the breaker.
         accepts: the input type(s); anything else becomes ``Failed(reason="invalid_item")``.
-        policy: decides skip / retry / fatal per exception.
-        context: counters and breakers; a private one is made when omitted.
+        policy: decides skip / retry / fatal per exception (default: the context's).
+        context: policy, counters and breakers; a private one is made when omitted.
         mandatory: whether a tripped breaker stops the run (``True``), or the stage is
             optional: a pass-through stage (a cache write) whose items continue unchanged
             while its breaker is open, until a trial after the cooldown succeeds, and when
@@ -124,6 +137,7 @@ def map_stage(
             warned about when the files first failed). They are counted as every skip is.
     """
     ctx = context if context is not None else StageContext()
+    policy = policy if policy is not None else ctx.policy
     stats = ctx.metrics.stage(stage)
     breaker = ctx.breaker(stage, mandatory=mandatory)
     for item in items:
@@ -238,6 +252,24 @@ def map_stage(
         logger.debug("stage=%s out=Failed key=%s", stage, key)
         yield failed  # before the breaker may raise, so the report keeps it
         breaker.record_failure(failed)
+
+
+def partial_failure(key: str, path: str, stage: str, error: SampleError) -> Failed:
+    """One failed output among several good ones of the same input (a clip of a video whose
+    other clips decoded, one clip of an encode batch that ran out of memory).
+
+    A stage's function returns it next to its good outputs instead of raising, which would
+    lose them; :func:`map_stage` then counts, logs and feeds it to the breaker like any skip.
+    This is the only place outside :func:`map_stage` that makes a ``Failed``.
+    """
+    return Failed(
+        key=key,
+        path=path,
+        stage=stage,
+        reason=error.reason,
+        error_type=type(error).__name__,
+        message=str(error) if str(error).strip() else f"{stage} failed ({error.reason})",
+    )
 
 
 def _log_fields(failed: Failed) -> dict[str, object]:

@@ -27,15 +27,28 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from wan_data.errors import ConfigError, SampleError, format_error
-from wan_data.failures.mechanism import StageContext, map_stage
+from wan_data.failures.breaker import BreakerConfig
+from wan_data.failures.mechanism import StageContext
 from wan_data.failures.policy import ErrorPolicy
-from wan_data.items import Bucket, Clip, CropBox, Failed, Source
+from wan_data.items import (
+    Batch,
+    Bucket,
+    CachedClip,
+    Clip,
+    CropBox,
+    EncodeJob,
+    Failed,
+    PlanSample,
+)
+from wan_data.latents.encode import Encode
 from wan_data.latents.store import LatentCache, cache_key_for, config_digest, source_identity
 from wan_data.latents.vae import VaeInfo
+from wan_data.observe.alerts import StallWatchdog
 from wan_data.observe.metrics import Metrics
-from wan_data.planning.batches import PlanSample
-from wan_data.stages.collate import collate, empty_batch
-from wan_data.stages.decode import DecodeOptions, caption_for, decode_sample, plan_clips
+from wan_data.planning.clips import DecodeOptions, caption_for, plan_clips
+from wan_data.stages.base import Stage, compose
+from wan_data.stages.collate import collate, empty_batch, make_batch
+from wan_data.stages.decode import Decode
 
 __all__ = [
     "CacheIncompleteError",
@@ -69,6 +82,9 @@ class CacheSpec:
     variations: int = 1
     content_hash: bool = False
     command_hint: str = ""
+    # Identities of the clip stages the pixels went through before encoding: a changed
+    # transform is another latent, so another key.
+    transforms: tuple[str, ...] = ()
 
     @classmethod
     def from_info(
@@ -80,6 +96,7 @@ class CacheSpec:
         variations: int = 1,
         content_hash: bool = False,
         command_hint: str = "",
+        transforms: tuple[str, ...] = (),
     ) -> CacheSpec:
         return cls(
             root=root,
@@ -95,6 +112,7 @@ class CacheSpec:
             variations=variations,
             content_hash=content_hash,
             command_hint=command_hint,
+            transforms=transforms,
         )
 
     def variant(self, epoch: int) -> int:
@@ -105,19 +123,6 @@ class CacheSpec:
     def config(self) -> str:
         """:func:`~wan_data.latents.store.config_digest` of this spec (computed once)."""
         return config_digest(vae=self.vae, dtypes=self.dtypes, normalisation=self.normalisation)
-
-
-@dataclass(frozen=True)
-class CachedClip:
-    """A clip read back from the cache: latents instead of pixels."""
-
-    key: str
-    source: Source
-    latents: torch.Tensor
-    frame_times: tuple[float, ...]
-    crop: CropBox
-    bucket: Bucket
-    caption: str
 
 
 def sample_key(
@@ -134,6 +139,8 @@ def sample_key(
         "resized": list(plan.resized),
         "offset": list(plan.offset),
     }
+    if spec.transforms:  # absent otherwise, so caches made before clip stages keep their keys
+        clip["transforms"] = list(spec.transforms)
     key = cache_key_for(
         spec.config,
         source=source_identity(sample.path, content_hash=spec.content_hash),
@@ -255,7 +262,7 @@ class LatentBatcher:
         self._used += 1  # only once verified: a failed read leaves its slot to the next one
         return clip
 
-    def collate(self, clips: Sequence[CachedClip]) -> dict[str, Any]:
+    def collate(self, clips: Sequence[CachedClip]) -> Batch:
         arena, self._arena, self._used = self._arena, None, 0
         n = len(clips)
         latents = None
@@ -267,23 +274,13 @@ class LatentBatcher:
         return collate_latents(clips, latents=latents)
 
 
-def collate_latents(
-    clips: Sequence[CachedClip], *, latents: torch.Tensor | None = None
-) -> dict[str, Any]:
+def collate_latents(clips: Sequence[CachedClip], *, latents: torch.Tensor | None = None) -> Batch:
     """The train-pass batch: ``latents`` (B, z, T, h, w) plus the same fields as pixel batches.
 
     ``latents``: the clips' latents already in one tensor (see :class:`LatentBatcher`).
     """
-    return {
-        "latents": latents if latents is not None else torch.stack([c.latents for c in clips]),
-        "captions": [c.caption for c in clips],
-        "paths": [c.source.path for c in clips],
-        "keys": [c.key for c in clips],
-        "frame_times": [list(c.frame_times) for c in clips],
-        "crops": [c.crop.as_list() for c in clips],
-        "buckets": [str(c.bucket) for c in clips],
-        "dropped": 0,
-    }
+    stacked = latents if latents is not None else torch.stack([c.latents for c in clips])
+    return make_batch(clips, latents=stacked)
 
 
 def vae_info_from_files(
@@ -298,7 +295,8 @@ def vae_info_from_files(
     from diffusers import AutoencoderKLWan
     from diffusers.configuration_utils import FrozenDict
 
-    from wan_data.latents.vae import _describe, resolve_vae_path
+    from wan_data.latents.vae_identity import _describe
+    from wan_data.latents.vae_loading import resolve_vae_path
 
     path, sub = resolve_vae_path(vae, subfolder=subfolder)
     folder = Path(os.path.expanduser(path))
@@ -326,8 +324,12 @@ class _Task:
     key: str
 
 
-class _PrepareStream(IterableDataset[dict[str, Any]]):
-    """Worker side of the cache pass: decode chunks of one bucket into pixel batches."""
+class _PrepareStream(IterableDataset[EncodeJob]):
+    """Worker side of the cache pass: decode chunks of one bucket into encode jobs.
+
+    Each clip goes through the decode stage and the dataset's clip stages, exactly as a
+    pixel batch member does in training.
+    """
 
     def __init__(
         self,
@@ -337,6 +339,7 @@ class _PrepareStream(IterableDataset[dict[str, Any]]):
         policy: ErrorPolicy,
         report_dir: str,
         run: str,
+        clip_stages: Sequence[Stage[Clip, Clip]] = (),
     ) -> None:
         self.chunks = chunks
         self.samples = samples
@@ -344,48 +347,58 @@ class _PrepareStream(IterableDataset[dict[str, Any]]):
         self.policy = policy
         self.report_dir = report_dir
         self.run = run
+        self.clip_stages = tuple(clip_stages)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[EncodeJob]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        context = StageContext(metrics=Metrics())
+        context = StageContext(metrics=Metrics(), policy=self.policy)
         part = Path(self.report_dir) / f"part-prepare-{self.run}-w{worker}-p{os.getpid()}.json"
+        stages: tuple[Stage[Any, Any], ...] = (Decode(self.options), *self.clip_stages)
         try:
             for chunk in self.chunks[worker::workers]:
                 clips: list[Clip] = []
                 tasks: list[_Task] = []
                 for task in chunk:
-                    sample = self.samples[task.sample]
                     context.epoch = task.variant
-
-                    def one(s: PlanSample, variant: int = task.variant) -> list[Clip]:
-                        return [
-                            decode_sample(s.probed, s.clip_index, s.bucket, self.options, variant)
-                        ]
-
-                    out = next(
-                        map_stage(
-                            [sample],
-                            one,
-                            stage="decode",
-                            accepts=PlanSample,
-                            policy=self.policy,
-                            context=context,
-                        )
-                    )
+                    # Exhausted, not next(): a stage records its outcome after yielding it.
+                    (out,) = compose([self.samples[task.sample]], stages, context)
                     if isinstance(out, Failed):
                         context.metrics.record_failed(out)
                         continue
-                    assert isinstance(out, Clip)
                     clips.append(out)
                     tasks.append(task)
                 context.metrics.write(part)
                 if clips:
-                    batch = collate(clips)
-                    batch["tasks"] = [(t.sample, t.variant, t.key) for t in tasks]
-                    yield batch
+                    yield _job(clips, tasks, self.samples)
         finally:
             context.metrics.write(part)
+
+
+def _job(clips: list[Clip], tasks: list[_Task], samples: Sequence[PlanSample]) -> EncodeJob:
+    batch = collate(clips)
+    entries = []
+    for task, times, crop, caption in zip(
+        tasks, batch["frame_times"], batch["crops"], batch["captions"], strict=True
+    ):
+        sample = samples[task.sample]
+        entries.append(
+            {
+                "path": sample.path,
+                "clip_index": str(sample.clip_index),
+                "variant": str(task.variant),
+                "frame_times": json.dumps(times),
+                "crop": json.dumps(crop),
+                "bucket": str(sample.bucket),
+                "caption": caption,
+            }
+        )
+    return EncodeJob(
+        keys=tuple(t.key for t in tasks),
+        paths=tuple(samples[t.sample].path for t in tasks),
+        pixels=batch["pixels"],
+        entries=tuple(entries),
+    )
 
 
 def prepare_cache(
@@ -400,6 +413,9 @@ def prepare_cache(
     world_size: int = 1,
     num_workers: int = 2,
     progress: bool = True,
+    clip_stages: Sequence[Stage[Clip, Clip]] = (),
+    breaker_config: BreakerConfig | None = None,
+    watchdog: StallWatchdog | None = None,
 ) -> dict[str, Any]:
     """Encode every distinct clip (sample x variant) of this rank that the cache lacks.
 
@@ -413,6 +429,10 @@ def prepare_cache(
     process and pass): decode counts from the workers, and from this process the skips of the
     encoder and the cache counters (``writes``...), so that the dataset's ``report()["cache"]``
     counts the entries this pass wrote, and a second pass adds to the first.
+
+    Every clip is decoded by the decode stage and then ``clip_stages`` (in the workers), and
+    encoded by the encode stage (here), each under ``policy``, ``breaker_config`` and the
+    stall ``watchdog``, like every other stage.
     """
     started = time.perf_counter()
     run = f"r{rank}-p{os.getpid()}-i{next(_passes)}"
@@ -441,10 +461,15 @@ def prepare_cache(
         for _, tasks in sorted(by_bucket.items(), key=lambda kv: str(kv[0]))
         for i in range(0, len(tasks), size)
     ]
-    stream = _PrepareStream(chunks, samples, options, policy, report_dir, run)
+    stream = _PrepareStream(chunks, samples, options, policy, report_dir, run, clip_stages)
     loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
     encoded = skipped_encode = 0
-    context = StageContext(metrics=Metrics())
+    context = StageContext(
+        metrics=Metrics(),
+        policy=policy,
+        breaker_config=breaker_config if breaker_config is not None else BreakerConfig(),
+        watchdog=watchdog,
+    )
     bar = _progress(len(missing), progress)
     threads = torch.get_num_threads()
     vae_threads = threads
@@ -455,45 +480,15 @@ def prepare_cache(
         vae_threads = max(1, min(threads, (os.cpu_count() or 1) - num_workers))
     torch.set_num_threads(vae_threads)
     try:
-        for batch in loader:
-            results = encoder.encode_each(batch["pixels"])
-            for (i, v, key), result, times, crop, caption in zip(
-                batch["tasks"],
-                results,
-                batch["frame_times"],
-                batch["crops"],
-                batch["captions"],
-                strict=True,
-            ):
-                sample = samples[i]
-                if isinstance(result, SampleError):
-                    skipped_encode += 1
-                    failed = Failed(
-                        key=sample.key,
-                        path=sample.path,
-                        stage="encode",
-                        reason=result.reason,
-                        error_type="SampleError",
-                        message=str(result),
-                    )
-                    context.metrics.record_failed(failed)
-                    continue
-                cache.put(
-                    key,
-                    result,
-                    {
-                        "path": sample.path,
-                        "clip_index": str(sample.clip_index),
-                        "variant": str(v),
-                        "frame_times": json.dumps(times),
-                        "crop": json.dumps(crop),
-                        "bucket": str(sample.bucket),
-                        "caption": caption,
-                    },
-                )
+        for out in Encode(encoder)(iter(loader), context):
+            if isinstance(out, Failed):
+                context.metrics.record_failed(out)
+                skipped_encode += 1
+            else:
+                cache.put(out.key, out.latents, out.entry)
                 encoded += 1
             if bar is not None:
-                bar.update(len(batch["tasks"]))
+                bar.update(1)
                 bar.set_postfix(encoded=encoded, skipped=skipped_encode)
     finally:
         torch.set_num_threads(threads)

@@ -10,88 +10,73 @@ only on (seed, epoch, batch position): the same with any number of workers and a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from wan_data.errors import PipelineHealthError, format_error
-from wan_data.failures.mechanism import StageContext, map_stage
+from wan_data.failures.mechanism import StageContext
 from wan_data.failures.policy import ErrorPolicy
-from wan_data.items import Bucket, Clip, Failed, Probed
+from wan_data.items import Batch, Bucket, Clip, Failed, PlanSample
 from wan_data.media.sampling import sample_rng
+from wan_data.planning.clips import DecodeOptions
 from wan_data.planning.plan import EpochPlan, PlannedBatch, fallback_buckets, replacement_candidates
+from wan_data.stages.base import MapStage, Stage, compose
 from wan_data.stages.collate import collate
-from wan_data.stages.decode import DecodeOptions, decode_sample
+from wan_data.stages.decode import Decode
 
-__all__ = ["MemberReader", "PlanSample", "build_batches", "build_samples", "pixel_reader"]
+__all__ = ["MemberReader", "PlanSample", "ReadStage", "build_batches", "pixel_reader"]
 
 logger = logging.getLogger("wan_data")
 
 
 @dataclass(frozen=True)
-class PlanSample:
-    """One clip of the epoch-independent sample list: which source, which window, which bucket."""
-
-    probed: Probed
-    clip_index: int
-    bucket: Bucket
-
-    @property
-    def key(self) -> str:
-        return f"{self.probed.key}#{self.clip_index}"
-
-    @property
-    def path(self) -> str:
-        return self.probed.path
-
-
-def build_samples(
-    probed: Iterable[Probed | Failed],
-    *,
-    options: DecodeOptions,
-    policy: ErrorPolicy,
-    context: StageContext,
-) -> Iterator[PlanSample | Failed]:
-    """Stage ``bucket``: every clip a source yields, with its bucket (no decoding).
-
-    Buckets and clip counts do not depend on the epoch (only windows and crops do), so this runs
-    once, at construction, and every epoch plans over the same list.
-    """
-    from wan_data.stages.decode import plan_clips
-
-    def one(item: Probed) -> list[PlanSample]:
-        return [
-            PlanSample(item, plan.clip_index, plan.bucket)
-            for plan in plan_clips(item, options, epoch=0)
-        ]
-
-    yield from map_stage(
-        probed, one, stage="bucket", accepts=Probed, policy=policy, context=context
-    )
-
-
-@dataclass(frozen=True)
 class MemberReader:
-    """How a planned member becomes a batch item: decode pixels, or read cached latents.
+    """How a planned member becomes a batch item: the stages it runs through, and the collate.
+
+    Pixel batches read every member through the decode stage and then the dataset's clip
+    stages (:func:`pixel_reader`); cached batches through the cache-read stage. Either way the
+    member goes through the one failure mechanism, so its breaker, counters and watchdog are
+    those of any other stage.
 
     Attributes:
-        stage: the stage name in counters and skips (``decode`` or ``cache``).
-        read: ``read(sample, epoch)`` returns the item or raises (the policy decides).
-        collate: stacks a list of items into the public batch dict.
+        stages: ``PlanSample → item`` stages, composed in order (one item out per sample).
+        collate: stacks a list of items into the public batch.
     """
 
-    stage: str
-    read: Callable[[PlanSample, int], Any]
-    collate: Callable[[list[Any]], dict[str, Any]]
+    stages: tuple[Stage[Any, Any], ...]
+    collate: Callable[[list[Any]], Batch]
+
+    @classmethod
+    def from_function(
+        cls,
+        stage: str,
+        read: Callable[[PlanSample, int], Any],
+        collate: Callable[[list[Any]], Batch],
+    ) -> MemberReader:
+        """A reader whose one stage, named ``stage``, calls ``read(sample, epoch)``."""
+        return cls((ReadStage(stage, read),), collate)
 
 
-def pixel_reader(options: DecodeOptions) -> MemberReader:
-    """Members decoded from their source files into uint8 clips, batched as float pixels."""
+class ReadStage(MapStage[PlanSample, Any]):
+    """``PlanSample → item`` by a function of the sample and the context's epoch (the cache
+    read of the train pass)."""
 
-    def read(sample: PlanSample, epoch: int) -> Clip:
-        return decode_sample(sample.probed, sample.clip_index, sample.bucket, options, epoch)
+    accepts = PlanSample
 
-    return MemberReader("decode", read, collate)
+    def __init__(self, name: str, read: Callable[[PlanSample, int], Any]) -> None:
+        self.name = name
+        self.read = read
+
+    def process_in(self, item: PlanSample, context: StageContext) -> list[Any]:
+        return [self.read(item, context.epoch)]
+
+
+def pixel_reader(
+    options: DecodeOptions, clip_stages: Sequence[Stage[Clip, Clip]] = ()
+) -> MemberReader:
+    """Members decoded from their source files (then the clip stages), batched as pixels."""
+    return MemberReader((Decode(options), *clip_stages), collate)
 
 
 def build_batches(
@@ -104,9 +89,10 @@ def build_batches(
     context: StageContext,
     batch_size: int,
     reader: MemberReader | None = None,
-) -> Iterator[tuple[PlannedBatch, dict[str, Any]]]:
+) -> Iterator[tuple[PlannedBatch, Batch]]:
     """Read and collate the given planned batches, in order, replacing failed members."""
     member_reader = reader if reader is not None else pixel_reader(options)
+    context.policy = policy
     for batch in batches:
         clips, replaced, bucket = _fill(
             batch, plan, samples, options, policy, context, batch_size, member_reader
@@ -140,16 +126,19 @@ def _decode(
     context: StageContext,
     reader: MemberReader,
 ) -> Any:
-    sample = samples[index]
-
-    def one(s: PlanSample) -> list[Any]:
-        return [reader.read(s, context.epoch)]
-
-    out = next(
-        map_stage(
-            [sample], one, stage=reader.stage, accepts=PlanSample, policy=policy, context=context
+    """One member through the reader's stages: the item, or ``Failed`` (recorded)."""
+    outs = list(compose([samples[index]], reader.stages, context))
+    # Exhausted, not next(): a stage records its outcome in its breaker after yielding it.
+    if len(outs) != 1:
+        raise RuntimeError(
+            format_error(
+                "items a member reader's stages yield per sample",
+                len(outs),
+                "must be exactly 1",
+                "a clip stage must map each clip to one clip (use Filter-like skips, not drops)",
+            )
         )
-    )
+    out = outs[0]
     if isinstance(out, Failed):
         context.metrics.record_failed(out, epoch=context.epoch)
     return out

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import get_worker_info
 
 from wan_data.errors import ConfigError, format_error
 from wan_data.failures.mechanism import StageContext
-from wan_data.items import Clip, Failed
+from wan_data.items import Batch, Clip, Failed
+from wan_data.stages.base import Stage
 
-__all__ = ["batch_clips", "collate", "empty_batch", "pixels_to_float"]
+if TYPE_CHECKING:
+    from wan_data.latents.prepare import CachedClip
+
+__all__ = ["BatchClips", "batch_clips", "collate", "empty_batch", "make_batch", "pixels_to_float"]
 
 logger = logging.getLogger("wan_data")
 
@@ -57,7 +61,7 @@ def pixels_to_float(frames: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tens
     return out.mul_(2.0 / 255.0).sub_(1.0)
 
 
-def collate(items: Sequence[Clip | Failed | None]) -> dict[str, Any]:
+def collate(items: Sequence[Clip | Failed | None]) -> Batch:
     """Stack clips into the public batch dict, dropping ``Failed`` and ``None``.
 
     Returns:
@@ -76,17 +80,9 @@ def collate(items: Sequence[Clip | Failed | None]) -> dict[str, Any]:
     if dropped:
         logger.debug("collate dropped %d failed/None item(s) of %d", dropped, len(items))
     if not clips:
-        return {
-            "pixels": torch.empty((0, 3, 0, 0, 0), dtype=torch.float32),
-            "captions": [],
-            "paths": [],
-            "keys": [],
-            "frame_times": [],
-            "crops": [],
-            "buckets": [],
-            "repeated_fraction": [],
-            "dropped": dropped,
-        }
+        return make_batch(
+            [], pixels=torch.empty((0, 3, 0, 0, 0), dtype=torch.float32), dropped=dropped
+        )
     shapes = {tuple(c.pixels.shape) for c in clips}
     if len(shapes) > 1:
         listing = "; ".join(f"{c.key} ({c.source.path}) {tuple(c.pixels.shape)}" for c in clips)
@@ -99,17 +95,46 @@ def collate(items: Sequence[Clip | Failed | None]) -> dict[str, Any]:
                 stage="collate",
             )
         )
-    return {
-        "pixels": pixels_to_float([c.pixels for c in clips]),
-        "captions": [c.caption for c in clips],
-        "paths": [c.source.path for c in clips],
-        "keys": [c.key for c in clips],
-        "frame_times": [list(c.frame_times) for c in clips],
-        "crops": [c.crop.as_list() for c in clips],
-        "buckets": [str(c.bucket) for c in clips],
-        "repeated_fraction": [c.repeated_frames / c.bucket.frames for c in clips],
-        "dropped": dropped,
-    }
+    return make_batch(clips, pixels=pixels_to_float([c.pixels for c in clips]), dropped=dropped)
+
+
+def make_batch(
+    members: Sequence[Clip | CachedClip],
+    *,
+    pixels: torch.Tensor | None = None,
+    latents: torch.Tensor | None = None,
+    dropped: int = 0,
+) -> Batch:
+    """The public batch of ``members``: the one place a :class:`~wan_data.items.Batch` is
+    built, for pixel and latent batches alike (the planner adds ``position``, ``epoch``,
+    ``replaced`` and ``padding``).
+
+    Args:
+        members: the clips (decoded or read from the cache), in batch order.
+        pixels, latents: the stacked data; exactly one of them.
+        dropped: inputs dropped on the way (failures, ``None``).
+    """
+    if (pixels is None) == (latents is None):
+        raise ValueError(
+            format_error("make_batch data", "pixels and latents", "exactly one is required")
+        )
+    batch: Batch = {}
+    if pixels is not None:
+        batch["pixels"] = pixels
+    if latents is not None:
+        batch["latents"] = latents
+    batch["captions"] = [c.caption for c in members]
+    batch["paths"] = [c.source.path for c in members]
+    batch["keys"] = [c.key for c in members]
+    batch["frame_times"] = [list(c.frame_times) for c in members]
+    batch["crops"] = [c.crop.as_list() for c in members]
+    batch["buckets"] = [str(c.bucket) for c in members]
+    if pixels is not None:
+        batch["repeated_fraction"] = [
+            c.repeated_frames / c.bucket.frames for c in members if isinstance(c, Clip)
+        ]
+    batch["dropped"] = dropped
+    return batch
 
 
 def batch_clips(
@@ -118,7 +143,7 @@ def batch_clips(
     batch_size: int,
     drop_last: bool = False,
     context: StageContext | None = None,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[Batch]:
     """Group clips by bucket and yield full batches; leftovers at the end as partial batches.
 
     Failures are recorded (when a context is given) and dropped here, so they never reach a
@@ -157,8 +182,34 @@ def batch_clips(
         yield _emit(group, ctx)
 
 
-def _emit(group: list[Clip], ctx: StageContext) -> dict[str, Any]:
+def _emit(group: list[Clip], ctx: StageContext) -> Batch:
     batch = collate(group)
     ctx.metrics.batches += 1
     ctx.metrics.samples += len(group)
     return batch
+
+
+class BatchClips(Stage[Clip, Batch]):
+    """Stage ``batch``, the sink of a hand-built pixel pipeline: ``Clip → Batch`` of one bucket.
+
+    Unlike the other stages it does not pass failures on: a batch cannot hold one, so each
+    ``Failed`` is recorded in the context's report and dropped here (see :func:`batch_clips`).
+    For planned batches (equal counts on every rank, replacement of failed members, exact
+    resume), use the planner: :class:`~wan_data.WanVideoDataset` or
+    :func:`~wan_data.planning.batches.build_batches`.
+    """
+
+    name = "batch"
+
+    def __init__(self, batch_size: int, *, drop_last: bool = False) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(format_error("batch_size", batch_size, "must be an int >= 1"))
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+
+    def __call__(
+        self, items: Iterable[Clip | Failed], context: StageContext | None = None
+    ) -> Iterator[Batch]:
+        return batch_clips(
+            items, batch_size=self.batch_size, drop_last=self.drop_last, context=context
+        )

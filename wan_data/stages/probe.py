@@ -17,23 +17,24 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from wan_data.errors import SampleError, format_error
-from wan_data.failures.mechanism import StageContext, clean_message, failure_hint, map_stage
+from wan_data.failures.mechanism import StageContext, map_stage
 from wan_data.failures.policy import ErrorPolicy
 from wan_data.index.metadata_cache import MetadataCache, Verdict
 from wan_data.items import Failed, Probed, Source, ValidationResult, VideoMetadata
 from wan_data.media.integrity import check_integrity, integrity_error
 from wan_data.media.sampling import frames_available
+from wan_data.stages.base import Stage
 
 __all__ = ["ProbeLimits", "probe", "probe_metadata", "validate_file", "validate_metadata"]
 
 logger = logging.getLogger("wan_data")
 
 # What probing one source gives: its metadata and, with the integrity check, its verdict.
-Probe = tuple[VideoMetadata, "Verdict | None"]
+ProbeResult = tuple[VideoMetadata, "Verdict | None"]
 
 # A content frame count this far under the header's is a truncated file, not muxing noise.
 _TRUNCATION_TOLERANCE = 0.9
-# Classifies what ``validate_file`` catches (pure: ``classify`` has no side effects).
+# The policy ``validate_file`` runs the stage under (stateless: one instance serves every call).
 _VALIDATION_POLICY = ErrorPolicy()
 
 
@@ -161,39 +162,36 @@ def validate_metadata(meta: VideoMetadata, limits: ProbeLimits) -> tuple[str, st
 
 
 def validate_file(source: Source, limits: ProbeLimits) -> ValidationResult:
-    """Probe and validate one file without raising (the spec's ``ValidationResult``)."""
+    """Probe and validate one file, the verdict as a value (the spec's ``ValidationResult``).
+
+    A convenience for checking single files (nothing in the pipeline calls it): it runs the
+    :func:`probe` stage itself on ``source``, under a default :class:`ErrorPolicy`, so its
+    verdict, ``reason`` and ``error_message`` are the ones the stage records for the file (a
+    broken rule, a file that cannot be opened, and with ``limits.integrity`` concealed decode
+    errors) and cannot drift from them; a transient error is retried and a skip logged as the
+    stage does. ``metadata`` is also set for a file that opened but broke a rule (a
+    ``too_short`` file's duration explains the verdict).
+
+    Raises:
+        FatalError: when the environment rather than the file fails (FFmpeg's libraries
+            missing): the stage stops the run there too.
+    """
     started = time.perf_counter()
-    try:
-        meta = probe_metadata(source)
-    except (KeyboardInterrupt, SystemExit, MemoryError):
-        raise
-    except Exception as exc:
-        # Same reason and message the probe stage would record, so a pre-flight check and the
-        # run's report agree (and the message carries no torchcodec C++ source location).
-        reason = _VALIDATION_POLICY.classify(exc).reason
-        return ValidationResult(
-            is_valid=False,
-            error_message=format_error(
-                "file",
-                source.path,
-                f"could not be probed: {type(exc).__name__}: {clean_message(exc)[:500]}",
-                failure_hint(reason),
-            ),
-            processing_time=time.perf_counter() - started,
-            reason=reason,
-        )
-    broken = validate_metadata(meta, limits)
+    probed = MetadataCache()  # in memory: keeps the metadata of a file that broke a rule
+    (out,) = probe([source], policy=_VALIDATION_POLICY, limits=limits, cache=probed)
     elapsed = time.perf_counter() - started
-    if broken is not None:
-        reason, rule = broken
+    if isinstance(out, Failed):
         return ValidationResult(
             is_valid=False,
-            error_message=format_error("file", source.path, rule, _HINTS.get(reason, "")),
-            metadata=meta,
+            error_message=out.message,
+            metadata=probed.get(source.path),
             processing_time=elapsed,
-            reason=reason,
+            reason=out.reason,
         )
-    return ValidationResult(True, metadata=meta, processing_time=elapsed, warnings=_warnings(meta))
+    assert isinstance(out, Probed)
+    return ValidationResult(
+        True, metadata=out.metadata, processing_time=elapsed, warnings=out.warnings
+    )
 
 
 def _warnings(meta: VideoMetadata) -> tuple[str, ...]:
@@ -264,6 +262,42 @@ def probe(
     )
 
 
+class Probe(Stage[Source, Probed]):
+    """Stage ``probe``: ``Source → Probed`` (metadata read and validated) or ``Failed``.
+
+    Options are bound here; see :func:`probe` for what each means.
+    """
+
+    name = "probe"
+
+    def __init__(
+        self,
+        limits: ProbeLimits | None = None,
+        *,
+        threads: int = 1,
+        cache: MetadataCache | None = None,
+    ) -> None:
+        self.limits = limits if limits is not None else ProbeLimits()
+        self.threads = threads
+        self._cache = cache  # not part of identity(): a cache changes speed, never results
+
+    def __call__(
+        self, items: Iterable[Source | Failed], context: StageContext | None = None
+    ) -> Iterator[Probed | Failed]:
+        ctx = context if context is not None else StageContext()
+        return probe(
+            items,
+            policy=ctx.policy,
+            context=ctx,
+            limits=self.limits,
+            threads=self.threads,
+            cache=self._cache,
+        )
+
+    def identity(self) -> str:
+        return f"probe:v{self.version}:{self.limits!r}"
+
+
 class _Prefetcher:
     """Probes sources a bounded distance ahead of the consumer, in a thread pool.
 
@@ -277,10 +311,10 @@ class _Prefetcher:
         self.threads = max(1, threads)
         self.cache = cache
         self.integrity = integrity  # the limits, when files are also checked for decode errors
-        self.pending: dict[str, Future[Probe]] = {}
-        self.ready: dict[str, Probe] = {}
+        self.pending: dict[str, Future[ProbeResult]] = {}
+        self.ready: dict[str, ProbeResult] = {}
 
-    def load(self, source: Source) -> Probe:
+    def load(self, source: Source) -> ProbeResult:
         meta = self.cache.get(source.path) if self.cache is not None else None
         if meta is None:
             meta = probe_metadata(source)
@@ -310,7 +344,7 @@ class _Prefetcher:
                 self.cache.put_integrity(source.path, verdict)
         return verdict
 
-    def _cached(self, source: Source) -> Probe | None:
+    def _cached(self, source: Source) -> ProbeResult | None:
         """What the cache answers in a stat, or None (then a thread probes)."""
         meta = self.cache.get(source.path) if self.cache is not None else None
         if meta is None:
@@ -321,7 +355,7 @@ class _Prefetcher:
         verdict = self.cache.get_integrity(source.path)
         return (meta, verdict) if verdict is not None else None
 
-    def take(self, source: Source) -> Probe:
+    def take(self, source: Source) -> ProbeResult:
         ready = self.ready.pop(source.key, None)
         if ready is not None:
             return ready

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from wan_data.config.cli import add_config_arguments
+
 __all__ = ["format_report", "main"]
 
 # Small enough that the cache pass on a CPU takes seconds, large enough to make several
@@ -94,41 +96,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "run is simply rerun. Use the same options as the WanVideoDataset that will read it.",
     )
     cache.add_argument("roots", nargs="+", help="folders or .jsonl/.csv metadata files")
-    cache.add_argument("--vae", required=True, help="local VAE folder or Wan Diffusers repo")
-    cache.add_argument("--cache-dir", required=True, type=Path)
-    cache.add_argument(
-        "--preset", default=None, choices=["wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b"]
-    )
-    cache.add_argument("--frames", type=int, nargs="+", default=None)
-    cache.add_argument("--fps", type=float, default=None)
-    cache.add_argument("--resolution", nargs="+", default=None, help="WxH [WxH ...]")
-    cache.add_argument("--batch-size", type=int, default=1)
-    cache.add_argument("--seed", type=int, default=0)
-    cache.add_argument(
-        "--sampling", default="head", choices=["head", "random", "uniform", "chunks"]
-    )
-    cache.add_argument("--crop", default="center", choices=["center", "random"])
-    cache.add_argument("--variations", type=int, default=1)
-    cache.add_argument("--device", default=None, help="default: cuda when available")
-    cache.add_argument("--vae-dtype", default="float32", choices=["float32", "bfloat16"])
-    cache.add_argument("--latent-dtype", default="bfloat16", choices=["float32", "bfloat16"])
-    cache.add_argument("--encode-batch-size", type=int, default=1)
-    cache.add_argument("--workers", type=int, default=2, help="decoding worker processes")
-    cache.add_argument("--verify", action="store_true", help="verify every entry afterwards")
-    cache.add_argument(
-        "--no-integrity-check",
-        action="store_true",
-        help="do not decode each video fully with FFmpeg's error detection first (then frames "
-        "FFmpeg conceals are cached as decoded; see docs/errors.md)",
-    )
-    cache.add_argument(
-        "--min-source-fps", type=float, default=None, help="skip slower videos as low_fps"
-    )
-    cache.add_argument(
+    add_config_arguments(cache, "cache")
+    run = cache.add_argument_group("cache pass")
+    run.add_argument("--workers", type=int, default=2, help="decoding worker processes")
+    run.add_argument("--verify", action="store_true", help="verify every entry afterwards")
+    run.add_argument(
         "--prune", action="store_true", help="delete entries no clip of this dataset uses (orphans)"
     )
-    cache.add_argument("--no-progress", action="store_true")
-    cache.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--json", type=Path, default=None, help="also write the summary here")
     _add_scan_parser(sub)
     return parser
 
@@ -143,34 +119,7 @@ def _add_scan_parser(sub: Any) -> None:
         "configuration.",
     )
     scan.add_argument("roots", nargs="+", help="folders or .jsonl/.csv metadata files")
-    scan.add_argument("--preset", default=None, choices=["wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b"])
-    scan.add_argument("--frames", type=int, nargs="+", default=None, help="4k+1 frame buckets")
-    scan.add_argument(
-        "--fps", default=None, help="sampling fps, or 'native' (default: the preset's, else 16)"
-    )
-    scan.add_argument("--resolution", nargs="+", default=None, help="WxH [WxH ...] (tiers)")
-    scan.add_argument("--step", type=int, default=None, help="bucket side multiple (16 or 32)")
-    scan.add_argument("--no-upscale", action="store_true", help="as WanVideoDataset(no_upscale)")
-    scan.add_argument("--sampling", default="head", choices=["head", "random", "uniform", "chunks"])
-    scan.add_argument("--clips-per-video", type=int, default=1)
-    scan.add_argument("--crop", default="center", choices=["center", "random"])
-    scan.add_argument("--seed", type=int, default=0)
-    scan.add_argument("--threads", type=int, default=None, help="probe threads (default: cores)")
-    scan.add_argument(
-        "--metadata-cache", type=Path, default=None, help="the dataset's metadata cache file"
-    )
-    scan.add_argument(
-        "--strict",
-        action="store_true",
-        help="also decode every video fully with FFmpeg's error detection (the dataset's "
-        "integrity_check): finds concealed decode errors (corrupt_frames); slower",
-    )
-    scan.add_argument(
-        "--min-source-fps",
-        type=float,
-        default=None,
-        help="skip videos slower than this as low_fps (as WanVideoDataset(min_source_fps))",
-    )
+    add_config_arguments(scan, "scan")
     scan.add_argument("--json", type=Path, default=None, help="write the full report here")
     scan.add_argument(
         "--plots", type=Path, default=None, help="write buckets.png and contact_sheet.png here"
@@ -366,36 +315,24 @@ def _dtype(tensor: Any) -> str:
 
 
 def _cache(args: argparse.Namespace, out: TextIO) -> int:
-    import torch
-
+    from wan_data.config.cli import config_from_args
     from wan_data.dataset import WanVideoDataset
+    from wan_data.errors import ConfigError
     from wan_data.latents.store import LatentCache
 
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-    options: dict[str, Any] = {
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-        "sampling": args.sampling,
-        "crop": args.crop,
-        "variations": args.variations,
-        "device": args.device,
-        "vae_dtype": dtypes[args.vae_dtype],
-        "latent_dtype": dtypes[args.latent_dtype],
-        "encode_batch_size": args.encode_batch_size,
-        "preset": args.preset,
-        "integrity_check": not args.no_integrity_check,
-        "min_source_fps": args.min_source_fps,
-    }
-    if args.frames is not None:
-        options["frames"] = args.frames
-    if args.fps is not None:
-        options["fps"] = args.fps
-    if args.resolution is not None:
-        options["resolution"] = [_size(text) for text in args.resolution]
-    ds = WanVideoDataset(args.roots, vae=args.vae, cache_dir=args.cache_dir, **options)
+    try:
+        config = config_from_args(args, "cache")
+        if not config.latents.enabled:
+            raise ConfigError(
+                "--vae and --cache-dir are required: the cache pass encodes clips into the cache"
+            )
+        ds = WanVideoDataset(args.roots, config)
+    except ConfigError as exc:
+        sys.stderr.write(f"wan-data cache: {exc}\n")
+        return 2
     out.write(f"{ds}\n")
     summary: dict[str, Any] = ds.prepare(num_workers=args.workers, progress=not args.no_progress)
-    cache = LatentCache(args.cache_dir)
+    cache = LatentCache(str(ds.cache_dir))
     if args.verify:
         summary["verify"] = cache.verify_all()
     if args.prune:
@@ -416,7 +353,7 @@ def _cache(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"pruned: {summary['pruned']} orphan entr(y/ies)\n")
     out.write(
         f"cache: {summary['cache']['total_items']} entries, "
-        f"{summary['cache']['cache_size_mb']:.1f} MB in {args.cache_dir}\n"
+        f"{summary['cache']['cache_size_mb']:.1f} MB in {ds.cache_dir}\n"
     )
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=2, default=str))
@@ -425,9 +362,10 @@ def _cache(args: argparse.Namespace, out: TextIO) -> int:
 
 def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``wan-data scan``: bad files are findings (exit 0), a bad configuration is not (exit 2)."""
+    from wan_data.config.cli import config_from_args
     from wan_data.errors import ConfigError, FatalError
     from wan_data.tools.plots import bucket_histogram, contact_sheet
-    from wan_data.tools.scan import UNSET, format_scan_table, scan_dataset
+    from wan_data.tools.scan import format_scan_table, scan_dataset
 
     log = logging.getLogger("wan_data")
     level = log.level
@@ -435,30 +373,13 @@ def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.verbose == 0:
         log.setLevel(logging.ERROR)
     try:
-        options: dict[str, Any] = {
-            "preset": args.preset,
-            "frames": args.frames,
-            "step": args.step,
-            "no_upscale": args.no_upscale,
-            "sampling": args.sampling,
-            "clips_per_video": args.clips_per_video,
-            "crop": args.crop,
-            "seed": args.seed,
-            "threads": args.threads,
-            "metadata_cache": args.metadata_cache,
-            "strict": args.strict,
-            "min_source_fps": args.min_source_fps,
-            "progress": not args.no_progress,
-        }
-        # Unparseable values go to scan_dataset as they are: it reports them together with
-        # every other configuration problem, so one run lists everything to fix.
-        options["fps"] = UNSET
-        if args.fps is not None:
-            options["fps"] = None if args.fps.lower() in ("native", "none") else _number(args.fps)
-        if args.resolution is not None:
-            options["resolution"] = [_size_or_text(text) for text in args.resolution]
         try:
-            report = scan_dataset(args.roots, **options)
+            config = config_from_args(args, "scan")
+        except ConfigError as exc:
+            err.write(f"wan-data scan: {exc}\n")
+            return 2
+        try:
+            report = scan_dataset(args.roots, config, progress=not args.no_progress)
         except ConfigError as exc:
             err.write(f"wan-data scan: {exc}\n")
             return 2
@@ -495,21 +416,6 @@ def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         log.setLevel(level)
 
 
-def _number(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _size_or_text(text: str) -> tuple[int, int] | str:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        return text
-    return width, height
-
-
 def _at_least(low: int) -> Any:
     def parse(text: str) -> int:
         value = int(text)
@@ -518,14 +424,6 @@ def _at_least(low: int) -> Any:
         return value
 
     return parse
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise SystemExit(f"wan-data: --resolution ({text!r}) must look like 832x480") from exc
-    return width, height
 
 
 def format_report(report: dict[str, Any], *, relative_to: str | Path | None = None) -> str:

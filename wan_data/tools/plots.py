@@ -28,7 +28,7 @@ from wan_data.failures.policy import release_frames
 from wan_data.media.sampling import sample_rng
 from wan_data.planning.batches import PlanSample
 from wan_data.stages.decode import decode_sample
-from wan_data.tools.scan import BucketCount, ScanReport
+from wan_data.tools.scan_report import BucketCount, ScanReport
 
 __all__ = [
     "ContactSheet",

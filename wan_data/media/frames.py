@@ -1,0 +1,393 @@
+"""Frame access: the planned frames of one clip out of FFmpeg (torchcodec) or Pillow, verified.
+
+Everything that touches a decoder lives here, apart from the decode stage
+(:mod:`wan_data.stages.decode`), which only assembles clips from what this returns: seeking is
+fast but not always right, so getting frames is a small protocol of its own. Frames are
+requested by presentation time (or index, at native fps) with seeking; each is checked to be the
+one shown at its requested time (:func:`wrong_frames`); a batched call that fails on a bad
+packet is salvaged frame by frame (:func:`_salvage`); wrong seeks and containers known to seek
+wrongly (:data:`SEQUENTIAL_CONTAINERS`) are decoded sequentially from the start
+(:func:`_fetch_sequential`); a file replaced since it was probed is refused
+(:func:`check_source_unchanged`). Rule violations raise :class:`~wan_data.errors.SampleError`
+with their reason; the stage's :func:`~wan_data.failures.mechanism.map_stage` turns them into
+``Failed``.
+
+Tests replace ``_fetch`` and ``_salvage`` in this module; :func:`fetch_clip` looks them up here
+at call time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from wan_data.errors import SampleError, format_error
+from wan_data.failures.policy import release_frames
+from wan_data.items import Probed
+from wan_data.media.sampling import (
+    choose_frame_bucket,
+    distinct_frames,
+    expects_distinct_frames,
+    frame_time_problems,
+    sampling_period,
+)
+from wan_data.planning.clips import ClipPlan, DecodeOptions
+
+__all__ = [
+    "SEQUENTIAL_CONTAINERS",
+    "Fetched",
+    "check_source_unchanged",
+    "container_name",
+    "decode_image",
+    "fetch_clip",
+    "open_decoder",
+    "open_seekable",
+    "wrong_frames",
+]
+
+logger = logging.getLogger("wan_data")
+
+# Containers on which torchcodec's seeking lands on the wrong frames (MPEG transport and
+# program streams): their clips are decoded sequentially from the start (see _fetch_sequential).
+SEQUENTIAL_CONTAINERS = frozenset({"ts", "m2ts", "mts", "m2t", "tsv", "tsa", "mpg", "mpeg", "vob"})
+_CONTAINER_NAMES = {"ts": "MPEG-TS", "m2ts": "MPEG-TS (Blu-ray)", "mts": "MPEG-TS (AVCHD)"}
+
+
+def container_name(path: str) -> str:
+    """A human name of a file's container, for messages (``MPEG-TS (.ts)``)."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    return f"{_CONTAINER_NAMES.get(ext, ext.upper() or 'unknown')} (.{ext})"
+
+
+def open_decoder(path: str, resized: tuple[int, int], src: tuple[int, int], threads: int) -> Any:
+    """A torchcodec decoder in exact seek mode that resizes ``src`` to ``resized`` inside FFmpeg."""
+    from torchcodec.decoders import VideoDecoder
+    from torchcodec.transforms import Resize
+
+    transforms = [] if resized == src else [Resize((resized[1], resized[0]))]
+    return VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=threads, transforms=transforms)
+
+
+def open_seekable(item: Probed, plan: ClipPlan, threads: int) -> Any:
+    """The decoder a source's clips are fetched from by seeking, checked against the probe.
+
+    ``None`` for images and for containers decoded sequentially (:func:`_fetch_sequential`
+    opens a decoder of its own per clip). The caller drops its reference as soon as its clips
+    are fetched (see :func:`~wan_data.failures.policy.release_frames` for why).
+
+    Raises:
+        SampleError: ``source_changed`` (see :func:`check_source_unchanged`).
+    """
+    if not _seekable_video(item):
+        return None
+    meta = item.metadata
+    decoder = open_decoder(item.path, plan.resized, (meta.width, meta.height), threads)
+    check_source_unchanged(decoder, item)
+    return decoder
+
+
+@dataclass
+class Fetched:
+    """Decoded frames of one clip with the time of every frame and what was asked for."""
+
+    data: torch.Tensor
+    pts: list[float]
+    durations: list[float]
+    requests: list[float] | None  # times asked for (None when fetched by index)
+
+
+def check_source_unchanged(decoder: Any, item: Probed) -> None:
+    """Refuse a file whose stream no longer matches what the probe saw at construction.
+
+    The plan (bucket, resize, crop, windows) was computed from the probed metadata; a file
+    replaced since then (another resolution) would be squashed into the old plan.
+
+    Raises:
+        SampleError: ``source_changed``.
+    """
+    meta = item.metadata
+    m = decoder.metadata
+    size = (int(m.width or 0), int(m.height or 0))
+    frames = int(m.num_frames or 0)
+    change = None
+    if size != (meta.width, meta.height):
+        change = f"its video is now {size[0]}x{size[1]}, planned as {meta.width}x{meta.height}"
+    elif frames != meta.frame_count:
+        change = f"it now holds {frames} frames, planned as {meta.frame_count}"
+    if change is not None:
+        raise SampleError(
+            format_error(
+                "file",
+                item.path,
+                f"changed since the dataset was built: {change}",
+                "the sample is skipped this run; the next construction probes the file again",
+                stage="decode",
+            ),
+            reason="source_changed",
+        )
+
+
+def fetch_clip(item: Probed, plan: ClipPlan, decoder: Any, options: DecodeOptions) -> Fetched:
+    """The planned frames of one video clip, each verified to be the one planned.
+
+    Seeking first (fast), except on containers that seek wrongly (:data:`SEQUENTIAL_CONTAINERS`,
+    for which ``decoder`` is ``None``: see :func:`open_seekable`); a frame that is not the one
+    shown at its requested time (:func:`wrong_frames`) sends the clip to a sequential decode,
+    whose frames are right by construction (each is the last decoded frame at or before its
+    time). A batched call that fails is salvaged frame by frame (:func:`_salvage`): the clip may
+    then hold fewer frames than planned.
+
+    Raises:
+        SampleError: ``unsupported_container`` (an MPEG-TS/PS file whose frames cannot be
+            reached at their times) or ``bad_timestamps`` (frame times that go backwards, or
+            times before the first decodable frame).
+    """
+    if decoder is None:  # a container decoded sequentially (see _seekable_video)
+        fetched = _fetch_sequential(item.path, plan, item, options)
+    else:
+        try:
+            fetched = _fetch(decoder, plan, item, options)
+        except (RuntimeError, IndexError, ValueError) as exc:
+            logger.info(
+                "salvaging %s clip %d frame by frame after %s: %s",
+                item.path,
+                plan.clip_index,
+                type(exc).__name__,
+                exc,
+            )
+            fetched, _ = _salvage(decoder, plan, options.frames)
+        bad = wrong_frames(fetched, item, options)
+        if bad:
+            logger.info(
+                "%s clip %d: %d frame(s) are not the ones planned after seeking (first: "
+                "asked %s, got %.4f s); decoding sequentially",
+                item.path,
+                plan.clip_index,
+                len(bad),
+                _asked(fetched, plan, bad[0]),
+                fetched.pts[bad[0]],
+            )
+            fetched = _fetch_sequential(item.path, plan, item, options)
+    if any(b < a for a, b in itertools.pairwise(fetched.pts)):
+        raise SampleError(
+            format_error(
+                "frame times of file",
+                item.path,
+                f"go backwards ({', '.join(f'{t:.3f}' for t in fetched.pts[:6])}...): the "
+                "sample table is damaged and frames come out of order",
+                "re-mux or re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`",
+                stage="decode",
+            ),
+            reason="bad_timestamps",
+        )
+    return fetched
+
+
+def _asked(fetched: Fetched, plan: ClipPlan, i: int) -> str:
+    if fetched.requests is not None:
+        return f"the frame shown at {fetched.requests[i]:.4f} s"
+    assert plan.indices is not None
+    return f"frame {plan.indices[i]}"
+
+
+def _fetch(decoder: Any, plan: ClipPlan, item: Probed, options: DecodeOptions) -> Fetched:
+    """The planned frames through seeking, each checked against the time it was asked for."""
+    if plan.indices is not None:
+        batch = decoder.get_frames_at(list(plan.indices))
+        return Fetched(
+            batch.data,
+            [float(t) for t in batch.pts_seconds.tolist()],
+            [float(d) for d in batch.duration_seconds.tolist()],
+            None,
+        )
+    assert plan.times is not None and options.fps is not None
+    requests = list(plan.times)
+    batch = decoder.get_frames_played_at(requests)
+    pts = [float(t) for t in batch.pts_seconds.tolist()]
+    durations = [float(d) for d in batch.duration_seconds.tolist()]
+    data = batch.data
+    meta = item.metadata
+    if expects_distinct_frames(options.fps, meta.fps) and len(set(pts)) < len(pts):
+        # The source is at least as fast as the target, yet a frame came twice: container
+        # rounding stretched one frame past a target step. Take the next frame instead.
+        def fetch(t: float) -> tuple[float, float, torch.Tensor]:
+            frame = decoder.get_frame_played_at(t)
+            return float(frame.pts_seconds), float(frame.duration_seconds), frame.data
+
+        frames, asked = distinct_frames(
+            list(zip(pts, durations, data, strict=True)),
+            period=_period(item, options),
+            end_seconds=meta.end_seconds,
+            fetch=fetch,
+        )
+        pts = [f[0] for f in frames]
+        durations = [f[1] for f in frames]
+        data = torch.stack([f[2] for f in frames])
+        for i, t in asked.items():
+            requests[i] = t
+    return Fetched(data, pts, durations, requests)
+
+
+def _fetch_sequential(path: str, plan: ClipPlan, item: Probed, options: DecodeOptions) -> Fetched:
+    """The planned frames by decoding in order from the start of the stream, without seeking.
+
+    torchcodec seeks before every batched call, and on MPEG transport streams the seek lands
+    GOPs away from the target (an MPEG-2 ``.ts`` at 16 fps gave frame 24 for frame 20, and
+    never frames 0-11). Decoding sequentially with ``torchcodec._core.get_next_frame`` gives
+    every frame in presentation order; each request takes the frame shown at its time
+    (:func:`~wan_data.media.sampling.frame_shown_at`). It costs a decode up to the window's end.
+    """
+    from torchcodec import _core
+
+    meta = item.metadata
+    decoder = open_decoder(
+        path, plan.resized, (meta.width, meta.height), options.num_ffmpeg_threads
+    )
+    check_source_unchanged(decoder, item)
+    native = plan.indices is not None
+    wanted = list(plan.indices) if plan.indices is not None else list(plan.times or ())
+    chosen: list[tuple[torch.Tensor, float, float] | None] = [None] * len(wanted)
+    j = 0
+    index = -1
+    previous: tuple[torch.Tensor, float, float] | None = None
+    try:
+        while j < len(wanted):
+            try:
+                data, pts_t, dur_t = _core.get_next_frame(decoder._decoder)
+            except IndexError:  # end of stream
+                break
+            index += 1
+            frame = (data, float(pts_t), float(dur_t))
+            if native:
+                while j < len(wanted) and wanted[j] == index:
+                    chosen[j] = frame
+                    j += 1
+                continue
+            # Requests before this frame's time are served by the frame before it.
+            while j < len(wanted) and wanted[j] < frame[1]:
+                chosen[j] = previous
+                j += 1
+            previous = frame
+        if not native:
+            while j < len(wanted):  # at or after the last frame's time
+                chosen[j] = previous
+                j += 1
+    finally:
+        decoder = None  # free FFmpeg's threads now: see policy.release_frames
+    missing = [i for i, c in enumerate(chosen) if c is None]
+    if missing:
+        raise SampleError(
+            format_error(
+                f"clip {plan.clip_index} of file",
+                path,
+                f"has no decodable frame for {len(missing)} of its {len(wanted)} planned "
+                f"{'indices' if native else 'times'} (first: {wanted[missing[0]]:g}) in a "
+                f"sequential decode of this {container_name(path)} file",
+                "remux or re-encode it to mp4, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`",
+                stage="decode",
+            ),
+            reason=_time_reason(path),
+        )
+    frames = [c for c in chosen if c is not None]
+    return Fetched(
+        torch.stack([f[0] for f in frames]),
+        [f[1] for f in frames],
+        [f[2] for f in frames],
+        None if native else [float(t) for t in wanted],
+    )
+
+
+def _period(item: Probed, options: DecodeOptions) -> float:
+    assert options.fps is not None
+    return sampling_period(options.fps, item.metadata.fps or None, item.metadata.duration)
+
+
+def _seekable_video(item: Probed) -> bool:
+    """A video whose clips are fetched by seeking (the others: images, and containers that are
+    decoded sequentially with a decoder of their own)."""
+    ext = os.path.splitext(item.path)[1].lower().lstrip(".")
+    return item.metadata.media_type == "video" and ext not in SEQUENTIAL_CONTAINERS
+
+
+def _time_reason(path: str) -> str:
+    """``unsupported_container`` for containers known to seek wrongly, else ``bad_timestamps``."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    return "unsupported_container" if ext in SEQUENTIAL_CONTAINERS else "bad_timestamps"
+
+
+def wrong_frames(fetched: Fetched, item: Probed, options: DecodeOptions) -> list[int]:
+    """Positions of ``fetched`` whose frame is not the one planned (empty when all are right).
+
+    By time: the frame must be the one shown at the requested time
+    (:func:`~wan_data.media.sampling.frame_time_problems`): never later than it (the signature of a
+    seek that landed on the wrong GOP); earlier is a frame the file holds (a variable frame
+    rate), as exact mode's index of every frame time says, whatever duration the container
+    claims. By index: frames must come in strictly increasing time (a repeated time is a frame
+    served twice).
+    """
+    if fetched.requests is None:
+        return [i for i in range(1, len(fetched.pts)) if fetched.pts[i] <= fetched.pts[i - 1]]
+    return frame_time_problems(
+        fetched.requests,
+        fetched.pts,
+        fetched.durations,
+        period=_period(item, options),
+        allow_held=True,
+    )
+
+
+def _salvage(decoder: Any, plan: ClipPlan, frames: Sequence[int]) -> tuple[Fetched, int]:
+    """After a batched call failed on a bad packet: the longest decodable prefix, frame by frame.
+
+    Returns the decoded frames and the bucket they fill; raises the first error when the
+    prefix fills no bucket. Frames are never duplicated or invented to fill a gap.
+    """
+    got: list[torch.Tensor] = []
+    pts: list[float] = []
+    durations: list[float] = []
+    first_error: Exception | None = None
+    positions = plan.indices if plan.indices is not None else plan.times
+    assert positions is not None
+    for pos in positions:
+        try:
+            frame = (
+                decoder.get_frame_at(int(pos))
+                if plan.indices is not None
+                else decoder.get_frame_played_at(float(pos))
+            )
+        except (RuntimeError, IndexError, ValueError) as exc:
+            first_error = exc
+            break
+        got.append(frame.data)
+        pts.append(float(frame.pts_seconds))
+        durations.append(float(frame.duration_seconds))
+    fill = choose_frame_bucket(len(got), [f for f in frames if f <= plan.bucket.frames])
+    if first_error is not None:
+        release_frames(first_error)  # it references this frame, and so the decoder
+    if fill is None:
+        assert first_error is not None
+        raise first_error
+    first_error = None
+    requests = None if plan.times is None else [float(t) for t in plan.times[:fill]]
+    return Fetched(torch.stack(got[:fill]), pts[:fill], durations[:fill], requests), fill
+
+
+def decode_image(path: str, plan: ClipPlan) -> torch.Tensor:
+    """An image as a one-frame ``(1, 3, H, W)`` uint8 clip, EXIF-rotated and resized to plan."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as img:
+        img.load()
+        rgb = ImageOps.exif_transpose(img).convert("RGB")
+    rw, rh = plan.resized
+    if rgb.size != (rw, rh):
+        rgb = rgb.resize((rw, rh), Image.Resampling.BILINEAR)
+    array = np.asarray(rgb, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)
