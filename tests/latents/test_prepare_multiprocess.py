@@ -25,8 +25,8 @@ from wan_data.latents.store import LatentCache
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
 DEADLINE_S = 300
 
 OPTIONS: dict[str, Any] = {
