@@ -29,28 +29,24 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from wan_data.config.cli import command_line
 from wan_data.config.dataset_config import DatasetConfig
-from wan_data.config.resolve import Resolved, resolve
+from wan_data.config.resolve import resolve
 from wan_data.errors import ConfigError, format_error
 from wan_data.failures.mechanism import StageContext
-from wan_data.items import Batch, CachedClip, Clip, PlanSample, Probed
+from wan_data.items import Batch, Clip, Probed
+from wan_data.latents.dataset_cache import cache_spec_for, latent_reader, make_encoder
 from wan_data.latents.prepare import (
-    CacheSpec,
-    LatentBatcher,
     prepare_cache,
     sample_key,
-    vae_info_from_files,
 )
 from wan_data.latents.store import LatentCache
-from wan_data.latents.vae import VaeEncoder
 from wan_data.loader import ProgressLoader, freeze_inherited_objects, keep_batch
 from wan_data.observe import report as reporting
 from wan_data.observe.alerts import Alert, AlertMonitor
 from wan_data.observe.logs import log_to_jsonl
 from wan_data.observe.metrics import Metrics
 from wan_data.planning import state as resume_state
-from wan_data.planning.batches import MemberReader, build_batches, pixel_reader
+from wan_data.planning.batches import build_batches, pixel_reader
 from wan_data.planning.construction import decode_options, probe_limits
 from wan_data.planning.epochs import SharedProgress
 from wan_data.planning.plan import EpochPlan, plan_epoch
@@ -167,31 +163,12 @@ class WanVideoDataset(IterableDataset[Batch]):
         self._sketch_saved = False
         self.fingerprint = resume_state.fingerprint(self, listed.digest)
         self._encoder: Any = None
-        self.cache_spec = self._cache_spec(resolved)
-
-    def _cache_spec(self, resolved: Resolved) -> CacheSpec | None:
-        """How the train pass addresses the latent cache (``None`` without one)."""
-        latents = self.config.latents
-        if latents.vae is None or latents.cache_dir is None:
-            return None
-        roots = [os.fspath(c.root) for c in resolved.concepts]
-        if self.index_stages or self.clip_stages:
-            hint = "ds.prepare() (this dataset has Python stages the command line cannot take)"
-        else:
-            hint = f"`{command_line(self.config, 'cache', roots)}` or ds.prepare()"
-        spec = CacheSpec.from_info(
-            os.fspath(latents.cache_dir),
-            vae_info_from_files(
-                latents.vae, subfolder=latents.vae_subfolder, dtype=latents.vae_dtype
-            ),
-            latents.latent_dtype,
-            variations=latents.variations,
-            content_hash=latents.content_hash,
-            command_hint=hint,
-            transforms=tuple(s.identity() for s in self.clip_stages),
+        self.cache_spec = cache_spec_for(
+            self.config,
+            resolved.concepts,
+            clip_stages=[s.identity() for s in self.clip_stages],
+            python_stages=bool(self.index_stages or self.clip_stages),
         )
-        LatentCache(spec.root)  # create it now: an unwritable folder fails at construction
-        return spec
 
     # -- the options, read from the configuration ------------------------------------------
 
@@ -370,7 +347,7 @@ class WanVideoDataset(IterableDataset[Batch]):
         # Pixels: every member through the decode stage, then the clip stages. Latents: the
         # cache read (the clip stages ran in the cache pass).
         reader = (
-            self._latent_reader(options, context.metrics)
+            latent_reader(self.cache_spec, options, self.batch_size, context.metrics)
             if self.cache_spec is not None
             else pixel_reader(options, self.clip_stages)
         )
@@ -381,7 +358,6 @@ class WanVideoDataset(IterableDataset[Batch]):
                 plan,
                 self.samples,
                 options=options,
-                policy=self.policy,
                 context=context,
                 batch_size=self.batch_size,
                 reader=reader,
@@ -399,21 +375,6 @@ class WanVideoDataset(IterableDataset[Batch]):
             if self.metrics_enabled:
                 reporting.write_part(context.metrics, part, monitor)
 
-    def _latent_reader(self, options: DecodeOptions, metrics: Metrics) -> MemberReader:
-        spec = self.cache_spec
-        assert spec is not None
-        cache = LatentCache(spec.root)
-
-        batcher = LatentBatcher(options, spec, cache, self.batch_size)
-
-        def read(sample: PlanSample, epoch: int) -> CachedClip:
-            try:
-                return batcher.read(sample, epoch)
-            finally:
-                metrics.cache = cache.counters()
-
-        return MemberReader.from_function("cache", read, batcher.collate)
-
     # -- the cache pass ------------------------------------------------------------------
 
     def prepare(self, *, num_workers: int = 2, progress: bool = True) -> dict[str, Any]:
@@ -429,44 +390,30 @@ class WanVideoDataset(IterableDataset[Batch]):
                 )
             )
         if self._encoder is None:
-            latents = self.config.latents
-            self._encoder = VaeEncoder(
-                self.vae,
-                device=latents.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-                vae_dtype=latents.vae_dtype,
-                latent_dtype=latents.latent_dtype,
-                encode_batch_size=latents.encode_batch_size,
-                subfolder=latents.vae_subfolder,
-            )
+            self._encoder = make_encoder(self.config)
         rank, world = self.rank_and_world_size()
         self._reporter.forget_cache_stats()  # the folder is about to change
         monitor = self.alert_monitor
         watchdog = monitor.stall_watchdog() if monitor is not None else None
         try:
-            return self._prepare(rank, world, num_workers, progress, watchdog)
+            return prepare_cache(
+                self.samples,
+                options=self._decode,
+                spec=self.cache_spec,
+                encoder=self._encoder,
+                policy=self.policy,
+                report_dir=str(self.report_dir),
+                rank=rank,
+                world_size=world,
+                num_workers=num_workers,
+                progress=progress,
+                clip_stages=self.clip_stages,
+                breaker_config=self.breaker_config,
+                watchdog=watchdog,
+            )
         finally:
             if watchdog is not None:
                 watchdog.close()
-
-    def _prepare(
-        self, rank: int, world: int, num_workers: int, progress: bool, watchdog: Any
-    ) -> dict[str, Any]:
-        assert self.cache_spec is not None
-        return prepare_cache(
-            self.samples,
-            options=self._decode,
-            spec=self.cache_spec,
-            encoder=self._encoder,
-            policy=self.policy,
-            report_dir=str(self.report_dir),
-            rank=rank,
-            world_size=world,
-            num_workers=num_workers,
-            progress=progress,
-            clip_stages=self.clip_stages,
-            breaker_config=self.breaker_config,
-            watchdog=watchdog,
-        )
 
     def cache_keys(self, variant: int | None = None) -> set[str]:
         """The cache keys of every clip of this dataset (all ranks), in one variant or all."""

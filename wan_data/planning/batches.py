@@ -16,7 +16,6 @@ from typing import Any
 
 from wan_data.errors import PipelineHealthError, format_error
 from wan_data.failures.mechanism import StageContext
-from wan_data.failures.policy import ErrorPolicy
 from wan_data.items import Batch, Bucket, Clip, Failed, PlanSample
 from wan_data.media.sampling import sample_rng
 from wan_data.planning.clips import DecodeOptions
@@ -85,17 +84,19 @@ def build_batches(
     samples: Sequence[PlanSample],
     *,
     options: DecodeOptions,
-    policy: ErrorPolicy,
     context: StageContext,
     batch_size: int,
     reader: MemberReader | None = None,
 ) -> Iterator[tuple[PlannedBatch, Batch]]:
-    """Read and collate the given planned batches, in order, replacing failed members."""
+    """Read and collate the given planned batches, in order, replacing failed members.
+
+    Every member goes through ``reader``'s stages under ``context`` (its policy, breakers,
+    counters and watchdog).
+    """
     member_reader = reader if reader is not None else pixel_reader(options)
-    context.policy = policy
     for batch in batches:
         clips, replaced, bucket = _fill(
-            batch, plan, samples, options, policy, context, batch_size, member_reader
+            batch, plan, samples, options, context, batch_size, member_reader
         )
         out = member_reader.collate(clips)
         out["position"] = batch.position
@@ -122,7 +123,6 @@ def build_batches(
 def _decode(
     index: int,
     samples: Sequence[PlanSample],
-    policy: ErrorPolicy,
     context: StageContext,
     reader: MemberReader,
 ) -> Any:
@@ -149,7 +149,6 @@ def _fill(
     plan: EpochPlan,
     samples: Sequence[PlanSample],
     options: DecodeOptions,
-    policy: ErrorPolicy,
     context: StageContext,
     batch_size: int,
     reader: MemberReader,
@@ -160,22 +159,20 @@ def _fill(
     used = set(batch.members)
     candidates = replacement_candidates(plan, batch, seed=options.seed)
     for member in batch.members:
-        clip = _decode(member, samples, policy, context, reader)
+        clip = _decode(member, samples, context, reader)
         while isinstance(clip, Failed):
             nxt = next((c for c in candidates if c not in used), None)
             if nxt is None:
                 break
             used.add(nxt)
             replaced += 1
-            clip = _decode(nxt, samples, policy, context, reader)
+            clip = _decode(nxt, samples, context, reader)
         if isinstance(clip, Failed):
             unfilled += 1
         else:
             clips.append(clip)
     if not clips:
-        return _fallback(
-            batch, plan, samples, options, policy, context, batch_size, replaced, reader
-        )
+        return _fallback(batch, plan, samples, options, context, batch_size, replaced, reader)
     # The bucket has no unused sample left: repeat the batch's good clips, as small_buckets
     # "repeat" does, rather than shrink the batch or change its bucket.
     clips.extend(clips[i % len(clips)] for i in range(unfilled))
@@ -187,7 +184,6 @@ def _fallback(
     plan: EpochPlan,
     samples: Sequence[PlanSample],
     options: DecodeOptions,
-    policy: ErrorPolicy,
     context: StageContext,
     batch_size: int,
     replaced: int,
@@ -206,7 +202,7 @@ def _fallback(
         )
         clips: list[Any] = []
         for index in pool:
-            clip = _decode(index, samples, policy, context, reader)
+            clip = _decode(index, samples, context, reader)
             if not isinstance(clip, Failed):
                 clips.append(clip)
                 if len(clips) == size:

@@ -1,0 +1,98 @@
+"""The latent cache as a dataset uses it: its spec, its encoder, its train-pass reader.
+
+Kept out of ``dataset.py`` so the dataset stays a composition: it asks this module how its
+configuration addresses the cache (:func:`cache_spec_for`), for the VAE of its cache pass
+(:func:`make_encoder`) and for the stage that reads its batch members back
+(:func:`latent_reader`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+from wan_data.config.cli import command_line
+from wan_data.config.dataset_config import DatasetConfig
+from wan_data.items import CachedClip, PlanSample
+from wan_data.latents.prepare import CacheSpec, LatentBatcher, vae_info_from_files
+from wan_data.latents.store import LatentCache
+from wan_data.latents.vae import VaeEncoder
+from wan_data.observe.metrics import Metrics
+from wan_data.planning.batches import MemberReader
+from wan_data.planning.clips import DecodeOptions
+from wan_data.sources.concepts import Concept
+
+__all__ = ["cache_spec_for", "latent_reader", "make_encoder"]
+
+
+def cache_spec_for(
+    config: DatasetConfig,
+    concepts: Sequence[Concept],
+    *,
+    clip_stages: Sequence[str] = (),
+    python_stages: bool = False,
+) -> CacheSpec | None:
+    """How the train pass addresses the latent cache (``None`` without one).
+
+    Args:
+        config: the dataset's configuration (``latents`` and the options of the hint).
+        concepts: the roots, for the "fill it with" command of a missing entry.
+        clip_stages: identities of the clip stages the pixels go through before encoding:
+            part of every cache key.
+        python_stages: the dataset has stages of its own, which the command line cannot
+            take: the hint then names ``ds.prepare()`` only.
+
+    The cache folder is created now, so an unwritable one fails at construction.
+    """
+    latents = config.latents
+    if latents.vae is None or latents.cache_dir is None:
+        return None
+    if python_stages:
+        hint = "ds.prepare() (this dataset has Python stages the command line cannot take)"
+    else:
+        roots = [os.fspath(c.root) for c in concepts]
+        hint = f"`{command_line(config, 'cache', roots)}` or ds.prepare()"
+    spec = CacheSpec.from_info(
+        os.fspath(latents.cache_dir),
+        vae_info_from_files(latents.vae, subfolder=latents.vae_subfolder, dtype=latents.vae_dtype),
+        latents.latent_dtype,
+        variations=latents.variations,
+        content_hash=latents.content_hash,
+        command_hint=hint,
+        transforms=tuple(clip_stages),
+    )
+    LatentCache(spec.root)
+    return spec
+
+
+def make_encoder(config: DatasetConfig) -> VaeEncoder:
+    """The VAE of the cache pass, on ``latents.device`` (default: cuda when available)."""
+    latents = config.latents
+    assert latents.vae is not None
+    return VaeEncoder(
+        latents.vae,
+        device=latents.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        vae_dtype=latents.vae_dtype,
+        latent_dtype=latents.latent_dtype,
+        encode_batch_size=latents.encode_batch_size,
+        subfolder=latents.vae_subfolder,
+    )
+
+
+def latent_reader(
+    spec: CacheSpec, options: DecodeOptions, batch_size: int, metrics: Metrics
+) -> MemberReader:
+    """Batch members read from the cache (verified, straight into their batch slot), with the
+    cache's counters kept in ``metrics`` for the report."""
+    cache = LatentCache(spec.root)
+    batcher = LatentBatcher(options, spec, cache, batch_size)
+
+    def read(sample: PlanSample, epoch: int) -> CachedClip:
+        try:
+            return batcher.read(sample, epoch)
+        finally:
+            metrics.cache = cache.counters()
+
+    return MemberReader.from_function("cache", read, batcher.collate)
