@@ -402,12 +402,14 @@ class Batch(TypedDict, total=False):
         captions, paths, keys: per member: the caption, the source file, the sample key.
         frame_times: per member, each frame's presentation time in seconds.
         crops: per member, ``[x, y, w, h]`` of the crop in source pixels.
-        buckets: per member, the bucket as ``"WxHxF"``.
+        buckets: per member, the bucket as ``"FxWxH"`` (frames, width, height).
         repeated_fraction: per member, the share of frames repeating the one before (a
             source slower than the target fps); pixel batches only.
         dropped: inputs dropped while collating (``Failed``/``None``).
         position, epoch: where the batch is in its epoch's plan (what resume needs).
-        replaced: members replaced after a failure (or repeated to fill the batch).
+        replaced: members that are not the planned ones: replaced by another sample of the
+            bucket after a failure, or a good member repeated when the bucket had no unused
+            sample left (the plan's own ``small_buckets="repeat"`` fills are not counted).
         padding: ``True`` for a copy of another rank's batch, added only so every rank has
             the same number of batches.
     """
