@@ -38,6 +38,7 @@ Writes JSON to benchmarks/results/cache.json (or --json).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -57,7 +58,6 @@ from safetensors.torch import load as st_load
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import wan_data.dataset as dataset_module
 from wan_data import WanVideoDataset
 from wan_data.latents.prepare import sample_key
 from wan_data.latents.store import LatentCache
@@ -177,9 +177,22 @@ def pipeline(ds: WanVideoDataset, workers: int) -> tuple[int, float]:
 
 
 class PhaseTimer:
-    """Wall time spent inside some of the constructor's collaborators (patched in this process)."""
+    """Wall time spent inside some of the constructor's collaborators (patched in this process).
 
-    NAMES = ("collect", "probe", "vae_info_from_files", "MetadataCache", "LatentCache")
+    Each phase is patched where construction looks it up: ``collect`` and ``probe`` are the
+    functions the ``Collect`` and ``Probe`` stages call, ``MetadataCache`` is built by
+    ``planning.construction`` (cold path only), the VAE identity and the latent cache by the
+    dataset.
+    """
+
+    PATCHES = (
+        ("collect", "wan_data.stages.collect", "collect"),
+        ("probe", "wan_data.stages.probe", "probe"),
+        ("vae_info_from_files", "wan_data.dataset", "vae_info_from_files"),
+        ("MetadataCache", "wan_data.planning.construction", "MetadataCache"),
+        ("LatentCache", "wan_data.dataset", "LatentCache"),
+    )
+    NAMES = tuple(name for name, _, _ in PATCHES)
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = dict.fromkeys(self.NAMES, 0.0)
@@ -210,14 +223,17 @@ class PhaseTimer:
 
     @contextmanager
     def patched(self) -> Iterator[None]:
-        saved = {name: getattr(dataset_module, name) for name in self.NAMES}
+        saved = [
+            (name, importlib.import_module(module), attr) for name, module, attr in self.PATCHES
+        ]
+        originals = [getattr(module, attr) for _, module, attr in saved]
         try:
-            for name, fn in saved.items():
-                setattr(dataset_module, name, self._timed_call(name, fn))
+            for (name, module, attr), fn in zip(saved, originals, strict=True):
+                setattr(module, attr, self._timed_call(name, fn))
             yield
         finally:
-            for name, fn in saved.items():
-                setattr(dataset_module, name, fn)
+            for (_, module, attr), fn in zip(saved, originals, strict=True):
+                setattr(module, attr, fn)
 
 
 def first_batch(root: Path, work: Path, common: dict[str, Any]) -> dict[str, Any]:
