@@ -63,8 +63,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         if spec.parse is None and (isinstance(default, bool) or default is AUTO):
             if default is AUTO:
                 section.add_argument(
-                    *names, action=argparse.BooleanOptionalAction, help=spec.help, **common
+                    names[0], action=argparse.BooleanOptionalAction, help=spec.help, **common
                 )
+                for alias in names[1:]:
+                    section.add_argument(
+                        alias, action="store_const", const=True, help=f"= {names[0]}", **common
+                    )
             elif default:
                 section.add_argument(
                     f"--no-{_flag(f, spec)}",
@@ -82,8 +86,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, command: str) -> None:
             kwargs["nargs"] = spec.nargs
         if spec.metavar is not None:
             kwargs["metavar"] = spec.metavar
-        if spec.choices is not None and spec.parse is None:
-            kwargs["choices"] = spec.choices
+        if spec.choices is not None:
+            kwargs["choices"] = spec.choices  # the text is checked before it is parsed
         section.add_argument(*names, **kwargs)
 
 
