@@ -34,10 +34,11 @@ from wan_data.latents.prepare import CacheIncompleteError
 from wan_data.latents.store import CacheStats, LatentCache
 from wan_data.latents.vae import VaeEncoder, VaeInfo
 from wan_data.media.buckets import PRESETS, BucketSet, Preset
-from wan_data.observe.alerts import Alert, AlertConfig, AlertMonitor, StallWatchdog
+from wan_data.observe.alerts import Alert, AlertConfig, AlertMonitor
 from wan_data.observe.logs import log_to_jsonl
 from wan_data.observe.memory import MemoryStats
 from wan_data.observe.metrics import scalars
+from wan_data.observe.watchdog import StallWatchdog
 from wan_data.sources.concepts import Concept
 from wan_data.stages.collate import collate
 from wan_data.tools.scan import ScanReport, scan_dataset

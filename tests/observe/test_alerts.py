@@ -17,9 +17,10 @@ import pytest
 
 from wan_data.errors import ConfigError
 from wan_data.latents.store import CacheStats
-from wan_data.observe.alerts import Alert, AlertConfig, AlertMonitor, StallWatchdog
+from wan_data.observe.alerts import Alert, AlertConfig, AlertMonitor
 from wan_data.observe.memory import MemoryStats
 from wan_data.observe.metrics import Metrics, merge_reports
+from wan_data.observe.watchdog import StallWatchdog
 
 GIB = 1 << 30
 

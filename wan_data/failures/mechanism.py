@@ -25,7 +25,7 @@ from wan_data.items import Failed
 from wan_data.observe.metrics import Metrics
 
 if TYPE_CHECKING:
-    from wan_data.observe.alerts import StallWatchdog
+    from wan_data.observe.watchdog import StallWatchdog
 
 __all__ = [
     "StageContext",

@@ -43,8 +43,8 @@ from wan_data.items import (
 from wan_data.latents.encode import Encode
 from wan_data.latents.store import LatentCache, cache_key_for, config_digest, source_identity
 from wan_data.latents.vae import VaeInfo
-from wan_data.observe.alerts import StallWatchdog
 from wan_data.observe.metrics import Metrics
+from wan_data.observe.watchdog import StallWatchdog
 from wan_data.planning.clips import DecodeOptions, caption_for, plan_clips
 from wan_data.stages.base import Stage, compose
 from wan_data.stages.collate import collate, empty_batch, make_batch

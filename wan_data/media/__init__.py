@@ -1,1 +1,8 @@
-"""media."""
+"""Media: the pure math of frames and buckets, and the access to decoded frames.
+
+- ``sampling.py``: frame windows, request times and their tolerance, available frames, seeded
+  randomness;
+- ``buckets.py``: aspect buckets, presets, resize and crop geometry;
+- ``frames.py``: opening decoders, exact and sequential frame fetches, salvage, images;
+- ``integrity.py``: the full FFmpeg decode that finds concealed decode errors.
+"""

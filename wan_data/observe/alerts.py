@@ -12,24 +12,24 @@ in a DataLoader worker on its own counters and in the main process on the merged
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import itertools
 import logging
 import math
 import os
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wan_data.errors import ConfigError, format_error
 from wan_data.failures.breaker import FILTER_REASONS
 from wan_data.observe.memory import MemoryStats
 
-__all__ = ["ALERT_KINDS", "Alert", "AlertConfig", "AlertMonitor", "StallWatchdog"]
+if TYPE_CHECKING:
+    from wan_data.observe.watchdog import StallWatchdog
+
+__all__ = ["ALERT_KINDS", "Alert", "AlertConfig", "AlertMonitor"]
 
 logger = logging.getLogger("wan_data")
 
@@ -247,6 +247,8 @@ class AlertMonitor:
         _deliver(alert, self.callbacks)
 
     def stall_watchdog(self, poll_seconds: float | None = None) -> StallWatchdog | None:
+        from wan_data.observe.watchdog import StallWatchdog  # it builds this module's Alerts
+
         """A :class:`StallWatchdog` that emits through this monitor (``None`` when disabled)."""
         if self.config.stall_seconds is None:
             return None
@@ -382,251 +384,3 @@ def _corruption_alert(count: int, previous: int, now: float) -> Alert:
         stage="cache",
     )
     return Alert("cache_corruption", message, count, previous, stage="cache", time=now)
-
-
-# -- stall watchdog --------------------------------------------------------------------------
-
-# Guards the lazy start of watchdog threads. Replaced in a forked child, where a thread of the
-# parent may have held it at the moment of the fork.
-_START_LOCK = threading.Lock()
-
-
-def _reset_start_lock() -> None:
-    global _START_LOCK
-    _START_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_start_lock)
-
-
-@dataclass
-class _InFlight:
-    stage: str
-    item: str
-    started: float
-
-
-class StallWatchdog:
-    """Notices when the pipeline stops making progress on an item.
-
-    A decoder hung on one damaged file, or a read from an unresponsive network mount, raises
-    nothing: the run just stops, and the DataLoader's own ``timeout`` (when set at all) names
-    neither the file nor the stage. Stages mark the item they work on with :meth:`working` and
-    may beat :meth:`progress`; a daemon thread checks every ``poll_seconds``.
-
-    A stall is: at least one item in flight and no activity (an item entering or leaving
-    :meth:`working`, or a :meth:`progress` call, in any stage) for more than ``stall_seconds``.
-    Activity anywhere counts because stages are nested generators in one thread: while a
-    batch waits for a decode, the batch item is in flight without being stuck. The alert names
-    the most recently entered item (the innermost, which is what blocks) and lists the others.
-    It fires once per stall; the next activity re-arms it.
-
-    The thread starts on first use in each process and is dropped by pickling and by fork, so
-    one watchdog built in the main process works in every DataLoader worker. It is a daemon
-    and never keeps the interpreter alive; :meth:`close` stops it.
-
-    Args:
-        stall_seconds: seconds without activity that make a stall.
-        on_stall: called with the ``stall`` alert, from the watchdog thread (e.g.
-            :meth:`AlertMonitor.emit`); an exception it raises is logged.
-        poll_seconds: how often to check; default ``stall_seconds / 10`` within [0.01, 10] s.
-            An alert comes at most this much after ``stall_seconds``.
-    """
-
-    def __init__(
-        self,
-        stall_seconds: float,
-        on_stall: Callable[[Alert], None],
-        poll_seconds: float | None = None,
-    ) -> None:
-        problems = []
-        if not (isinstance(stall_seconds, (int, float)) and 0 < stall_seconds < math.inf):
-            problems.append(format_error("watchdog stall_seconds", stall_seconds, "must be > 0"))
-        if poll_seconds is not None and not (
-            isinstance(poll_seconds, (int, float)) and 0 < poll_seconds < math.inf
-        ):
-            problems.append(
-                format_error(
-                    "watchdog poll_seconds", poll_seconds, "must be > 0 or None", "None = auto"
-                )
-            )
-        if problems:
-            raise ConfigError(problems)
-        self.stall_seconds = float(stall_seconds)
-        self.on_stall = on_stall
-        self.poll_seconds = (
-            float(poll_seconds)
-            if poll_seconds is not None
-            else min(max(self.stall_seconds / 10, 0.01), 10.0)
-        )
-        self._tokens = itertools.count()
-        self._reset()
-
-    def _reset(self) -> None:
-        """Fresh per-process state: nothing in flight, no thread, an unheld lock, not closed.
-
-        The token counter is kept: a forked child may still leave a block its parent entered,
-        and a reused token would remove the child's own entry.
-        """
-        self._pid = os.getpid()
-        self._closed = False
-        self._lock = threading.Lock()
-        self._inflight: dict[int, _InFlight] = {}
-        self._last_activity = time.monotonic()
-        self._fired = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {
-            "stall_seconds": self.stall_seconds,
-            "on_stall": self.on_stall,
-            "poll_seconds": self.poll_seconds,
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._tokens = itertools.count()
-        self._reset()
-
-    def __enter__(self) -> StallWatchdog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def running(self) -> bool:
-        """Whether this process's watchdog thread is alive."""
-        thread = self._thread
-        return self._pid == os.getpid() and thread is not None and thread.is_alive()
-
-    def _own(self) -> None:
-        """In a forked child, drop the parent's thread and lock state.
-
-        A parent thread may have held the lock at the moment of the fork, and the parent's
-        thread does not exist in the child.
-        """
-        if self._pid != os.getpid():
-            self._reset()
-
-    def _ensure_started(self) -> None:
-        self._own()
-        if self._thread is not None or self._closed:
-            return
-        with _START_LOCK:
-            if self._thread is not None:
-                return
-            thread = threading.Thread(
-                target=_watch,
-                args=(weakref.ref(self), self._stop, self.poll_seconds),
-                name=f"wan_data-stall-watchdog-{self._pid}",
-                daemon=True,
-            )
-            thread.start()
-            self._thread = thread
-
-    def _activity(self) -> None:
-        self._last_activity = time.monotonic()
-        self._fired = False
-
-    @contextlib.contextmanager
-    def working(self, stage: str, item: str) -> Iterator[None]:
-        """Mark ``item`` in flight in ``stage`` for the duration of the block."""
-        self._ensure_started()
-        with self._lock:
-            token = next(self._tokens)
-            self._inflight[token] = _InFlight(stage, str(item), time.monotonic())
-            self._activity()
-        try:
-            yield
-        finally:
-            self._own()
-            with self._lock:
-                self._inflight.pop(token, None)
-                self._activity()
-
-    def progress(self, stage: str) -> None:
-        """Heartbeat: ``stage`` is making progress (e.g. a frame decoded)."""
-        self._ensure_started()
-        with self._lock:
-            self._activity()
-
-    def check(self) -> Alert | None:
-        """Fire the stall alert if there is a new stall (the thread calls this; so may tests)."""
-        if self._pid != os.getpid() or self._closed:
-            return None
-        with self._lock:
-            if self._fired or not self._inflight:
-                return None
-            idle = time.monotonic() - self._last_activity
-            if idle <= self.stall_seconds:
-                return None
-            self._fired = True
-            entries = sorted(self._inflight.items())
-        _, current = entries[-1]
-        others = [e for _, e in entries[:-1]]
-        alert = _stall_alert(current, others, idle, self.stall_seconds)
-        try:
-            self.on_stall(alert)
-        except Exception as exc:
-            logger.error(
-                "stall callback %r raised %s: %s",
-                self.on_stall,
-                type(exc).__name__,
-                exc,
-                exc_info=True,
-                extra={"stage": current.stage, "path": current.item, "reason": "alert_callback"},
-            )
-        return alert
-
-    def close(self) -> None:
-        """Stop this process's thread (idempotent); a closed watchdog tracks but never fires.
-
-        Closing is per process: a copy pickled to, or forked into, another process afterwards
-        starts open, so closing the main process's watchdog does not silence the workers.
-        """
-        self._own()  # the parent's event and thread are not this process's to touch
-        self._closed = True
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=self.poll_seconds + 1.0)
-        self._thread = None
-
-
-def _watch(ref: weakref.ref[StallWatchdog], stop: threading.Event, poll: float) -> None:
-    """Thread body; holds the watchdog only weakly so an abandoned one ends its thread."""
-    while not stop.wait(poll):
-        watchdog = ref()
-        if watchdog is None or watchdog._closed:
-            return
-        try:
-            watchdog.check()
-        except Exception:  # the thread must survive anything a check meets
-            logger.exception("stall watchdog check failed")
-        del watchdog
-
-
-def _stall_alert(
-    current: _InFlight, others: list[_InFlight], idle: float, threshold: float
-) -> Alert:
-    now = time.monotonic()
-    rule = f"made no progress for {idle:.1f} s (stall threshold {threshold:g} s)"
-    if others:
-        shown = ", ".join(
-            f"{e.stage} {e.item!r} for {now - e.started:.1f} s" for e in reversed(others[-5:])
-        )
-        rule += f"; also in flight: {shown}"
-    message = format_error(
-        f"stage '{current.stage}' working on",
-        current.item,
-        rule,
-        "the file may hang the decoder or the filesystem may be unresponsive; check the file "
-        "and its mount, and set the DataLoader's timeout to turn a hang into an error",
-        stage=current.stage,
-    )
-    return Alert(
-        "stall", message, idle, threshold, stage=current.stage, path=current.item, time=time.time()
-    )
