@@ -159,3 +159,12 @@ def test_failures_sink_into_the_report(corpus: Corpus) -> None:
     )
     assert all(is_landscape(p) for p in kept)
     assert len(context.metrics.skipped) == len(_probed(corpus)) - len(kept)
+
+
+def test_a_map_stage_without_work_is_refused_when_defined() -> None:
+    from wan_data.stages import MapStage
+
+    with pytest.raises(TypeError, match=r"must override process\(\) or process_in\(\)"):
+
+        class Idle(MapStage[Clip, Clip]):
+            name = "idle"

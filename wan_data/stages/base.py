@@ -85,9 +85,15 @@ class MapStage(Stage[In, Out]):
     accepts: type | tuple[type, ...] = object
     mandatory: bool = True
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.process is MapStage.process and cls.process_in is MapStage.process_in:
+            # Found when the class is defined, not as a skip of every item at run time.
+            raise TypeError(f"{cls.__qualname__} must override process() or process_in()")
+
     def process(self, item: In) -> Sequence[Out | Failed]:
         """Every output of ``item`` (or raise)."""
-        raise NotImplementedError(f"{type(self).__name__} implements neither process()")
+        return self.process_in(item, StageContext())
 
     def process_in(self, item: In, context: StageContext) -> Sequence[Out | Failed]:
         """:meth:`process` with the pipeline's context, for work that depends on it (the
