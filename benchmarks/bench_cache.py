@@ -182,17 +182,30 @@ class PhaseTimer:
     Each phase is patched where construction looks it up: ``collect`` and ``probe`` are the
     functions the ``Collect`` and ``Probe`` stages call, ``MetadataCache`` is built by
     ``planning.construction`` (cold path only), the VAE identity and the latent cache by the
-    dataset.
+    dataset or, since the cache helpers left ``dataset.py``, by ``latents.dataset_cache``.
+    Every listed place that exists in the running code is patched; the others are skipped.
     """
 
-    PATCHES = (
-        ("collect", "wan_data.stages.collect", "collect"),
-        ("probe", "wan_data.stages.probe", "probe"),
-        ("vae_info_from_files", "wan_data.dataset", "vae_info_from_files"),
-        ("MetadataCache", "wan_data.planning.construction", "MetadataCache"),
-        ("LatentCache", "wan_data.dataset", "LatentCache"),
+    PATCHES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+        ("collect", (("wan_data.stages.collect", "collect"),)),
+        ("probe", (("wan_data.stages.probe", "probe"),)),
+        (
+            "vae_info_from_files",
+            (
+                ("wan_data.dataset", "vae_info_from_files"),
+                ("wan_data.latents.dataset_cache", "vae_info_from_files"),
+            ),
+        ),
+        ("MetadataCache", (("wan_data.planning.construction", "MetadataCache"),)),
+        (
+            "LatentCache",
+            (
+                ("wan_data.dataset", "LatentCache"),
+                ("wan_data.latents.dataset_cache", "LatentCache"),
+            ),
+        ),
     )
-    NAMES = tuple(name for name, _, _ in PATCHES)
+    NAMES = tuple(name for name, _ in PATCHES)
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = dict.fromkeys(self.NAMES, 0.0)
@@ -221,18 +234,30 @@ class PhaseTimer:
             self.seconds[name] += time.perf_counter() - t0
             yield item
 
+    @classmethod
+    def _places(cls) -> list[tuple[str, Any, str]]:
+        places = []
+        for name, candidates in cls.PATCHES:
+            for module_name, attr in candidates:
+                try:
+                    module = importlib.import_module(module_name)
+                except ImportError:
+                    continue
+                if hasattr(module, attr):
+                    places.append((name, module, attr))
+        return places
+
     @contextmanager
     def patched(self) -> Iterator[None]:
         saved = [
-            (name, importlib.import_module(module), attr) for name, module, attr in self.PATCHES
+            (name, module, attr, getattr(module, attr)) for name, module, attr in self._places()
         ]
-        originals = [getattr(module, attr) for _, module, attr in saved]
         try:
-            for (name, module, attr), fn in zip(saved, originals, strict=True):
+            for name, module, attr, fn in saved:
                 setattr(module, attr, self._timed_call(name, fn))
             yield
         finally:
-            for (_, module, attr), fn in zip(saved, originals, strict=True):
+            for _, module, attr, fn in saved:
                 setattr(module, attr, fn)
 
 
