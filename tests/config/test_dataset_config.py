@@ -112,3 +112,21 @@ def test_dtypes_and_objects_are_kept_as_given() -> None:
     config = DatasetConfig.build(latent_dtype=torch.float32, breaker_threshold=None)
     assert config.latents.latent_dtype is torch.float32
     assert not config.errors.breaker_config().enabled
+
+
+def test_conditioning_needs_a_cache_and_checks_its_encoders(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        DatasetConfig.build(text_encoder="umt5", text_dtype=torch.float16, caption_dropout=1.5)
+    text = "\n".join(info.value.problems)
+    assert "float16" in text and "overflows" in text
+    assert "caption_dropout" in text
+    with pytest.raises(ConfigError, match="needs a latent cache"):
+        DatasetConfig.build(text_encoder="umt5")
+    with pytest.raises(ConfigError, match="image_encoder"):
+        DatasetConfig.build(vae="v", cache_dir=tmp_path, image_encoder="clip", conditioning="ti2v")
+    with pytest.raises(ConfigError, match="needs text_encoder"):
+        DatasetConfig.build(vae="v", cache_dir=tmp_path, caption_dropout=0.1)
+    config = DatasetConfig.build(
+        vae="v", cache_dir=tmp_path, text_encoder="umt5", conditioning="i2v", image_encoder="clip"
+    )
+    assert config.conditioning.enabled and config.conditioning.text_dtype == torch.bfloat16

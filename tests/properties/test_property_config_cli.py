@@ -54,6 +54,11 @@ options = st.fixed_dictionaries(
         "retry_failed": st.booleans(),
         "device": st.sampled_from(["cpu", "cuda:1"]),
         "cache_dir": st.sampled_from(["/tmp/c", "/data/my cache"]),
+        "text_encoder": st.sampled_from(["/models/umt5", "/models/Wan2.1-T2V-14B-Diffusers"]),
+        "text_max_length": st.sampled_from([226, 512]),
+        "caption_dropout": st.sampled_from([0.0, 0.1, 0.25]),
+        "conditioning": st.sampled_from(["none", "i2v", "flf2v", "ti2v"]),
+        "image_encoder": st.sampled_from(["/models/clip"]),
     },
 )
 

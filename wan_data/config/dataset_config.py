@@ -19,6 +19,7 @@ from wan_data.config.fields import AUTO, option
 from wan_data.config.groups import (
     GROUPS,
     BatchingConfig,
+    ConditioningConfig,
     ConfigGroup,
     ErrorsConfig,
     FiltersConfig,
@@ -44,6 +45,7 @@ _ATTRIBUTE: dict[type[ConfigGroup], str] = {
     BatchingConfig: "batching",
     ErrorsConfig: "errors",
     LatentsConfig: "latents",
+    ConditioningConfig: "conditioning",
     ReuseConfig: "reuse",
     ObserveConfig: "observe",
     WorkersConfig: "workers",
@@ -100,6 +102,7 @@ class DatasetConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     errors: ErrorsConfig = field(default_factory=ErrorsConfig)
     latents: LatentsConfig = field(default_factory=LatentsConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     reuse: ReuseConfig = field(default_factory=ReuseConfig)
     observe: ObserveConfig = field(default_factory=ObserveConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
@@ -121,6 +124,23 @@ class DatasetConfig:
                         name, type(getattr(self, name)).__name__, f"must be a {group.__name__}"
                     )
                 )
+        if (
+            isinstance(self.conditioning, ConditioningConfig)
+            and isinstance(self.latents, LatentsConfig)
+            and self.conditioning.enabled
+            and not self.latents.enabled
+        ):
+            problems.append(
+                format_error(
+                    "conditioning",
+                    "text_encoder"
+                    if self.conditioning.text_encoder is not None
+                    else self.conditioning.conditioning,
+                    "needs a latent cache: text embeddings and conditions are cached beside the "
+                    "latents",
+                    "pass vae= and cache_dir=",
+                )
+            )
         return problems
 
     # -- building ------------------------------------------------------------------------

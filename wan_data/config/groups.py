@@ -9,6 +9,7 @@ one edit of a launch script fixes them all.
 
 - ``clips.py``: what decides the clips (sources, shape, sampling, filters, batching);
 - ``runtime.py``: how the run goes (errors, latents, reuse, observe, workers);
+- ``conditioning.py``: what a batch carries besides latents (text embeddings, I2V conditions);
 - ``base.py``: :class:`ConfigGroup`, the base that normalises and checks.
 
 Groups never refer to each other (a source can override one group without the others);
@@ -32,6 +33,7 @@ from wan_data.config.clips import (
     ShapeConfig,
     SourcesConfig,
 )
+from wan_data.config.conditioning import ConditioningConfig
 from wan_data.config.runtime import (
     ErrorsConfig,
     LatentsConfig,
@@ -47,6 +49,7 @@ __all__ = [
     "DEFAULT_STEP",
     "GROUPS",
     "BatchingConfig",
+    "ConditioningConfig",
     "ConfigGroup",
     "ErrorsConfig",
     "FiltersConfig",
@@ -68,6 +71,7 @@ GROUPS: tuple[type[ConfigGroup], ...] = (
     BatchingConfig,
     ErrorsConfig,
     LatentsConfig,
+    ConditioningConfig,
     ReuseConfig,
     ObserveConfig,
     WorkersConfig,
