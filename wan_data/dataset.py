@@ -29,12 +29,18 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from wan_data.conditioning.text_cache import prepare_text, text_keys
 from wan_data.config.dataset_config import DatasetConfig
 from wan_data.config.resolve import resolve
 from wan_data.errors import ConfigError, format_error
 from wan_data.failures.mechanism import StageContext
 from wan_data.items import Batch, Clip, Probed
-from wan_data.latents.dataset_cache import cache_spec_for, latent_reader, make_encoder
+from wan_data.latents.dataset_cache import (
+    cache_spec_for,
+    latent_reader,
+    make_encoder,
+    make_text_encoder,
+)
 from wan_data.latents.prepare import (
     prepare_cache,
     sample_key,
@@ -163,6 +169,7 @@ class WanVideoDataset(IterableDataset[Batch]):
         self._sketch_saved = False
         self.fingerprint = resume_state.fingerprint(self, listed.digest)
         self._encoder: Any = None
+        self._text_encoder: Any = None
         self.cache_spec = cache_spec_for(
             self.config,
             resolved.concepts,
@@ -266,6 +273,7 @@ class WanVideoDataset(IterableDataset[Batch]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_encoder"] = None  # the VAE stays in the process that loaded it
+        state["_text_encoder"] = None  # so does the text encoder
         # A copy (pickling, copy.copy) gets the shared progress by value, in shared memory of
         # its own, unless it is a worker being spawned: that one gets the same shared memory
         # (see SharedProgress). The report state is copied without its live yield counters.
@@ -396,7 +404,7 @@ class WanVideoDataset(IterableDataset[Batch]):
         monitor = self.alert_monitor
         watchdog = monitor.stall_watchdog() if monitor is not None else None
         try:
-            return prepare_cache(
+            summary = prepare_cache(
                 self.samples,
                 options=self._decode,
                 spec=self.cache_spec,
@@ -411,17 +419,34 @@ class WanVideoDataset(IterableDataset[Batch]):
                 breaker_config=self.breaker_config,
                 watchdog=watchdog,
             )
+            if self.cache_spec.text is not None:
+                if self._text_encoder is None:
+                    self._text_encoder = make_text_encoder(self.config)
+                summary["text"] = prepare_text(
+                    self.samples,
+                    spec=self.cache_spec.text,
+                    encoder=self._text_encoder,
+                    cache=LatentCache(self.cache_spec.root),
+                    rank=rank,
+                    world_size=world,
+                    batch_size=self.config.conditioning.text_batch_size,
+                )
+            return summary
         finally:
             if watchdog is not None:
                 watchdog.close()
 
     def cache_keys(self, variant: int | None = None) -> set[str]:
-        """The cache keys of every clip of this dataset (all ranks), in one variant or all."""
+        """The cache keys of every clip of this dataset (all ranks), in one variant or all,
+        and of every caption's text embedding when the dataset has a text encoder."""
         spec = self.cache_spec
         if spec is None:
             return set()
         variants = range(spec.variations) if variant is None else (variant,)
-        return {sample_key(s, v, self._decode, spec)[0] for s in self.samples for v in variants}
+        keys = {sample_key(s, v, self._decode, spec)[0] for s in self.samples for v in variants}
+        if spec.text is not None:
+            keys |= set(text_keys(self.samples, spec.text))
+        return keys
 
     def cache_complete(self, epoch: int | None = None) -> bool:
         """Whether every clip this dataset reads in ``epoch`` is in the cache."""

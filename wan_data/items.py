@@ -333,6 +333,8 @@ class CachedClip:
     crop: CropBox
     bucket: Bucket
     caption: str
+    # The caption's unpadded (L, D) UMT5 embedding, when the dataset has a text encoder.
+    text_embed: torch.Tensor | None = None
 
     @property
     def path(self) -> str:
@@ -405,6 +407,10 @@ class Batch(TypedDict, total=False):
         buckets: per member, the bucket as ``"FxWxH"`` (frames, width, height).
         repeated_fraction: per member, the share of frames repeating the one before (a
             source slower than the target fps); pixel batches only.
+        text_embeds: ``(B, max_length, D)`` UMT5 embeddings of the captions, zero-padded after
+            each caption's length exactly as diffusers' ``WanPipeline.encode_prompt`` pads
+            (latent batches of a dataset with a text encoder).
+        text_lens: ``(B,)`` int64, each caption's token count (its non-zero rows).
         dropped: inputs dropped while collating (``Failed``/``None``).
         position, epoch: where the batch is in its epoch's plan (what resume needs).
         replaced: members that are not the planned ones: replaced by another sample of the
@@ -423,6 +429,8 @@ class Batch(TypedDict, total=False):
     crops: list[list[float]]
     buckets: list[str]
     repeated_fraction: list[float]
+    text_embeds: torch.Tensor
+    text_lens: torch.Tensor
     dropped: int
     position: int
     epoch: int

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from wan_data.conditioning.text_cache import TextSpec
 from wan_data.config.cli import command_line
 from wan_data.config.dataset_config import DatasetConfig
 from wan_data.items import CachedClip, PlanSample
@@ -24,7 +26,7 @@ from wan_data.planning.batches import MemberReader
 from wan_data.planning.clips import DecodeOptions
 from wan_data.sources.concepts import Concept
 
-__all__ = ["cache_spec_for", "latent_reader", "make_encoder"]
+__all__ = ["cache_spec_for", "latent_reader", "make_encoder", "make_text_encoder"]
 
 
 def cache_spec_for(
@@ -54,6 +56,23 @@ def cache_spec_for(
     else:
         roots = [os.fspath(c.root) for c in concepts]
         hint = f"`{command_line(config, 'cache', roots)}` or ds.prepare()"
+    text: TextSpec | None = None
+    conditioning = config.conditioning
+    if conditioning.text_encoder is not None:
+        from wan_data.conditioning.text_identity import text_info_from_files
+
+        info = text_info_from_files(
+            conditioning.text_encoder,
+            dtype=conditioning.text_dtype,
+            max_length=conditioning.text_max_length,
+        )
+        text = TextSpec(
+            encoder=info.identity,
+            max_length=conditioning.text_max_length,
+            dropout=conditioning.caption_dropout,
+            seed=config.seed,
+            command_hint=hint,
+        )
     spec = CacheSpec.from_info(
         os.fspath(latents.cache_dir),
         vae_info_from_files(latents.vae, subfolder=latents.vae_subfolder, dtype=latents.vae_dtype),
@@ -62,9 +81,25 @@ def cache_spec_for(
         content_hash=latents.content_hash,
         command_hint=hint,
         transforms=tuple(clip_stages),
+        text=text,
     )
     LatentCache(spec.root)
     return spec
+
+
+def make_text_encoder(config: DatasetConfig) -> Any:
+    """The UMT5 text encoder of the cache pass (loaded on its first use, in this process)."""
+    from wan_data.conditioning.text import TextEncoder
+
+    conditioning = config.conditioning
+    assert conditioning.text_encoder is not None
+    return TextEncoder(
+        conditioning.text_encoder,
+        device=config.latents.device,
+        dtype=conditioning.text_dtype,
+        max_length=conditioning.text_max_length,
+        batch_size=conditioning.text_batch_size,
+    )
 
 
 def make_encoder(config: DatasetConfig) -> VaeEncoder:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from wan_data.conditioning.text_cache import TextSpec, chosen_caption, read_text
 from wan_data.errors import ConfigError, SampleError, format_error
 from wan_data.failures.breaker import BreakerConfig
 from wan_data.failures.mechanism import StageContext
@@ -85,6 +86,8 @@ class CacheSpec:
     # Identities of the clip stages the pixels went through before encoding: a changed
     # transform is another latent, so another key.
     transforms: tuple[str, ...] = ()
+    # The text-embedding cache (None: batches carry no text_embeds).
+    text: TextSpec | None = None
 
     @classmethod
     def from_info(
@@ -97,6 +100,7 @@ class CacheSpec:
         content_hash: bool = False,
         command_hint: str = "",
         transforms: tuple[str, ...] = (),
+        text: TextSpec | None = None,
     ) -> CacheSpec:
         return cls(
             root=root,
@@ -113,6 +117,7 @@ class CacheSpec:
             content_hash=content_hash,
             command_hint=command_hint,
             transforms=transforms,
+            text=text,
         )
 
     def variant(self, epoch: int) -> int:
@@ -211,6 +216,11 @@ def read_cached(
     meta = entry.metadata
     times = tuple(float(t) for t in json.loads(meta.get("frame_times", "[]")))
     crop = CropBox(*[float(v) for v in json.loads(meta.get("crop", "[0, 0, 0, 0]"))])
+    caption = caption_for(sample.probed, options, epoch)
+    text_embed = None
+    if spec.text is not None:
+        caption = chosen_caption(sample, options, epoch, spec.text)
+        text_embed = read_text(cache, caption, spec.text, sample.path)
     return CachedClip(
         key=f"{sample.key}",
         source=sample.probed.source,
@@ -218,7 +228,8 @@ def read_cached(
         frame_times=times,
         crop=crop,
         bucket=sample.bucket,
-        caption=caption_for(sample.probed, options, epoch),
+        caption=caption,
+        text_embed=text_embed,
     )
 
 
@@ -271,16 +282,25 @@ class LatentBatcher:
             step = arena[0].numel() * arena.element_size()
             if all(c.latents.data_ptr() == base + i * step for i, c in enumerate(clips)):
                 latents = arena if n == arena.shape[0] else arena[:n]
-        return collate_latents(clips, latents=latents)
+        text = self.spec.text
+        return collate_latents(
+            clips, latents=latents, text_length=text.max_length if text is not None else None
+        )
 
 
-def collate_latents(clips: Sequence[CachedClip], *, latents: torch.Tensor | None = None) -> Batch:
-    """The train-pass batch: ``latents`` (B, z, T, h, w) plus the same fields as pixel batches.
+def collate_latents(
+    clips: Sequence[CachedClip],
+    *,
+    latents: torch.Tensor | None = None,
+    text_length: int | None = None,
+) -> Batch:
+    """The train-pass batch: ``latents`` (B, z, T, h, w) plus the same fields as pixel batches,
+    and ``text_embeds``/``text_lens`` padded to ``text_length`` when the dataset caches text.
 
     ``latents``: the clips' latents already in one tensor (see :class:`LatentBatcher`).
     """
     stacked = latents if latents is not None else torch.stack([c.latents for c in clips])
-    return make_batch(clips, latents=stacked)
+    return make_batch(clips, latents=stacked, text_length=text_length)
 
 
 def vae_info_from_files(

@@ -104,6 +104,7 @@ def make_batch(
     pixels: torch.Tensor | None = None,
     latents: torch.Tensor | None = None,
     dropped: int = 0,
+    text_length: int | None = None,
 ) -> Batch:
     """The public batch of ``members``: the one place a :class:`~wan_data.items.Batch` is
     built, for pixel and latent batches alike (the planner adds ``position``, ``epoch``,
@@ -113,6 +114,8 @@ def make_batch(
         members: the clips (decoded or read from the cache), in batch order.
         pixels, latents: the stacked data; exactly one of them.
         dropped: inputs dropped on the way (failures, ``None``).
+        text_length: pad the members' text embeddings to this many tokens
+            (``text_embeds``, ``text_lens``); ``None``: the batch carries no text.
     """
     if (pixels is None) == (latents is None):
         raise ValueError(
@@ -133,6 +136,22 @@ def make_batch(
         batch["repeated_fraction"] = [
             c.repeated_frames / c.bucket.frames for c in members if isinstance(c, Clip)
         ]
+    if text_length is not None:
+        from wan_data.conditioning.text import pad_text_embeds
+
+        texts = [c.text_embed for c in members if isinstance(c, CachedClip)]
+        if len(texts) != len(members) or any(e is None for e in texts):
+            raise ValueError(
+                format_error(
+                    "text embeddings of a batch",
+                    f"{sum(e is not None for e in texts)} of {len(members)}",
+                    "must be present for every member",
+                    "a wan_data bug: the cache read attaches one to every member",
+                )
+            )
+        batch["text_embeds"], batch["text_lens"] = pad_text_embeds(
+            [e for e in texts if e is not None], max_length=text_length
+        )
     batch["dropped"] = dropped
     return batch
 

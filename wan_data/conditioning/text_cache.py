@@ -1,0 +1,185 @@
+"""The text-embedding cache: one UMT5 embedding per distinct caption, beside the latents.
+
+Every candidate line of every caption is encoded once, in the cache pass, in the calling
+process (never in a forked worker), and stored unpadded, ``(L, D)``, in the same atomic,
+checksummed, quarantining store as the latents (:class:`~wan_data.latents.store.LatentCache`).
+The key is content-addressed: the *cleaned* caption (exactly diffusers' Wan prompt cleaning, so
+two spellings that clean alike share one entry) and the encoder's identity (config, weights,
+tokenizer, dtype, length). A changed caption or encoder is a new key; the old entry is merely
+orphaned (``wan-data cache --prune`` removes it).
+
+The train pass reads the embedding of the caption the epoch chose (``caption_for``), or of the
+empty caption for the samples caption dropout picks, and pads the batch exactly as diffusers
+does (``(B, max_length, D)``, zero rows after each caption's length, plus ``text_lens``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from wan_data.errors import SampleError, format_error
+from wan_data.items import PlanSample
+from wan_data.latents.keys import CACHE_FORMAT_VERSION, canonical_json
+from wan_data.latents.store import LatentCache
+from wan_data.media.sampling import sample_rng
+from wan_data.planning.clips import DecodeOptions, caption_for
+
+__all__ = [
+    "TextSpec",
+    "chosen_caption",
+    "prepare_text",
+    "read_text",
+    "sample_captions",
+    "text_key",
+    "text_keys",
+]
+
+logger = logging.getLogger("wan_data")
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """What the train pass needs to address the text cache (picklable: no model).
+
+    Attributes:
+        encoder: the text encoder's identity (``TextEncoderInfo.identity``).
+        max_length: tokens per caption; batches are padded to it.
+        dropout: fraction of samples that take the empty caption's embedding.
+        seed: the dataset's seed (the dropout draw is ``sample_rng(seed, epoch, key)``).
+        command_hint: how to fill a missing entry.
+    """
+
+    encoder: str
+    max_length: int = 512
+    dropout: float = 0.0
+    seed: int = 0
+    command_hint: str = ""
+
+
+def text_key(caption: str, spec: TextSpec) -> str:
+    """The cache key of ``caption``'s embedding: the cleaned text and the encoder's identity."""
+    from wan_data.conditioning.text import clean_caption
+
+    payload = {
+        "kind": "text",
+        "caption": clean_caption(caption),
+        "encoder": spec.encoder,
+        "max_length": spec.max_length,
+        "version": CACHE_FORMAT_VERSION,
+    }
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def sample_captions(sample: PlanSample) -> tuple[str, ...]:
+    """Every caption a sample may train with: each candidate line (one is chosen per epoch),
+    or the empty caption for a source without one."""
+    return tuple(sample.probed.source.captions) or ("",)
+
+
+def text_keys(samples: Iterable[PlanSample], spec: TextSpec) -> dict[str, str]:
+    """Key → one raw caption, for every caption of ``samples`` and the empty caption (the
+    caption dropout's substitute and the negative prompt), in a fixed order."""
+    keys: dict[str, str] = {text_key("", spec): ""}
+    seen: set[str] = set()
+    for sample in samples:
+        for caption in sample_captions(sample):
+            if caption in seen:
+                continue
+            seen.add(caption)
+            keys.setdefault(text_key(caption, spec), caption)
+    return keys
+
+
+def chosen_caption(sample: PlanSample, options: DecodeOptions, epoch: int, spec: TextSpec) -> str:
+    """The caption ``sample`` trains with in ``epoch``: the epoch's seeded choice among its
+    candidates, or ``""`` when caption dropout draws it (seeded by seed, epoch and key, so the
+    same in every worker and run)."""
+    if spec.dropout > 0:
+        draw = sample_rng(spec.seed, epoch, sample.key, "caption_dropout").random()
+        if draw < spec.dropout:
+            return ""
+    return caption_for(sample.probed, options, epoch)
+
+
+def read_text(cache: LatentCache, caption: str, spec: TextSpec, path: str) -> torch.Tensor:
+    """The cached ``(L, D)`` embedding of ``caption`` (verified).
+
+    Raises:
+        CacheIncompleteError: never encoded (the cache pass has not covered this caption).
+        SampleError: ``cache_corrupt`` when the entry failed verification (quarantined; the
+            sample is replaced and the next cache pass encodes the caption again).
+    """
+    from wan_data.latents.prepare import CacheIncompleteError
+
+    key = text_key(caption, spec)
+    entry, status = cache.lookup(key)
+    shown = caption if len(caption) <= 60 else caption[:57] + "..."
+    if status == "missing":
+        raise CacheIncompleteError(
+            format_error(
+                "text embedding of caption",
+                shown,
+                f"is missing (key {key[:12]}..., for {path})",
+                "fill the cache first: "
+                + (spec.command_hint or "ds.prepare() or `wan-data cache ... --text-encoder ...`")
+                + ", or pass prepare='auto'",
+                stage="cache",
+            )
+        )
+    if entry is None:
+        raise SampleError(
+            format_error(
+                "text embedding of caption",
+                shown,
+                "failed verification and was quarantined",
+                "it is encoded again by the next cache pass; the sample is replaced meanwhile",
+                path=path,
+                stage="cache",
+            ),
+            reason="cache_corrupt",
+        )
+    return entry.latents
+
+
+def prepare_text(
+    samples: Sequence[PlanSample],
+    *,
+    spec: TextSpec,
+    encoder: Any,
+    cache: LatentCache,
+    rank: int = 0,
+    world_size: int = 1,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Encode every caption of ``samples`` that the cache lacks (this rank's share).
+
+    Distinct captions are dealt to ranks by their index in a fixed order, so under
+    ``torchrun`` each is encoded once, by one rank, into the shared cache.
+
+    Args:
+        encoder: a :class:`~wan_data.conditioning.text.TextEncoder` (``encode(captions)``
+            returns each caption's unpadded ``(L, D)`` embedding).
+
+    Returns:
+        ``{"captions", "already_cached", "encoded"}`` for this rank.
+    """
+    keys = list(text_keys(samples, spec).items())[rank::world_size]
+    missing = [(key, caption) for key, caption in keys if not cache.contains(key)]
+    for start in range(0, len(missing), max(1, batch_size)):
+        chunk = missing[start : start + batch_size]
+        embeds = encoder.encode([caption for _, caption in chunk])
+        for (key, caption), embed in zip(chunk, embeds, strict=True):
+            cache.put(key, embed.contiguous(), {"kind": "text", "caption": caption})
+    summary = {
+        "captions": len(keys),
+        "already_cached": len(keys) - len(missing),
+        "encoded": len(missing),
+    }
+    logger.info("text pass: %s", summary)
+    return summary
