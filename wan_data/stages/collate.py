@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import get_worker_info
 
 from wan_data.errors import ConfigError, format_error
 from wan_data.failures.mechanism import StageContext
-from wan_data.items import Batch, Clip, Failed
+from wan_data.items import Batch, CachedClip, Clip, Failed
 from wan_data.stages.base import Stage
-
-if TYPE_CHECKING:
-    from wan_data.latents.prepare import CachedClip
 
 __all__ = ["BatchClips", "batch_clips", "collate", "empty_batch", "make_batch", "pixels_to_float"]
 
