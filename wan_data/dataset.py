@@ -39,6 +39,7 @@ from wan_data.latents.dataset_cache import (
     cache_spec_for,
     latent_reader,
     make_encoder,
+    make_image_encoder,
     make_text_encoder,
 )
 from wan_data.latents.prepare import (
@@ -170,6 +171,7 @@ class WanVideoDataset(IterableDataset[Batch]):
         self.fingerprint = resume_state.fingerprint(self, listed.digest)
         self._encoder: Any = None
         self._text_encoder: Any = None
+        self._image_encoder: Any = None
         self.cache_spec = cache_spec_for(
             self.config,
             resolved.concepts,
@@ -273,7 +275,8 @@ class WanVideoDataset(IterableDataset[Batch]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_encoder"] = None  # the VAE stays in the process that loaded it
-        state["_text_encoder"] = None  # so does the text encoder
+        state["_text_encoder"] = None  # so do the text encoder
+        state["_image_encoder"] = None  # and the image encoder
         # A copy (pickling, copy.copy) gets the shared progress by value, in shared memory of
         # its own, unless it is a worker being spawned: that one gets the same shared memory
         # (see SharedProgress). The report state is copied without its live yield counters.
@@ -399,6 +402,8 @@ class WanVideoDataset(IterableDataset[Batch]):
             )
         if self._encoder is None:
             self._encoder = make_encoder(self.config)
+        if self._image_encoder is None:
+            self._image_encoder = make_image_encoder(self.config)
         rank, world = self.rank_and_world_size()
         self._reporter.forget_cache_stats()  # the folder is about to change
         monitor = self.alert_monitor
@@ -418,6 +423,7 @@ class WanVideoDataset(IterableDataset[Batch]):
                 clip_stages=self.clip_stages,
                 breaker_config=self.breaker_config,
                 watchdog=watchdog,
+                image_encoder=self._image_encoder,
             )
             if self.cache_spec.text is not None:
                 if self._text_encoder is None:
@@ -444,6 +450,7 @@ class WanVideoDataset(IterableDataset[Batch]):
             return set()
         variants = range(spec.variations) if variant is None else (variant,)
         keys = {sample_key(s, v, self._decode, spec)[0] for s in self.samples for v in variants}
+        keys |= {k for key in keys for k in spec.conditions.keys(key).values()}
         if spec.text is not None:
             keys |= set(text_keys(self.samples, spec.text))
         return keys

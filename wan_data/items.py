@@ -9,7 +9,7 @@ downstream untouched and is dropped before batching, so ``None`` never means "fa
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypedDict
 
 import torch
@@ -335,6 +335,9 @@ class CachedClip:
     caption: str
     # The caption's unpadded (L, D) UMT5 embedding, when the dataset has a text encoder.
     text_embed: torch.Tensor | None = None
+    # The I2V condition latents (z, F_lat, h, w) and CLIP embedding (257 or 514, D), when cached.
+    cond_latents: torch.Tensor | None = None
+    clip_embeds: torch.Tensor | None = None
 
     @property
     def path(self) -> str:
@@ -390,6 +393,9 @@ class Encoded:
     path: str
     latents: torch.Tensor
     entry: dict[str, str]
+    # Tensors cached beside the latents, by name: "cond" (the I2V condition latents), "clip"
+    # (the CLIP image embedding); see wan_data/conditioning/condition_cache.py.
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Batch(TypedDict, total=False):
@@ -411,6 +417,14 @@ class Batch(TypedDict, total=False):
             each caption's length exactly as diffusers' ``WanPipeline.encode_prompt`` pads
             (latent batches of a dataset with a text encoder).
         text_lens: ``(B,)`` int64, each caption's token count (its non-zero rows).
+        cond_latents: ``(B, 16, F_lat, h, w)`` the normalised VAE latent of ``[frame 0, zeros]``
+            (``[frame 0, zeros, last frame]`` for FLF2V), as ``WanImageToVideoPipeline.
+            prepare_latents`` builds it (``conditioning="i2v"``/``"flf2v"``).
+        cond_mask: ``(B, 4, F_lat, h, w)`` the pipeline's mask (ones on latent frame 0; FLF2V
+            also ``[0, 0, 0, 1]`` on the last); the transformer input is
+            ``cat([noisy, cond_mask, cond_latents], 1)`` (36 channels).
+        clip_embeds: ``(B, 257, 1280)`` CLIP image embedding of frame 0 (Wan 2.1 I2V; FLF2V:
+            ``(B, 514, 1280)``, first and last frame).
         dropped: inputs dropped while collating (``Failed``/``None``).
         position, epoch: where the batch is in its epoch's plan (what resume needs).
         replaced: members that are not the planned ones: replaced by another sample of the
@@ -431,6 +445,9 @@ class Batch(TypedDict, total=False):
     repeated_fraction: list[float]
     text_embeds: torch.Tensor
     text_lens: torch.Tensor
+    cond_latents: torch.Tensor
+    cond_mask: torch.Tensor
+    clip_embeds: torch.Tensor
     dropped: int
     position: int
     epoch: int

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from wan_data.conditioning.condition_cache import ConditionSpec
 from wan_data.conditioning.text_cache import TextSpec
 from wan_data.config.cli import command_line
 from wan_data.config.dataset_config import DatasetConfig
@@ -26,7 +27,13 @@ from wan_data.planning.batches import MemberReader
 from wan_data.planning.clips import DecodeOptions
 from wan_data.sources.concepts import Concept
 
-__all__ = ["cache_spec_for", "latent_reader", "make_encoder", "make_text_encoder"]
+__all__ = [
+    "cache_spec_for",
+    "latent_reader",
+    "make_encoder",
+    "make_image_encoder",
+    "make_text_encoder",
+]
 
 
 def cache_spec_for(
@@ -73,6 +80,11 @@ def cache_spec_for(
             seed=config.seed,
             command_hint=hint,
         )
+    clip = None
+    if conditioning.image_encoder is not None:
+        from wan_data.conditioning.condition_cache import clip_identity_from_files
+
+        clip = clip_identity_from_files(conditioning.image_encoder, torch.float32)
     spec = CacheSpec.from_info(
         os.fspath(latents.cache_dir),
         vae_info_from_files(latents.vae, subfolder=latents.vae_subfolder, dtype=latents.vae_dtype),
@@ -82,6 +94,7 @@ def cache_spec_for(
         command_hint=hint,
         transforms=tuple(clip_stages),
         text=text,
+        conditions=ConditionSpec(mode=conditioning.conditioning, clip=clip),
     )
     LatentCache(spec.root)
     return spec
@@ -100,6 +113,16 @@ def make_text_encoder(config: DatasetConfig) -> Any:
         max_length=conditioning.text_max_length,
         batch_size=conditioning.text_batch_size,
     )
+
+
+def make_image_encoder(config: DatasetConfig) -> Any:
+    """The CLIP image encoder of the cache pass, or ``None`` (Wan 2.2 models have none)."""
+    conditioning = config.conditioning
+    if conditioning.image_encoder is None or conditioning.conditioning not in ("i2v", "flf2v"):
+        return None
+    from wan_data.conditioning.clip import ClipImageEncoder
+
+    return ClipImageEncoder(conditioning.image_encoder, device=config.latents.device)
 
 
 def make_encoder(config: DatasetConfig) -> VaeEncoder:

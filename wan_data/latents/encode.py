@@ -32,19 +32,25 @@ class Encode(MapStage[EncodeJob, Encoded]):
     name = "encode"
     accepts = EncodeJob
 
-    def __init__(self, encoder: Any) -> None:
+    def __init__(self, encoder: Any, *, condition: str = "none", image_encoder: Any = None) -> None:
         self._encoder = encoder
+        # "i2v"/"flf2v": also the condition latents of [frame 0, zeros(, last)] (a VAE pass of
+        # their own) and, with an image encoder, the CLIP embedding of frame 0 (and the last).
+        self.condition = condition
+        self._image_encoder = image_encoder
 
     def process(self, item: EncodeJob) -> list[Encoded | Failed]:
         results = self._encoder.encode_each(item.pixels)
+        extras = self._conditions(item.pixels)
         out: list[Encoded | Failed] = []
-        for key, path, entry, result in zip(
-            item.keys, item.paths, item.entries, results, strict=True
+        for i, (key, path, entry, result) in enumerate(
+            zip(item.keys, item.paths, item.entries, results, strict=True)
         ):
             if isinstance(result, SampleError):
                 out.append(partial_failure(key, path, self.name, result))
             elif isinstance(result, torch.Tensor):
-                out.append(Encoded(key=key, path=path, latents=result, entry=entry))
+                mine = {name: tensor[i].clone() for name, tensor in extras.items()}
+                out.append(Encoded(key=key, path=path, latents=result, entry=entry, extras=mine))
             else:
                 raise TypeError(
                     f"encoder.encode_each returned {type(result).__name__} for {key}; "
@@ -52,6 +58,23 @@ class Encode(MapStage[EncodeJob, Encoded]):
                 )
         return out
 
+    def _conditions(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The I2V conditions of a job's clips, by name (empty without conditioning)."""
+        if self.condition not in ("i2v", "flf2v"):
+            return {}
+        from wan_data.conditioning.image import encode_condition
+
+        last = self.condition == "flf2v"
+        extras = {"cond": encode_condition(self._encoder, pixels, last_frame=last)}
+        if self._image_encoder is not None:
+            first = self._image_encoder.encode(pixels[:, :, 0])
+            if last:
+                from wan_data.conditioning.clip import flf2v_image_embeds
+
+                first = flf2v_image_embeds(first, self._image_encoder.encode(pixels[:, :, -1]))
+            extras["clip"] = first
+        return extras
+
     def identity(self) -> str:
         # The VAE's own identity is part of every cache key (latents/keys.py).
-        return f"encode:v{self.version}"
+        return f"encode:v{self.version}:{self.condition}"

@@ -18,7 +18,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from wan_data.conditioning.condition_cache import ConditionSpec
 from wan_data.conditioning.text_cache import TextSpec, chosen_caption, read_text
 from wan_data.errors import ConfigError, SampleError, format_error
 from wan_data.failures.breaker import BreakerConfig
@@ -42,6 +43,7 @@ from wan_data.items import (
     PlanSample,
 )
 from wan_data.latents.encode import Encode
+from wan_data.latents.entry import CacheEntry
 from wan_data.latents.store import LatentCache, cache_key_for, config_digest, source_identity
 from wan_data.latents.vae import VaeInfo
 from wan_data.observe.metrics import Metrics
@@ -88,6 +90,8 @@ class CacheSpec:
     transforms: tuple[str, ...] = ()
     # The text-embedding cache (None: batches carry no text_embeds).
     text: TextSpec | None = None
+    # The I2V conditions cached beside each clip (default: none).
+    conditions: ConditionSpec = field(default_factory=ConditionSpec)
 
     @classmethod
     def from_info(
@@ -101,6 +105,7 @@ class CacheSpec:
         command_hint: str = "",
         transforms: tuple[str, ...] = (),
         text: TextSpec | None = None,
+        conditions: ConditionSpec | None = None,
     ) -> CacheSpec:
         return cls(
             root=root,
@@ -118,6 +123,7 @@ class CacheSpec:
             command_hint=command_hint,
             transforms=transforms,
             text=text,
+            conditions=conditions if conditions is not None else ConditionSpec(),
         )
 
     def variant(self, epoch: int) -> int:
@@ -175,44 +181,11 @@ def read_cached(
     """
     variant = spec.variant(epoch)
     key, _ = sample_key(sample, variant, options, spec)
-    entry, status = cache.lookup(key, into=into)
-    if status == "missing":
-        if any(cache.quarantine_dir.glob(f"{key}.*")):
-            raise SampleError(
-                format_error(
-                    "cache entry of file",
-                    sample.path,
-                    "was quarantined after failing verification",
-                    "it is re-encoded by the next cache pass; the sample is replaced meanwhile",
-                    stage="cache",
-                ),
-                reason="cache_corrupt",
-            )
-        raise CacheIncompleteError(
-            format_error(
-                "cache entry of file",
-                sample.path,
-                f"is missing (clip {sample.clip_index}, variant {variant}, key {key[:12]}...)",
-                "fill the cache first: "
-                + (
-                    spec.command_hint
-                    or "ds.prepare() or `wan-data cache ROOT --vae ... --cache-dir ...`"
-                )
-                + ", or pass prepare='auto'",
-                stage="cache",
-            )
-        )
-    if entry is None:
-        raise SampleError(
-            format_error(
-                "cache entry of file",
-                sample.path,
-                "failed verification and was quarantined",
-                "it is re-encoded by the next cache pass; the sample is replaced meanwhile",
-                stage="cache",
-            ),
-            reason="cache_corrupt",
-        )
+    entry = _read_entry(cache, key, "cache entry", sample, variant, spec, into=into)
+    extras = {
+        name: _read_entry(cache, derived, f"{name} entry", sample, variant, spec).latents
+        for name, derived in spec.conditions.keys(key).items()
+    }
     meta = entry.metadata
     times = tuple(float(t) for t in json.loads(meta.get("frame_times", "[]")))
     crop = CropBox(*[float(v) for v in json.loads(meta.get("crop", "[0, 0, 0, 0]"))])
@@ -230,7 +203,66 @@ def read_cached(
         bucket=sample.bucket,
         caption=caption,
         text_embed=text_embed,
+        cond_latents=extras.get("cond"),
+        clip_embeds=extras.get("clip"),
     )
+
+
+def _read_entry(
+    cache: LatentCache,
+    key: str,
+    what: str,
+    sample: PlanSample,
+    variant: int,
+    spec: CacheSpec,
+    *,
+    into: Callable[[tuple[int, ...], torch.dtype], torch.Tensor] | None = None,
+) -> CacheEntry:
+    """One verified entry of ``sample`` (its latents, or a condition derived from them).
+
+    Raises:
+        CacheIncompleteError: never written (with the command that fills the cache).
+        SampleError: ``cache_corrupt`` when it failed verification (quarantined).
+    """
+    entry, status = cache.lookup(key, into=into)
+    if status == "missing":
+        if any(cache.quarantine_dir.glob(f"{key}.*")):
+            raise SampleError(
+                format_error(
+                    f"{what} of file",
+                    sample.path,
+                    "was quarantined after failing verification",
+                    "it is re-encoded by the next cache pass; the sample is replaced meanwhile",
+                    stage="cache",
+                ),
+                reason="cache_corrupt",
+            )
+        raise CacheIncompleteError(
+            format_error(
+                f"{what} of file",
+                sample.path,
+                f"is missing (clip {sample.clip_index}, variant {variant}, key {key[:12]}...)",
+                "fill the cache first: "
+                + (
+                    spec.command_hint
+                    or "ds.prepare() or `wan-data cache ROOT --vae ... --cache-dir ...`"
+                )
+                + ", or pass prepare='auto'",
+                stage="cache",
+            )
+        )
+    if entry is None:
+        raise SampleError(
+            format_error(
+                f"{what} of file",
+                sample.path,
+                "failed verification and was quarantined",
+                "it is re-encoded by the next cache pass; the sample is replaced meanwhile",
+                stage="cache",
+            ),
+            reason="cache_corrupt",
+        )
+    return entry
 
 
 class LatentBatcher:
@@ -283,8 +315,12 @@ class LatentBatcher:
             if all(c.latents.data_ptr() == base + i * step for i, c in enumerate(clips)):
                 latents = arena if n == arena.shape[0] else arena[:n]
         text = self.spec.text
+        conditions = self.spec.conditions
         return collate_latents(
-            clips, latents=latents, text_length=text.max_length if text is not None else None
+            clips,
+            latents=latents,
+            text_length=text.max_length if text is not None else None,
+            conditions=conditions.mode if conditions.cached else None,
         )
 
 
@@ -293,6 +329,7 @@ def collate_latents(
     *,
     latents: torch.Tensor | None = None,
     text_length: int | None = None,
+    conditions: str | None = None,
 ) -> Batch:
     """The train-pass batch: ``latents`` (B, z, T, h, w) plus the same fields as pixel batches,
     and ``text_embeds``/``text_lens`` padded to ``text_length`` when the dataset caches text.
@@ -300,7 +337,7 @@ def collate_latents(
     ``latents``: the clips' latents already in one tensor (see :class:`LatentBatcher`).
     """
     stacked = latents if latents is not None else torch.stack([c.latents for c in clips])
-    return make_batch(clips, latents=stacked, text_length=text_length)
+    return make_batch(clips, latents=stacked, text_length=text_length, conditions=conditions)
 
 
 def vae_info_from_files(
@@ -436,6 +473,7 @@ def prepare_cache(
     clip_stages: Sequence[Stage[Clip, Clip]] = (),
     breaker_config: BreakerConfig | None = None,
     watchdog: StallWatchdog | None = None,
+    image_encoder: Any = None,
 ) -> dict[str, Any]:
     """Encode every distinct clip (sample x variant) of this rank that the cache lacks.
 
@@ -468,7 +506,8 @@ def prepare_cache(
     missing: list[_Task] = []
     present = 0
     for task in tasks_all:
-        if cache.contains(task.key):
+        wanted = [task.key, *spec.conditions.keys(task.key).values()]
+        if all(cache.contains(k) for k in wanted):
             present += 1
         else:
             missing.append(task)
@@ -500,11 +539,16 @@ def prepare_cache(
         vae_threads = max(1, min(threads, (os.cpu_count() or 1) - num_workers))
     torch.set_num_threads(vae_threads)
     try:
-        for out in Encode(encoder)(iter(loader), context):
+        encode = Encode(encoder, condition=spec.conditions.mode, image_encoder=image_encoder)
+        for out in encode(iter(loader), context):
             if isinstance(out, Failed):
                 context.metrics.record_failed(out)
                 skipped_encode += 1
             else:
+                # The conditions first: an entry whose latents exist is complete.
+                derived = spec.conditions.keys(out.key)
+                for name, tensor in out.extras.items():
+                    cache.put(derived[name], tensor.contiguous(), {**out.entry, "kind": name})
                 cache.put(out.key, out.latents, out.entry)
                 encoded += 1
             if bar is not None:

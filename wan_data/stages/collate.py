@@ -101,6 +101,7 @@ def make_batch(
     latents: torch.Tensor | None = None,
     dropped: int = 0,
     text_length: int | None = None,
+    conditions: str | None = None,
 ) -> Batch:
     """The public batch of ``members``: the one place a :class:`~wan_data.items.Batch` is
     built, for pixel and latent batches alike (the planner adds ``position``, ``epoch``,
@@ -112,6 +113,8 @@ def make_batch(
         dropped: inputs dropped on the way (failures, ``None``).
         text_length: pad the members' text embeddings to this many tokens
             (``text_embeds``, ``text_lens``); ``None``: the batch carries no text.
+        conditions: ``"i2v"`` or ``"flf2v"``: add the members' cached conditions
+            (``cond_latents``, ``cond_mask``, ``clip_embeds``); ``None``: none.
     """
     if (pixels is None) == (latents is None):
         raise ValueError(
@@ -148,8 +151,39 @@ def make_batch(
         batch["text_embeds"], batch["text_lens"] = pad_text_embeds(
             [e for e in texts if e is not None], max_length=text_length
         )
+    if conditions is not None:
+        _add_conditions(batch, members, last_frame=conditions == "flf2v")
     batch["dropped"] = dropped
     return batch
+
+
+def _add_conditions(
+    batch: Batch, members: Sequence[Clip | CachedClip], *, last_frame: bool
+) -> None:
+    """``cond_latents``, ``cond_mask`` (built here: a pure function of the shape) and, when
+    cached, ``clip_embeds`` of the members."""
+    from wan_data.conditioning.image import condition_mask
+
+    conds = [c.cond_latents for c in members if isinstance(c, CachedClip)]
+    if len(conds) != len(members) or any(c is None for c in conds):
+        raise ValueError(
+            format_error(
+                "condition latents of a batch",
+                f"{sum(c is not None for c in conds)} of {len(members)}",
+                "must be present for every member",
+                "a wan_data bug: the cache read attaches one to every member",
+            )
+        )
+    stacked = torch.stack([c for c in conds if c is not None])
+    batch["cond_latents"] = stacked
+    frames = members[0].bucket.frames
+    mask = condition_mask(
+        frames, stacked.shape[-2], stacked.shape[-1], last_frame=last_frame, dtype=stacked.dtype
+    )
+    batch["cond_mask"] = mask.unsqueeze(0).expand(len(members), -1, -1, -1, -1).contiguous()
+    clips = [c.clip_embeds for c in members if isinstance(c, CachedClip)]
+    if clips and all(c is not None for c in clips):
+        batch["clip_embeds"] = torch.stack([c for c in clips if c is not None])
 
 
 def batch_clips(
