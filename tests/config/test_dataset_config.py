@@ -130,3 +130,16 @@ def test_conditioning_needs_a_cache_and_checks_its_encoders(tmp_path: Path) -> N
         vae="v", cache_dir=tmp_path, text_encoder="umt5", conditioning="i2v", image_encoder="clip"
     )
     assert config.conditioning.enabled and config.conditioning.text_dtype == torch.bfloat16
+
+
+def test_image_to_video_presets_set_their_conditioning(tmp_path: Path) -> None:
+    assert DatasetConfig.build(preset="wan2.2-ti2v-5b").conditioning.conditioning == "ti2v"
+    cached = {"vae": "v", "cache_dir": tmp_path}
+    assert DatasetConfig.build(preset="wan2.1-i2v", **cached).conditioning.conditioning == "i2v"
+    flf = DatasetConfig.build(preset="wan2.1-flf2v", **cached)
+    assert flf.conditioning.conditioning == "flf2v" and flf.shape.frames == (81,)
+    assert DatasetConfig.build(preset="wan2.1").conditioning.conditioning == "none"
+    mine = DatasetConfig.build(preset="wan2.2-i2v-a14b", conditioning="none")
+    assert mine.conditioning.conditioning == "none"  # what is given wins
+    with pytest.raises(ConfigError, match="needs a latent cache"):
+        DatasetConfig.build(preset="wan2.1-i2v")

@@ -262,14 +262,21 @@ def test_check_resolution_rejects_step(step: object) -> None:
 
 
 def test_presets_have_the_documented_values() -> None:
-    assert set(PRESETS) == {"wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b"}
-    for name in ("wan2.1", "wan2.2-a14b"):
+    conditioning = {
+        "wan2.1": "none",
+        "wan2.2-a14b": "none",
+        "wan2.1-i2v": "i2v",
+        "wan2.1-flf2v": "flf2v",
+        "wan2.2-i2v-a14b": "i2v",
+    }
+    assert set(PRESETS) == {*conditioning, "wan2.2-ti2v-5b"}
+    for name, mode in conditioning.items():
         p = PRESETS[name]
         assert (p.name, p.step, p.fps, p.frames, p.max_aspect) == (name, 16, 16.0, (81,), 4.0)
-        assert p.resolutions == ((832, 480), (1280, 720))
+        assert p.resolutions == ((832, 480), (1280, 720)) and p.conditioning == mode
     ti2v = PRESETS["wan2.2-ti2v-5b"]
     assert (ti2v.name, ti2v.step, ti2v.fps, ti2v.frames) == ("wan2.2-ti2v-5b", 32, 24.0, (121,))
-    assert ti2v.resolutions == ((1280, 704),)
+    assert ti2v.resolutions == ((1280, 704),) and ti2v.conditioning == "ti2v"
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -128,5 +128,6 @@ class ConditioningConfig(ConfigGroup):
 
     @property
     def enabled(self) -> bool:
-        """Whether batches carry anything besides latents."""
-        return self.text_encoder is not None or self.conditioning != "none"
+        """Whether anything is cached besides latents (TI2V's condition is the clip's own
+        latent frame 0: nothing to cache)."""
+        return self.text_encoder is not None or self.conditioning in ("i2v", "flf2v")

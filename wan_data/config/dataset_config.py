@@ -33,6 +33,7 @@ from wan_data.config.groups import (
     group_fields,
 )
 from wan_data.errors import ConfigError, format_error
+from wan_data.media.buckets import PRESETS
 
 __all__ = ["DatasetConfig", "option_names"]
 
@@ -92,8 +93,9 @@ class DatasetConfig:
     )
     preset: str | None = option(
         None,
-        help="wan2.1, wan2.2-a14b or wan2.2-ti2v-5b: sets frames, fps, resolution and step",
-        choices=("wan2.1", "wan2.2-a14b", "wan2.2-ti2v-5b"),
+        help="a Wan model: sets frames, fps, resolution, step (and the image-to-video "
+        "conditioning of the i2v presets)",
+        choices=tuple(PRESETS),
     )
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     shape: ShapeConfig = field(default_factory=ShapeConfig)
@@ -190,6 +192,9 @@ class DatasetConfig:
                 by_group.setdefault(group, {})[name] = value
         groups: dict[str, Any] = {}
         preset = own.get("preset")
+        if preset is not None and "conditioning" not in by_group.get(ConditioningConfig, {}):
+            mode = PRESETS[preset].conditioning if preset in PRESETS else "none"
+            by_group.setdefault(ConditioningConfig, {})["conditioning"] = mode
         for group, name in _ATTRIBUTE.items():
             given = by_group.get(group)
             try:

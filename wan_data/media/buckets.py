@@ -415,6 +415,9 @@ class Preset:
     resolutions: tuple[Size, ...]
     frames: tuple[int, ...]
     max_aspect: float = 4.0
+    # The image-to-video condition the model takes: "none" (text to video), "i2v", "flf2v" or
+    # "ti2v" (see wan_data/config/conditioning.py); a preset sets it unless it is given.
+    conditioning: str = "none"
 
     def __post_init__(self) -> None:
         problems = check_resolutions(list(self.resolutions), self.step)
@@ -439,13 +442,20 @@ class Preset:
         return make_bucket_set(list(self.resolutions), step=self.step, max_aspect=self.max_aspect)
 
 
+_WAN_480_720 = ((832, 480), (1280, 720))
+
 PRESETS: dict[str, Preset] = {
-    "wan2.1": Preset("wan2.1", 16, 16.0, ((832, 480), (1280, 720)), (81,)),
-    "wan2.2-a14b": Preset("wan2.2-a14b", 16, 16.0, ((832, 480), (1280, 720)), (81,)),
-    "wan2.2-ti2v-5b": Preset("wan2.2-ti2v-5b", 32, 24.0, ((1280, 704),), (121,)),
+    "wan2.1": Preset("wan2.1", 16, 16.0, _WAN_480_720, (81,)),
+    "wan2.2-a14b": Preset("wan2.2-a14b", 16, 16.0, _WAN_480_720, (81,)),
+    "wan2.2-ti2v-5b": Preset("wan2.2-ti2v-5b", 32, 24.0, ((1280, 704),), (121,), 4.0, "ti2v"),
+    "wan2.1-i2v": Preset("wan2.1-i2v", 16, 16.0, _WAN_480_720, (81,), 4.0, "i2v"),
+    "wan2.1-flf2v": Preset("wan2.1-flf2v", 16, 16.0, _WAN_480_720, (81,), 4.0, "flf2v"),
+    "wan2.2-i2v-a14b": Preset("wan2.2-i2v-a14b", 16, 16.0, _WAN_480_720, (81,), 4.0, "i2v"),
 }
 """Official shapes per model (design.md section 3): 480p/720p at 81 frames, 16 fps, step 16 for
-Wan 2.1 and 2.2-A14B; 1280x704 at 121 frames, 24 fps, step 32 for TI2V-5B."""
+Wan 2.1 (T2V, I2V 480P/720P, FLF2V) and 2.2-A14B (T2V, I2V); 1280x704 at 121 frames, 24 fps,
+step 32 for TI2V-5B. The image-to-video presets also set ``conditioning`` (Wan 2.1 I2V and
+FLF2V also take CLIP image embeddings: pass ``image_encoder``)."""
 
 
 def get_preset(name: str) -> Preset:
