@@ -428,6 +428,9 @@ class WanVideoDataset(IterableDataset[Batch]):
             if self.cache_spec.text is not None:
                 if self._text_encoder is None:
                     self._text_encoder = make_text_encoder(self.config)
+                context = StageContext(
+                    policy=self.policy, breaker_config=self.breaker_config, watchdog=watchdog
+                )
                 summary["text"] = prepare_text(
                     self.samples,
                     spec=self.cache_spec.text,
@@ -436,7 +439,9 @@ class WanVideoDataset(IterableDataset[Batch]):
                     rank=rank,
                     world_size=world,
                     batch_size=self.config.conditioning.text_batch_size,
+                    context=context,
                 )
+                context.metrics.write(self.report_dir / f"part-prepare-text-{os.getpid()}.json")
             return summary
         finally:
             if watchdog is not None:

@@ -79,7 +79,8 @@ def test_batches_carry_the_embeddings_diffusers_computes(
     ds = WanVideoDataset(parts["data"], **_options(parts, tmp_path / "cache"))
     summary = ds.prepare(num_workers=0, progress=False)
     # 5 distinct captions (b's two lines, a, c, and the empty one) encoded once each.
-    assert summary["text"] == {"captions": 5, "already_cached": 0, "encoded": 5}
+    assert summary["text"] == {"captions": 5, "already_cached": 0, "encoded": 5, "skipped": 0}
+    assert ds.report()["stages"]["encode_text"]["out"] == 5
     assert ds.prepare(num_workers=0, progress=False)["text"]["encoded"] == 0
     seen = set()
     for epoch in range(3):
@@ -150,3 +151,24 @@ def test_a_corrupt_text_entry_is_never_served(parts: dict[str, Path], tmp_path: 
     assert CAPTIONS["c.mp4"] not in served
     skipped = [r for r in ds.report()["skipped"] if r["reason"] == "cache_corrupt"]
     assert skipped and "c.mp4" in skipped[0]["path"]
+
+
+class _FakeTextEncoder:
+    def encode(self, captions: list[str]) -> list[torch.Tensor]:
+        if any("boom" in c for c in captions):
+            raise RuntimeError("the tokenizer choked")
+        return [torch.full((len(c.split()) + 1, 4), float(len(c))) for c in captions]
+
+
+def test_the_text_pass_is_a_stage_and_skips_a_failing_chunk() -> None:
+    from wan_data.conditioning.text_cache import EncodeText, TextJob
+    from wan_data.failures.mechanism import StageContext
+    from wan_data.items import Encoded, Failed
+    from wan_data.testing import check_stage_contract
+
+    jobs = [TextJob(("a" * 64,), ("a cat",)), TextJob(("b" * 64, "c" * 64), ("x", "y z"))]
+    check_stage_contract(EncodeText(_FakeTextEncoder()), jobs)
+    context = StageContext()
+    out = list(EncodeText(_FakeTextEncoder())([*jobs, TextJob(("d" * 64,), ("boom",))], context))
+    assert [type(o) for o in out] == [Encoded, Encoded, Encoded, Failed]
+    assert out[-1].stage == "encode_text" and "tokenizer choked" in out[-1].message

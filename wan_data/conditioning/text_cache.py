@@ -24,13 +24,17 @@ from typing import Any
 import torch
 
 from wan_data.errors import SampleError, format_error
-from wan_data.items import PlanSample
+from wan_data.failures.mechanism import StageContext
+from wan_data.items import Encoded, Failed, PlanSample
 from wan_data.latents.keys import CACHE_FORMAT_VERSION, canonical_json
 from wan_data.latents.store import LatentCache
 from wan_data.media.sampling import sample_rng
 from wan_data.planning.clips import DecodeOptions, caption_for
+from wan_data.stages.base import MapStage
 
 __all__ = [
+    "EncodeText",
+    "TextJob",
     "TextSpec",
     "chosen_caption",
     "prepare_text",
@@ -147,6 +151,49 @@ def read_text(cache: LatentCache, caption: str, spec: TextSpec, path: str) -> to
     return entry.latents
 
 
+@dataclass(frozen=True)
+class TextJob:
+    """Captions on their way into the text encoder (one encoder call)."""
+
+    keys: tuple[str, ...]
+    captions: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return self.keys[0] if len(self.keys) == 1 else f"{self.keys[0]} (+{len(self.keys) - 1})"
+
+    @property
+    def path(self) -> str:
+        first = self.captions[0]
+        return f"caption {first[:40]!r}"
+
+
+class EncodeText(MapStage[TextJob, Encoded]):
+    """Stage ``encode_text``: ``TextJob → Encoded`` per caption, under the error policy (a
+    tokenizer or encoder error skips the job's captions with a record, not the cache pass)."""
+
+    name = "encode_text"
+    accepts = TextJob
+
+    def __init__(self, encoder: Any) -> None:
+        self._encoder = encoder
+
+    def process(self, item: TextJob) -> list[Encoded]:
+        embeds = self._encoder.encode(list(item.captions))
+        return [
+            Encoded(
+                key=key,
+                path=f"caption {caption[:40]!r}",
+                latents=embed.contiguous(),
+                entry={"kind": "text", "caption": caption},
+            )
+            for key, caption, embed in zip(item.keys, item.captions, embeds, strict=True)
+        ]
+
+    def identity(self) -> str:
+        return f"encode_text:v{self.version}"
+
+
 def prepare_text(
     samples: Sequence[PlanSample],
     *,
@@ -156,30 +203,42 @@ def prepare_text(
     rank: int = 0,
     world_size: int = 1,
     batch_size: int = 8,
+    context: StageContext | None = None,
 ) -> dict[str, Any]:
     """Encode every caption of ``samples`` that the cache lacks (this rank's share).
 
     Distinct captions are dealt to ranks by their index in a fixed order, so under
-    ``torchrun`` each is encoded once, by one rank, into the shared cache.
+    ``torchrun`` each is encoded once, by one rank, into the shared cache. Encoding runs
+    through the :class:`EncodeText` stage (``context``: its policy, breaker and counters).
 
     Args:
         encoder: a :class:`~wan_data.conditioning.text.TextEncoder` (``encode(captions)``
             returns each caption's unpadded ``(L, D)`` embedding).
 
     Returns:
-        ``{"captions", "already_cached", "encoded"}`` for this rank.
+        ``{"captions", "already_cached", "encoded", "skipped"}`` for this rank.
     """
+    ctx = context if context is not None else StageContext()
     keys = list(text_keys(samples, spec).items())[rank::world_size]
     missing = [(key, caption) for key, caption in keys if not cache.contains(key)]
-    for start in range(0, len(missing), max(1, batch_size)):
-        chunk = missing[start : start + batch_size]
-        embeds = encoder.encode([caption for _, caption in chunk])
-        for (key, caption), embed in zip(chunk, embeds, strict=True):
-            cache.put(key, embed.contiguous(), {"kind": "text", "caption": caption})
+    size = max(1, batch_size)
+    jobs = (
+        TextJob(tuple(k for k, _ in chunk), tuple(c for _, c in chunk))
+        for chunk in (missing[i : i + size] for i in range(0, len(missing), size))
+    )
+    encoded = skipped = 0
+    for out in EncodeText(encoder)(jobs, ctx):
+        if isinstance(out, Failed):
+            ctx.metrics.record_failed(out)
+            skipped += 1
+            continue
+        cache.put(out.key, out.latents, out.entry)
+        encoded += 1
     summary = {
         "captions": len(keys),
         "already_cached": len(keys) - len(missing),
-        "encoded": len(missing),
+        "encoded": encoded,
+        "skipped": skipped,
     }
     logger.info("text pass: %s", summary)
     return summary
