@@ -233,7 +233,52 @@ def test_chunks_consecutive_non_overlapping() -> None:
 
 def test_unknown_mode() -> None:
     with pytest.raises(ValueError, match="sampling mode"):
-        clip_starts(100, 17, mode="middle")
+        clip_starts(100, 17, mode="tail")
+
+
+def test_full_is_head() -> None:
+    # The bucket is already the largest the video fills, so the whole available length up to
+    # that bucket from frame 0 is exactly what head takes.
+    for n in (17, 40, 100, 1000):
+        assert clip_starts(n, 17, mode="full") == clip_starts(n, 17, mode="head") == [0]
+
+
+def test_middle_is_centred() -> None:
+    assert clip_starts(100, 17, mode="middle") == [41]
+    assert clip_starts(101, 17, mode="middle") == [42]
+    assert clip_starts(17, 17, mode="middle") == [0]
+    assert clip_starts(100, 17, mode="middle", clips=5) == [41]  # always one window
+
+
+def test_slide_default_stride_is_the_window() -> None:
+    assert clip_starts(100, 17, mode="slide", clips=0) == [0, 17, 34, 51, 68]
+    assert clip_starts(100, 17, mode="slide", clips=0) == clip_starts(
+        100, 17, mode="chunks", clips=0
+    )
+
+
+def test_slide_stride_and_cap() -> None:
+    assert clip_starts(100, 17, mode="slide", clips=0, stride=20) == [0, 20, 40, 60, 80]
+    assert clip_starts(100, 17, mode="slide", clips=0, stride=8)[-1] == 80  # 80 + 17 <= 100
+    assert clip_starts(100, 17, mode="slide", clips=2, stride=8) == [0, 8]
+    assert clip_starts(100, 17, mode="slide", stride=8) == [0]  # default cap: one clip
+    assert clip_starts(17, 17, mode="slide", clips=0, stride=1) == [0]
+    with pytest.raises(ValueError, match="stride"):
+        clip_starts(100, 17, mode="slide", stride=0)
+
+
+def test_overlapping_covers_from_start_to_end() -> None:
+    assert clip_starts(100, 17, mode="overlapping", clips=1) == [0, 83]  # at least two
+    assert clip_starts(100, 17, mode="overlapping", clips=3) == [0, 42, 83]
+    # 0: the fewest windows that cover the video (diffusion-pipe's multiple_overlapping).
+    assert clip_starts(100, 17, mode="overlapping", clips=0) == [0, 17, 33, 50, 66, 83]
+    assert clip_starts(17, 17, mode="overlapping", clips=4) == [0]  # one window is the video
+    assert clip_starts(19, 17, mode="overlapping", clips=9) == [0, 1, 2]  # distinct starts
+
+
+def test_new_modes_are_listed() -> None:
+    for mode in ("middle", "slide", "overlapping", "full"):
+        assert mode in SAMPLING_MODES
 
 
 # --- frame_request_times -------------------------------------------------------------------

@@ -30,6 +30,7 @@ from wan_data.latents.keys import CACHE_FORMAT_VERSION, canonical_json
 from wan_data.latents.store import LatentCache
 from wan_data.media.sampling import sample_rng
 from wan_data.planning.clips import DecodeOptions, caption_for
+from wan_data.sources.caption_tools import NO_CAPTION_TOOLS, CaptionTools, apply_fixed_tools
 from wan_data.stages.base import MapStage
 
 __all__ = [
@@ -57,6 +58,8 @@ class TextSpec:
         dropout: fraction of samples that take the empty caption's embedding.
         seed: the dataset's seed (the dropout draw is ``sample_rng(seed, epoch, key)``).
         command_hint: how to fill a missing entry.
+        captions: the caption tools; their prefix and suffix are part of every encoded caption
+            (the random tools cannot be pre-encoded: ``DatasetConfig`` refuses them here).
     """
 
     encoder: str
@@ -64,6 +67,7 @@ class TextSpec:
     dropout: float = 0.0
     seed: int = 0
     command_hint: str = ""
+    captions: CaptionTools = NO_CAPTION_TOOLS
 
 
 def text_key(caption: str, spec: TextSpec) -> str:
@@ -80,10 +84,14 @@ def text_key(caption: str, spec: TextSpec) -> str:
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
-def sample_captions(sample: PlanSample) -> tuple[str, ...]:
+def sample_captions(sample: PlanSample, tools: CaptionTools = NO_CAPTION_TOOLS) -> tuple[str, ...]:
     """Every caption a sample may train with: each candidate line (one is chosen per epoch),
-    or the empty caption for a source without one."""
-    return tuple(sample.probed.source.captions) or ("",)
+    or the empty caption for a source without one, with the caption prefix and suffix of
+    ``tools`` (``apply_fixed_tools``, exactly as ``caption_for`` applies them)."""
+    captions = tuple(sample.probed.source.captions) or ("",)
+    if not tools.enabled:
+        return captions
+    return tuple(apply_fixed_tools(caption, tools) for caption in captions)
 
 
 def text_keys(samples: Iterable[PlanSample], spec: TextSpec) -> dict[str, str]:
@@ -92,7 +100,7 @@ def text_keys(samples: Iterable[PlanSample], spec: TextSpec) -> dict[str, str]:
     keys: dict[str, str] = {text_key("", spec): ""}
     seen: set[str] = set()
     for sample in samples:
-        for caption in sample_captions(sample):
+        for caption in sample_captions(sample, spec.captions):
             if caption in seen:
                 continue
             seen.add(caption)

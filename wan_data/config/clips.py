@@ -14,6 +14,7 @@ from wan_data.config.fields import AUTO, Auto, option
 from wan_data.config.values import (
     parse_fps,
     parse_optional_float,
+    parse_optional_int,
     parse_size,
     show_fps,
     show_optional,
@@ -24,6 +25,7 @@ from wan_data.errors import ConfigError, format_error
 from wan_data.media.buckets import BucketSet, check_resolutions, make_bucket_set
 from wan_data.media.sampling import SAMPLING_MODES, check_frame_buckets
 from wan_data.planning.plan import SMALL_BUCKET_MODES
+from wan_data.sources.split import SPLIT_MODES
 from wan_data.stages.collect import MISSING_CAPTION_MODES
 
 __all__ = [
@@ -61,6 +63,20 @@ class SourcesConfig(ConfigGroup):
     allow_outside_root: bool = option(
         False, help="accept entries (symlinks, metadata paths) that resolve outside their root"
     )
+    split: str = option(
+        "all",
+        help="which sources to use: 'all', 'train' (not held out) or 'val' (held out)",
+        choices=SPLIT_MODES,
+    )
+    val_fraction: float = option(
+        0.0,
+        help="hold out each source with this probability, stably by key (0 = off)",
+        parse=float,
+    )
+    val_count: int = option(
+        0, help="hold out this many sources, the smallest by key hash (0 = off)", parse=int
+    )
+    split_seed: int = option(0, help="seed of the val split's key hash", parse=int)
 
     def problems(self) -> list[str]:
         problems = []
@@ -78,6 +94,45 @@ class SourcesConfig(ConfigGroup):
                     "caption_extension", self.caption_extension, "must be a suffix like '.txt'"
                 )
             )
+        return problems + self._split_problems()
+
+    def _split_problems(self) -> list[str]:
+        problems = []
+        if self.split not in SPLIT_MODES:
+            problems.append(
+                format_error(
+                    "split", self.split, f"must be one of {', '.join(map(repr, SPLIT_MODES))}"
+                )
+            )
+        fraction_ok = _is_number(self.val_fraction) and 0 <= self.val_fraction < 1
+        if not fraction_ok:
+            problems.append(
+                format_error("val_fraction", self.val_fraction, "must be a number in [0, 1)")
+            )
+        count_ok = _is_int(self.val_count) and self.val_count >= 0
+        if not count_ok:
+            problems.append(format_error("val_count", self.val_count, "must be an int >= 0"))
+        if not _is_int(self.split_seed):
+            problems.append(format_error("split_seed", self.split_seed, "must be an int"))
+        if fraction_ok and count_ok:
+            if self.val_fraction > 0 and self.val_count > 0:
+                problems.append(
+                    format_error(
+                        "val_fraction and val_count",
+                        (self.val_fraction, self.val_count),
+                        "are both set",
+                        "set one of them (val_fraction is stable when files are added)",
+                    )
+                )
+            elif self.split in ("train", "val") and not (self.val_fraction or self.val_count):
+                problems.append(
+                    format_error(
+                        "split",
+                        self.split,
+                        "needs a held-out set, but neither val_fraction nor val_count is set",
+                        "pass val_fraction=0.05 (stable when files are added) or val_count=N",
+                    )
+                )
         return problems
 
 
@@ -206,13 +261,28 @@ class SamplingConfig(ConfigGroup):
     title: ClassVar[str] = "sampling"
 
     sampling: str = option(
-        "head", help="windows per video: head, random, uniform or chunks", choices=SAMPLING_MODES
+        "head",
+        help="windows per video: head, full (= head), middle, random, uniform, chunks, slide "
+        "or overlapping",
+        choices=SAMPLING_MODES,
     )
     clips_per_video: int = option(
-        1, help="windows per video for 'uniform'; cap for 'chunks' (0 = all)", parse=int
+        1,
+        help="windows per video for 'uniform' and 'overlapping' (0: fewest covering the "
+        "video); cap for 'chunks' and 'slide' (0 = all)",
+        parse=int,
     )
     crop: str = option(
         "center", help="crop position: center or random", choices=("center", "random")
+    )
+    stride: int | None = option(
+        None,
+        help="target frames between 'slide' windows (none: the window length)",
+        parse=parse_optional_int,
+        show=show_optional,
+    )
+    frame_stride: int = option(
+        1, help="with fps=native, take every n-th source frame (ignored with an fps)", parse=int
     )
 
     def problems(self) -> list[str]:
@@ -227,6 +297,10 @@ class SamplingConfig(ConfigGroup):
             )
         if self.crop not in ("center", "random"):
             problems.append(format_error("crop", self.crop, "must be 'center' or 'random'"))
+        if self.stride is not None and (not _is_int(self.stride) or self.stride < 1):
+            problems.append(format_error("stride", self.stride, "must be an int >= 1 or None"))
+        if not _is_int(self.frame_stride) or self.frame_stride < 1:
+            problems.append(format_error("frame_stride", self.frame_stride, "must be an int >= 1"))
         return problems
 
 

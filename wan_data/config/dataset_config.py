@@ -19,6 +19,7 @@ from wan_data.config.fields import AUTO, option
 from wan_data.config.groups import (
     GROUPS,
     BatchingConfig,
+    CaptionConfig,
     ConditioningConfig,
     ConfigGroup,
     ErrorsConfig,
@@ -47,6 +48,7 @@ _ATTRIBUTE: dict[type[ConfigGroup], str] = {
     ErrorsConfig: "errors",
     LatentsConfig: "latents",
     ConditioningConfig: "conditioning",
+    CaptionConfig: "captions",
     ReuseConfig: "reuse",
     ObserveConfig: "observe",
     WorkersConfig: "workers",
@@ -105,6 +107,7 @@ class DatasetConfig:
     errors: ErrorsConfig = field(default_factory=ErrorsConfig)
     latents: LatentsConfig = field(default_factory=LatentsConfig)
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    captions: CaptionConfig = field(default_factory=CaptionConfig)
     reuse: ReuseConfig = field(default_factory=ReuseConfig)
     observe: ObserveConfig = field(default_factory=ObserveConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
@@ -141,6 +144,25 @@ class DatasetConfig:
                     "needs a latent cache: text embeddings and conditions are cached beside the "
                     "latents",
                     "pass vae= and cache_dir=",
+                )
+            )
+        if (
+            isinstance(self.conditioning, ConditioningConfig)
+            and isinstance(self.captions, CaptionConfig)
+            and self.conditioning.text_encoder is not None
+            and self.captions.random
+        ):
+            problems.append(
+                format_error(
+                    "shuffle_tags" if self.captions.shuffle_tags else "tag_dropout",
+                    self.captions.shuffle_tags
+                    if self.captions.shuffle_tags
+                    else self.captions.tag_dropout,
+                    "cannot be used with a text_encoder: a shuffled or thinned caption differs "
+                    "every epoch, so its embedding cannot be pre-encoded into the text cache "
+                    "(caption_prefix and caption_suffix can: they are encoded with every caption)",
+                    "turn shuffle_tags and tag_dropout off, or drop text_encoder and encode "
+                    "captions in the trainer",
                 )
             )
         return problems

@@ -10,6 +10,7 @@ one edit of a launch script fixes them all.
 - ``clips.py``: what decides the clips (sources, shape, sampling, filters, batching);
 - ``runtime.py``: how the run goes (errors, latents, reuse, observe, workers);
 - ``conditioning.py``: what a batch carries besides latents (text embeddings, I2V conditions);
+- ``captions.py``: the caption tools (prefix, suffix, tag shuffle and dropout);
 - ``base.py``: :class:`ConfigGroup`, the base that normalises and checks.
 
 Groups never refer to each other (a source can override one group without the others);
@@ -22,6 +23,7 @@ import dataclasses
 from typing import Any
 
 from wan_data.config.base import ConfigGroup
+from wan_data.config.captions import CaptionConfig
 from wan_data.config.clips import (
     DEFAULT_FPS,
     DEFAULT_FRAMES,
@@ -49,6 +51,7 @@ __all__ = [
     "DEFAULT_STEP",
     "GROUPS",
     "BatchingConfig",
+    "CaptionConfig",
     "ConditioningConfig",
     "ConfigGroup",
     "ErrorsConfig",
@@ -72,6 +75,7 @@ GROUPS: tuple[type[ConfigGroup], ...] = (
     ErrorsConfig,
     LatentsConfig,
     ConditioningConfig,
+    CaptionConfig,
     ReuseConfig,
     ObserveConfig,
     WorkersConfig,

@@ -32,6 +32,7 @@ FILTER_REASONS = frozenset(
         "known_bad",
         "filtered",
         "missing_caption",
+        "other_split",
     }
 )
 

@@ -79,6 +79,7 @@ def cache_spec_for(
             dropout=conditioning.caption_dropout,
             seed=config.seed,
             command_hint=hint,
+            captions=config.captions.tools(),
         )
     clip = None
     if conditioning.image_encoder is not None:

@@ -43,7 +43,7 @@ __all__ = [
     "time_tolerance",
 ]
 
-SAMPLING_MODES = ("head", "random", "uniform", "chunks")
+SAMPLING_MODES = ("head", "random", "uniform", "chunks", "middle", "slide", "overlapping", "full")
 T = TypeVar("T")
 # The coarsest time base in common use (Matroska/WebM): a clip's end may be stored this early.
 END_ROUNDING_SECONDS = 1e-3
@@ -214,23 +214,38 @@ def clip_starts(
     mode: str,
     clips: int = 1,
     rng: random.Random | None = None,
+    stride: int | None = None,
 ) -> list[int]:
     """Start indices (in target-fps frame units) of the clips taken from one video.
+
+    Every window lies inside ``[0, num_available)``, has ``clip_frames`` frames, and depends
+    only on the arguments (``random`` on ``rng``, which :func:`sample_rng` seeds by seed, epoch
+    and key), so every process plans the same windows.
 
     Args:
         num_available: frames available at the target fps.
         clip_frames: frames per clip (the chosen bucket).
-        mode: ``head`` (from the start), ``random`` (one window, uniformly placed),
-            ``uniform`` (``clips`` windows spread evenly over the video) or ``chunks``
-            (consecutive non-overlapping windows, at most ``clips`` of them when ``clips`` > 0).
-        clips: windows per video for ``uniform``; cap for ``chunks`` (0 = no cap).
+        mode: ``head`` (from the start), ``full`` (an alias of ``head``: the bucket is already
+            the largest the video fills), ``middle`` (one window, centred), ``random`` (one
+            window, uniformly placed), ``uniform`` (``clips`` windows spread evenly over the
+            video), ``chunks`` (consecutive non-overlapping windows, at most ``clips`` of them
+            when ``clips`` > 0), ``slide`` (a window every ``stride`` frames from the start, at
+            most ``clips`` of them when ``clips`` > 0) or ``overlapping`` (``clips`` windows,
+            at least 2 when the video is longer than one window, the fewest that cover the
+            video when ``clips`` is 0, the first starting at 0 and the last ending at the end).
+        clips: windows per video for ``uniform`` and ``overlapping``; cap for ``chunks`` and
+            ``slide`` (0 = no cap).
         rng: required for ``random``.
+        stride: frames between the starts of ``slide`` windows (``None``: ``clip_frames``, so
+            windows do not overlap).
     """
     if clip_frames < 1 or num_available < clip_frames:
         return []
     slack = num_available - clip_frames
-    if mode == "head":
+    if mode in ("head", "full"):
         return [0]
+    if mode == "middle":
+        return [slack // 2]
     if mode == "random":
         if rng is None:
             raise ValueError(format_error("rng", None, "is required for mode 'random'"))
@@ -245,7 +260,30 @@ def clip_starts(
         if clips > 0:
             count = min(count, clips)
         return [i * clip_frames for i in range(count)]
+    if mode == "slide":
+        step = clip_frames if stride is None else stride
+        if step < 1:
+            raise ValueError(format_error("stride", stride, "must be an int >= 1 or None"))
+        starts = range(0, slack + 1, step)
+        return list(starts[:clips] if clips > 0 else starts)
+    if mode == "overlapping":
+        return _overlapping_starts(num_available, clip_frames, clips)
     raise ValueError(format_error("sampling mode", mode, f"must be one of {SAMPLING_MODES}"))
+
+
+def _overlapping_starts(num_available: int, clip_frames: int, clips: int) -> list[int]:
+    """``overlapping`` windows: evenly spread from 0 to ``slack``, so the first starts at the
+    video's start and the last ends at its end (integer rounding: the same in every process)."""
+    slack = num_available - clip_frames
+    if slack == 0:
+        return [0]
+    count = clips if clips > 0 else -(-num_available // clip_frames)  # fewest that cover
+    # At least two (one window cannot reach both ends), at most one per distinct start.
+    count = min(max(count, 2), slack + 1)
+    # round(i * slack / (count - 1)) with half-up integer rounding; the spacing is >= 1 frame,
+    # so the starts are distinct and increasing.
+    d = count - 1
+    return [(2 * i * slack + d) // (2 * d) for i in range(count)]
 
 
 def frame_request_times(

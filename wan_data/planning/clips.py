@@ -11,6 +11,7 @@ caption) is seeded by (seed, epoch, key), so a plan depends on nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from wan_data.errors import SampleError, format_error
@@ -23,6 +24,7 @@ from wan_data.media.sampling import (
     frames_available,
     sample_rng,
 )
+from wan_data.sources.caption_tools import NO_CAPTION_TOOLS, CaptionTools, apply_caption_tools
 
 __all__ = ["ClipPlan", "DecodeOptions", "caption_for", "choose_bucket", "plan_clips"]
 
@@ -35,8 +37,13 @@ class DecodeOptions:
         frames: frame buckets (4k+1 counts); a video takes the largest it can fill.
         fps: target frame rate for sampling by presentation time; ``None`` keeps native frames.
         buckets: spatial ``(width, height)`` buckets; a source goes to the nearest aspect.
-        sampling: ``head``, ``random``, ``uniform`` or ``chunks`` (see ``sampling.clip_starts``).
-        clips_per_video: windows per video for ``uniform``; cap for ``chunks`` (0 = all).
+        sampling: ``head``, ``full`` (= ``head``), ``middle``, ``random``, ``uniform``,
+            ``chunks``, ``slide`` or ``overlapping`` (see ``sampling.clip_starts``).
+        clips_per_video: windows per video for ``uniform`` and ``overlapping`` (0: the fewest
+            that cover the video); cap for ``chunks`` and ``slide`` (0 = all).
+        stride: target frames between ``slide`` windows (``None``: the window length).
+        frame_stride: with ``fps=None``, take every n-th source frame (ignored with an fps:
+            lower the fps instead).
         crop: ``center`` or ``random`` (seeded by seed, epoch, key and clip index).
         seed: base seed of every random choice.
         num_ffmpeg_threads: decoder threads (0 lets FFmpeg choose).
@@ -48,9 +55,32 @@ class DecodeOptions:
     sampling: str = "head"
     clips_per_video: int = 1
     crop: str = "center"
+    stride: int | None = None
+    frame_stride: int = 1
     seed: int = 0
     num_ffmpeg_threads: int = 1
     no_upscale: bool = False
+    # Caption tools (prefix, suffix, tag shuffle and dropout): they change the caption only, so
+    # the sample index's fingerprint and the latent cache keys leave them out.
+    captions: CaptionTools = NO_CAPTION_TOOLS
+
+    def identity(self, *, captions: bool) -> dict[str, object]:
+        """The options fingerprints cover: what decides a source's samples (and, with
+        ``captions``, their captions), without the buckets (covered separately) and the thread
+        count. Options added later are left out at their defaults, so the fingerprints of
+        earlier versions still match (a resume state or a sample index is not refused, or
+        rebuilt, for an option nobody set)."""
+        out: dict[str, object] = {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("buckets", "num_ffmpeg_threads", "captions")
+        }
+        for name, default in (("stride", None), ("frame_stride", 1)):
+            if out[name] == default:
+                del out[name]
+        if captions and self.captions != NO_CAPTION_TOOLS:
+            out["captions"] = dataclasses.asdict(self.captions)
+        return out
 
 
 @dataclass(frozen=True)
@@ -107,12 +137,16 @@ def plan_clips(item: Probed, options: DecodeOptions, epoch: int) -> list[ClipPla
     rw, rh = cover_size(meta.width, meta.height, bw, bh)
     if meta.media_type == "image":
         starts, frames = [0], 1
-        native = True
+        native, step = True, 1
     else:
         native = options.fps is None
         fps = meta.fps if native else options.fps
         assert fps is not None
         n = frames_available(meta, options.fps)
+        # Native rate with a frame stride: target frame i is source frame i * frame_stride.
+        step = options.frame_stride if native else 1
+        if step > 1 and n > 0:
+            n = (n - 1) // step + 1
         chosen = choose_frame_bucket(n, options.frames)
         if chosen is None:
             raise SampleError(
@@ -129,7 +163,12 @@ def plan_clips(item: Probed, options: DecodeOptions, epoch: int) -> list[ClipPla
         frames = chosen
         rng = sample_rng(options.seed, epoch, item.key, "window")
         starts = clip_starts(
-            n, frames, mode=options.sampling, clips=options.clips_per_video, rng=rng
+            n,
+            frames,
+            mode=options.sampling,
+            clips=options.clips_per_video,
+            rng=rng,
+            stride=options.stride,
         )
     plans = []
     for clip_index, start in enumerate(starts):
@@ -140,7 +179,7 @@ def plan_clips(item: Probed, options: DecodeOptions, epoch: int) -> list[ClipPla
         if meta.media_type == "image":
             times, indices = (0.0,), None
         elif native:
-            times, indices = None, tuple(range(start, start + frames))
+            times, indices = None, tuple(range(start * step, (start + frames) * step, step))
         else:
             assert options.fps is not None
             times = tuple(
@@ -159,7 +198,17 @@ def plan_clips(item: Probed, options: DecodeOptions, epoch: int) -> list[ClipPla
 
 
 def caption_for(item: Probed, options: DecodeOptions, epoch: int) -> str:
-    """The caption of a source for an epoch (seeded choice among its candidates)."""
-    if not item.source.captions:
-        return ""
-    return sample_rng(options.seed, epoch, item.key, "caption").choice(item.source.captions)
+    """The caption of a source for an epoch: a seeded choice among its candidates (``""``
+    without one), then the caption tools of ``options.captions`` (prefix and suffix; tag
+    shuffle and dropout seeded by seed, epoch and key, see :mod:`wan_data.sources.caption_tools`).
+    """
+    captions = item.source.captions
+    chosen = (
+        sample_rng(options.seed, epoch, item.key, "caption").choice(captions) if captions else ""
+    )
+    tools = options.captions
+    if not tools.enabled:
+        return chosen
+    return apply_caption_tools(
+        chosen, tools, lambda: sample_rng(options.seed, epoch, item.key, "caption_tags")
+    )

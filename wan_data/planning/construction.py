@@ -9,8 +9,13 @@ and simulates it instead.
 
 The stages, in order::
 
-    Concept ─Collect─▶ Source ─SkipKnownBad─▶ Source ─Probe─▶ Probed
+    Concept ─Collect─▶ Source ─SplitSources─▶ Source ─SkipKnownBad─▶ Source ─Probe─▶ Probed
         ─index stages (the user's filters)─▶ Probed ─Bucket─▶ PlanSample
+
+``SplitSources`` (stage ``split``) keeps one side of the train/val split when
+``config.sources.split`` is not ``"all"``: the sources of the other side become
+``Failed(reason="other_split")`` before anything opens them (see
+:mod:`wan_data.sources.split`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from wan_data.index.metadata_cache import MetadataCache
 from wan_data.items import Failed, PlanSample, Probed, Source
 from wan_data.media.buckets import BucketSet
 from wan_data.sources.concepts import Concept
+from wan_data.sources.split import SplitSources
 from wan_data.stages.base import Stage, compose
 from wan_data.stages.bucket import Bucket
 from wan_data.stages.collect import Collect
@@ -57,8 +63,11 @@ def decode_options(config: DatasetConfig, buckets: BucketSet) -> DecodeOptions:
         sampling=config.sampling.sampling,
         clips_per_video=config.sampling.clips_per_video,
         crop=config.sampling.crop,
+        stride=config.sampling.stride,
+        frame_stride=config.sampling.frame_stride,
         seed=config.seed,
         no_upscale=config.shape.no_upscale,
+        captions=config.captions.tools(),
     )
 
 
@@ -71,7 +80,7 @@ class Construction:
         probed: the sources that passed the probe and the index stages and yield at least
             one sample, in order.
         samples: every clip of every probed source, with its bucket.
-        failures: every skip (collect, ledger, probe, index stages, bucket), in order.
+        failures: every skip (collect, split, ledger, probe, index stages, bucket), in order.
         outcomes: after the probe and the index stages, each source's ``Probed`` or
             ``Failed``, in order (the scan's progress, metadata and breaker simulation).
         visited: folders the walk listed (the sample index validates their mtimes).
@@ -138,6 +147,19 @@ def construct(
 
     threads = config.workers.probe_threads or (os.cpu_count() or 1)
     front: list[Stage[Source, Source]] = []
+    chosen = config.sources
+    if chosen.split != "all":
+        # Right after collect: the other side's files are never probed (val_count ranks
+        # every collected source, so the stage is built from all of them).
+        front.append(
+            SplitSources.for_sources(
+                result.sources,
+                split=chosen.split,
+                fraction=chosen.val_fraction,
+                count=chosen.val_count,
+                seed=chosen.split_seed,
+            )
+        )
     if ledger is not None:
         front.append(SkipKnownBad(ledger, retry_failed=config.reuse.retry_failed))
     try:

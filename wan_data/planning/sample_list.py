@@ -85,11 +85,8 @@ def _fingerprint(
                 [os.path.abspath(os.fspath(c.root)), c.name, c.repeats, c.caption]
                 for c in resolved.concepts
             ],
-            "decode": {
-                k: v
-                for k, v in decode.__dict__.items()
-                if k not in ("buckets", "num_ffmpeg_threads")
-            },
+            # The caption tools change captions only, never which samples there are.
+            "decode": decode.identity(captions=False),
             "buckets": [list(b) for b in buckets.all],
             "limits": dataclasses.asdict(probe_limits(config)),
             "policy": repr(config.errors.policy),
@@ -101,6 +98,20 @@ def _fingerprint(
             "max_pixels": config.filters.max_pixels,
             "max_duration_seconds": config.filters.max_duration_seconds,
             "max_aspect": config.shape.max_aspect,
+            # The val split changes the sample list; left out when off so that snapshots made
+            # before the split existed stay valid.
+            **(
+                {
+                    "split": [
+                        config.sources.split,
+                        config.sources.val_fraction,
+                        config.sources.val_count,
+                        config.sources.split_seed,
+                    ]
+                }
+                if config.sources.split != "all"
+                else {}
+            ),
             # A user's filter changes the sample list: its identity is part of the snapshot's.
             **({"index_stages": [s.identity() for s in index_stages]} if index_stages else {}),
         }

@@ -162,11 +162,7 @@ def fingerprint_options(ds: WanVideoDataset) -> dict[str, Any]:
         "step": ds.step,
         "batch_size": ds.batch_size,
         "small_buckets": ds.small_buckets,
-        "decode": {
-            k: v
-            for k, v in ds._decode.__dict__.items()
-            if k not in ("buckets", "num_ffmpeg_threads")
-        },
+        "decode": ds._decode.identity(captions=True),
     }
     parsed: dict[str, Any] = json.loads(json.dumps(options, sort_keys=True, default=str))
     return parsed
