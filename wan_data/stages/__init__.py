@@ -27,6 +27,8 @@ stage          items                 module
 ``Bucket``     Probed → PlanSample   :mod:`~wan_data.stages.bucket`
 ``Decode``     PlanSample → Clip     :mod:`~wan_data.stages.decode`
 ``Map``        Clip → Clip           :mod:`~wan_data.stages.base` (a user's clip stage)
+``RandomFlip`` Clip → Clip           :mod:`~wan_data.stages.augment` (off unless added)
+``ColorJitter`` Clip → Clip          :mod:`~wan_data.stages.augment` (off unless added)
 ``BatchClips`` Clip → Batch          :mod:`~wan_data.stages.collate` (unplanned batches)
 ``Encode``     EncodeJob → Encoded   :mod:`wan_data.latents.encode` (the cache pass)
 ============== ===================== =======================================================
@@ -38,6 +40,7 @@ after ``Decode``).
 """
 
 from wan_data.failures.mechanism import StageContext, drop_failed
+from wan_data.stages.augment import ColorJitter, RandomFlip
 from wan_data.stages.base import Filter, Map, MapStage, Stage, compose
 from wan_data.stages.bucket import Bucket
 from wan_data.stages.collate import BatchClips
@@ -50,12 +53,14 @@ __all__ = [
     "BatchClips",
     "Bucket",
     "Collect",
+    "ColorJitter",
     "Decode",
     "Filter",
     "Map",
     "MapStage",
     "Probe",
     "ProbeLimits",
+    "RandomFlip",
     "SkipKnownBad",
     "Stage",
     "StageContext",
