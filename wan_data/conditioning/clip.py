@@ -18,8 +18,6 @@ output_type="pil")`` does. transformers (the ``text`` extra) is imported only wh
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
 import os
 import threading
@@ -30,6 +28,7 @@ from typing import Any
 import torch
 
 from wan_data.errors import ConfigError, FatalError, format_error
+from wan_data.latents.model_files import import_transformers, read_json_config, refuse_in_worker
 from wan_data.latents.vae_identity import (
     _config_hash,
     _dtype_name,
@@ -89,45 +88,23 @@ class ClipInfo:
 
 def _import_transformers() -> Any:
     """transformers, or a ConfigError naming the extra that installs it."""
-    try:
-        return importlib.import_module("transformers")
-    except ImportError as exc:
-        raise ConfigError(
-            format_error(
-                "transformers",
-                "not installed",
-                "is needed for CLIP image embeddings (Wan 2.1 I2V / FLF2V)",
-                "pip install wan_data[text]",
-            )
-        ) from exc
+    return import_transformers("for CLIP image embeddings (Wan 2.1 I2V / FLF2V)")
 
 
 def _check_worker(action: str) -> None:
     """Refuse to run CLIP in a DataLoader worker: one model per GPU, and no CUDA after fork."""
-    worker = torch.utils.data.get_worker_info()
-    if worker is not None:
-        raise FatalError(
-            format_error(
-                "CLIP image encoder",
-                f"{action} in DataLoader worker {worker.id} of {worker.num_workers}",
-                "must run in the main process, never inside a DataLoader worker",
-                "decode frames in the workers and call ClipImageEncoder.encode on the batches "
-                "the DataLoader yields",
-                stage=_STAGE,
-            )
-        )
+    refuse_in_worker(
+        "CLIP image encoder",
+        action,
+        "must run in the main process, never inside a DataLoader worker",
+        "decode frames in the workers and call ClipImageEncoder.encode on the batches "
+        "the DataLoader yields",
+        _STAGE,
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            format_error("CLIP config", str(path), "is not a readable JSON file", str(exc))
-        ) from exc
-    return data if isinstance(data, dict) else {}
+    return read_json_config(path, "CLIP config")
 
 
 def resolve_clip_path(

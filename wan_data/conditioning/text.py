@@ -37,7 +37,6 @@ from wan_data.conditioning.text_identity import (
     text_info_from_files,
 )
 from wan_data.conditioning.text_loading import (
-    EXTRA_HINT,
     _check_worker,
     check_max_length,
     check_text_dtype,
@@ -46,6 +45,7 @@ from wan_data.conditioning.text_loading import (
     resolve_text_encoder_path,
 )
 from wan_data.errors import ConfigError, FatalError, format_error
+from wan_data.latents.model_files import EXTRA_HINT
 
 __all__ = [
     "TEXT_RECIPE_VERSION",

@@ -17,7 +17,6 @@ device handling) can be read apart from encoding, as the VAE side does.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Any
 import torch
 
 from wan_data.errors import ConfigError, FatalError, format_error
+from wan_data.latents.model_files import import_transformers as _import_transformers
+from wan_data.latents.model_files import read_json_config, refuse_in_worker
 from wan_data.latents.vae_loading import _parse_device
 
 __all__ = ["load_text_encoder", "resolve_text_encoder_path"]
@@ -42,7 +43,6 @@ _TOKENIZER_SUB = "tokenizer"
 _TOKENIZER_MARKERS = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
 # fp16 is refused: UMT5's activations overflow fp16 (inf/NaN embeddings), see conditioning.md §1.
 _TEXT_DTYPES = (torch.float32, torch.bfloat16)
-EXTRA_HINT = "install the text extra: pip install wan_data[text]"
 
 
 # --------------------------------------------------------------------------- checks
@@ -79,35 +79,19 @@ def _check_worker(action: str) -> None:
     The encoder runs once per GPU in the calling process: a copy per forked worker would multiply
     11 GB of memory, and CUDA cannot be initialised in a forked child at all.
     """
-    worker = torch.utils.data.get_worker_info()
-    if worker is not None:
-        raise FatalError(
-            format_error(
-                "text encoder",
-                f"{action} in DataLoader worker {worker.id} of {worker.num_workers}",
-                "must run in the calling process (one encoder per GPU), never inside a "
-                "DataLoader worker",
-                "read captions in the workers and call TextEncoder.encode on the batches the "
-                "DataLoader yields",
-                stage=_STAGE,
-            )
-        )
+    refuse_in_worker(
+        "text encoder",
+        action,
+        "must run in the calling process (one encoder per GPU), never inside a DataLoader worker",
+        "read captions in the workers and call TextEncoder.encode on the batches the "
+        "DataLoader yields",
+        _STAGE,
+    )
 
 
 def import_transformers() -> Any:
     """``transformers``, or a ConfigError naming the ``text`` extra when it is not installed."""
-    try:
-        import transformers
-    except ImportError as exc:
-        raise ConfigError(
-            format_error(
-                "transformers",
-                "not installed",
-                "is needed to load the UMT5 text encoder",
-                EXTRA_HINT,
-            )
-        ) from exc
-    return transformers
+    return _import_transformers("to load the UMT5 text encoder")
 
 
 # --------------------------------------------------------------------------- locating
@@ -115,20 +99,10 @@ def import_transformers() -> Any:
 
 def _read_model_type(config: Path) -> str | None:
     """``model_type`` of a transformers config, None when absent, "" when the key is missing."""
-    if not config.is_file():
+    data = read_json_config(config, "text encoder config")
+    if data is None:
         return None
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            format_error(
-                "text encoder config",
-                str(config),
-                "is not a readable JSON file",
-                f"fix or replace it ({type(exc).__name__}: {exc})",
-            )
-        ) from exc
-    name = data.get("model_type") if isinstance(data, dict) else None
+    name = data.get("model_type")
     return str(name) if name is not None else ""
 
 

@@ -16,7 +16,6 @@ hub and device handling) can be read apart from encoding.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import re
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from wan_data.errors import ConfigError, FatalError, format_error
+from wan_data.latents.model_files import read_json_config, refuse_in_worker
 from wan_data.latents.vae_identity import VaeInfo, _describe
 
 __all__ = ["load_vae", "resolve_vae_path"]
@@ -47,20 +47,10 @@ def _is_hub_id(text: str) -> bool:
 
 def _read_class_name(config: Path) -> str | None:
     """``_class_name`` of a diffusers config, or None when the file is absent."""
-    if not config.is_file():
+    data = read_json_config(config, "VAE config")
+    if data is None:
         return None
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            format_error(
-                "VAE config",
-                str(config),
-                "is not a readable JSON file",
-                f"fix or replace it ({type(exc).__name__}: {exc})",
-            )
-        ) from exc
-    name = data.get("_class_name") if isinstance(data, dict) else None
+    name = data.get("_class_name")
     return str(name) if name is not None else ""
 
 
@@ -154,18 +144,14 @@ def _check_worker(action: str) -> None:
     The VAE runs once per GPU in the process that owns the device: a copy per forked worker
     would multiply device memory, and CUDA cannot be initialised in a forked child at all.
     """
-    worker = torch.utils.data.get_worker_info()
-    if worker is not None:
-        raise FatalError(
-            format_error(
-                "VAE",
-                f"{action} in DataLoader worker {worker.id} of {worker.num_workers}",
-                "must run in the main process (one VAE per GPU), never inside a DataLoader worker",
-                "decode clips in the workers and call VaeEncoder.encode on the batches the "
-                "DataLoader yields",
-                stage=_STAGE,
-            )
-        )
+    refuse_in_worker(
+        "VAE",
+        action,
+        "must run in the main process (one VAE per GPU), never inside a DataLoader worker",
+        "decode clips in the workers and call VaeEncoder.encode on the batches the "
+        "DataLoader yields",
+        _STAGE,
+    )
 
 
 def _parse_device(device: str | torch.device) -> torch.device:
