@@ -9,6 +9,7 @@ downstream untouched and is dropped before batching, so ``None`` never means "fa
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Literal, TypedDict
 
@@ -54,6 +55,8 @@ class Source:
         captions: caption candidates (one is chosen per sample and epoch by a seeded RNG).
         concept: name of the root or concept the file came from.
         repeat: repeat index within its concept (0 for the first).
+        loss_weight: its concept's ``loss_weight``, carried into the batch (``loss_weights``)
+            so a trainer can weight each member's loss.
     """
 
     key: str
@@ -62,6 +65,7 @@ class Source:
     captions: tuple[str, ...] = ()
     concept: str = ""
     repeat: int = 0
+    loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
         _require(bool(self.key), "Source.key", self.key, "must be non-empty", self.path)
@@ -81,6 +85,16 @@ class Source:
             self.path,
         )
         _require(self.repeat >= 0, "Source.repeat", self.repeat, "must be >= 0", self.path)
+        _require(
+            isinstance(self.loss_weight, (int, float))
+            and not isinstance(self.loss_weight, bool)
+            and math.isfinite(self.loss_weight)
+            and self.loss_weight >= 0,
+            "Source.loss_weight",
+            self.loss_weight,
+            "must be a finite number >= 0",
+            self.path,
+        )
 
 
 _MAX_SECONDS = 1e9  # ~32 years: anything longer is a corrupt header, not a video
@@ -411,6 +425,9 @@ class Batch(TypedDict, total=False):
         frame_times: per member, each frame's presentation time in seconds.
         crops: per member, ``[x, y, w, h]`` of the crop in source pixels.
         buckets: per member, the bucket as ``"FxWxH"`` (frames, width, height).
+        concepts: per member, the concept (root) its source came from.
+        loss_weights: float32 ``(B,)``, each member's concept ``loss_weight`` (ones unless a
+            concept sets one): multiply the per-member loss by it.
         repeated_fraction: per member, the share of frames repeating the one before (a
             source slower than the target fps); pixel batches only.
         text_embeds: ``(B, max_length, D)`` UMT5 embeddings of the captions, zero-padded after
@@ -442,6 +459,8 @@ class Batch(TypedDict, total=False):
     frame_times: list[list[float]]
     crops: list[list[float]]
     buckets: list[str]
+    concepts: list[str]
+    loss_weights: torch.Tensor
     repeated_fraction: list[float]
     text_embeds: torch.Tensor
     text_lens: torch.Tensor

@@ -192,9 +192,12 @@ def test_caption_tools_leave_the_sample_index_fingerprint_and_cache_keys_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from wan_data.latents import prepare
+    from wan_data.latents import spec as spec_module
     from wan_data.planning import sample_list
 
-    monkeypatch.setattr(prepare, "source_identity", lambda path, content_hash=False: {"p": path})
+    monkeypatch.setattr(
+        spec_module, "source_identity", lambda path, content_hash=False: {"p": path}
+    )
     plain = _options(CaptionTools())
     tooled = _options(CaptionTools("sks", "x", True, 1, 0.5))
     sample = PlanSample(_probed(TAGS), 0, Bucket(17, 64, 64))

@@ -68,6 +68,15 @@ class TextSpec:
     seed: int = 0
     command_hint: str = ""
     captions: CaptionTools = NO_CAPTION_TOOLS
+    # The caption tools of each concept that sets its own (a trigger word per concept), by name.
+    concept_captions: tuple[tuple[str, CaptionTools], ...] = ()
+
+    def tools_for(self, concept: str) -> CaptionTools:
+        """The caption tools of a source of ``concept``: its own, else the dataset's."""
+        for name, tools in self.concept_captions:
+            if name == concept:
+                return tools
+        return self.captions
 
 
 def text_key(caption: str, spec: TextSpec) -> str:
@@ -100,7 +109,7 @@ def text_keys(samples: Iterable[PlanSample], spec: TextSpec) -> dict[str, str]:
     keys: dict[str, str] = {text_key("", spec): ""}
     seen: set[str] = set()
     for sample in samples:
-        for caption in sample_captions(sample, spec.captions):
+        for caption in sample_captions(sample, spec.tools_for(sample.probed.source.concept)):
             if caption in seen:
                 continue
             seen.add(caption)

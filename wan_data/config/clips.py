@@ -5,7 +5,7 @@ what ``wan-data scan`` and the sample index key on, and what a source may overri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -13,10 +13,12 @@ from wan_data.config.base import ConfigGroup, _is_int, _is_number, _is_pair, _op
 from wan_data.config.fields import AUTO, Auto, option
 from wan_data.config.values import (
     parse_fps,
+    parse_frame_batch_size,
     parse_optional_float,
     parse_optional_int,
     parse_size,
     show_fps,
+    show_frame_batch_sizes,
     show_optional,
     show_sizes,
     show_words,
@@ -359,8 +361,44 @@ class BatchingConfig(ConfigGroup):
         help="a bucket's last partial batch: repeat, drop or partial",
         choices=SMALL_BUCKET_MODES,
     )
+    frame_batch_sizes: tuple[tuple[int, int], ...] = option(
+        (),
+        help="batch size per frame bucket, as FRAMES:SIZE (e.g. 1:8 81:1: images at 8, "
+        "81-frame clips at 1); a concept's batch_size wins",
+        parse=parse_frame_batch_size,
+        nargs="+",
+        metavar="F:B",
+        show=show_frame_batch_sizes,
+    )
+
+    def _normalise(self) -> None:
+        super()._normalise()
+        value = self.frame_batch_sizes
+        if isinstance(value, Mapping):
+            value = tuple(value.items())
+        if isinstance(value, (list, tuple)) and all(_is_pair(v) for v in value):
+            self._set("frame_batch_sizes", tuple(sorted((int(f), int(b)) for f, b in value)))
 
     def problems(self) -> list[str]:
         from wan_data.planning.plan import check_plan_options
 
-        return check_plan_options(self.batch_size, self.small_buckets, 1, 0)
+        problems = check_plan_options(self.batch_size, self.small_buckets, 1, 0)
+        value = self.frame_batch_sizes
+        if (
+            not isinstance(value, tuple)
+            or not all(_is_pair(v) and v[0] >= 1 and v[1] >= 1 for v in value)
+            or len({f for f, _ in value}) != len(value)
+        ):
+            problems.append(
+                format_error(
+                    "frame_batch_sizes",
+                    value,
+                    "must map frame counts to batch sizes, each an int >= 1, one per count",
+                    "e.g. {1: 8, 81: 1}",
+                )
+            )
+        return problems
+
+    def frame_sizes(self) -> dict[int, int]:
+        """``frame_batch_sizes`` as a dict (frame count → batch size)."""
+        return dict(self.frame_batch_sizes)

@@ -82,6 +82,19 @@ def show_sizes(value: Sequence[Sequence[int]]) -> list[str]:
     return [f"{int(w)}x{int(h)}" for w, h in value]
 
 
+def parse_frame_batch_size(text: str) -> tuple[int, int]:
+    """``FRAMES:SIZE`` such as ``81:1``."""
+    try:
+        frames, size = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be FRAMES:SIZE, e.g. 81:1") from None
+    return frames, size
+
+
+def show_frame_batch_sizes(value: Sequence[Sequence[int]]) -> list[str]:
+    return [f"{int(f)}:{int(b)}" for f, b in value]
+
+
 def parse_dtype(text: str) -> torch.dtype:
     try:
         return DTYPES[text]

@@ -126,7 +126,8 @@ class _Columns:
     caption_mtimes: list[int]
     deferred: list[bool]  # caption checked when the sample is built (see the module docstring)
     racy_ns: int  # a caption modified after this is read again even if its identity matches
-    rows: _Lines  # JSON of each source: key, media_type, captions, concept, repeat, fallback
+    rows: _Lines  # JSON of each source: key, media_type, captions, concept, repeat, fallback,
+    # loss_weight (when not 1)
     probed_source: np.ndarray  # source row of each probed file
     probed_rows: _Lines  # JSON of each probed file's metadata and warnings
     sample_probed: np.ndarray  # probed row of each sample
@@ -146,6 +147,7 @@ class _Columns:
             captions=captions,
             concept=row["concept"],
             repeat=row["repeat"],
+            loss_weight=row.get("loss_weight", 1.0),
         )
 
     def _fresh_captions(
@@ -386,6 +388,8 @@ def save_index(
                     "concept": s.concept,
                     "repeat": s.repeat,
                     "fallback": list(fallback),
+                    # Only when set, so rows of unweighted sources stay as they were.
+                    **({"loss_weight": s.loss_weight} if s.loss_weight != 1.0 else {}),
                 }
             )
             for s, (_, fallback) in zip(sources, lazy, strict=True)

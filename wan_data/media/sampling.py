@@ -162,13 +162,15 @@ def available_frames(
     return max(0, min(by_end, by_last) + 1)
 
 
-def frames_available(meta: VideoMetadata, fps: float | None) -> int:
-    """Frames a source offers at the target ``fps``, counted as the clip planner counts them
-    (``decode.plan_clips``): native frames with ``fps=None``, one for an image."""
+def frames_available(meta: VideoMetadata, fps: float | None, frame_stride: int = 1) -> int:
+    """Target frames a source offers at ``fps``, counted as the clip planner counts them
+    (``plan_clips``): native frames with ``fps=None`` (every ``frame_stride``-th one, which
+    is ignored with an fps), one for an image."""
     if meta.media_type == "image":
         return 1
     if fps is None:
-        return meta.frame_count
+        n = meta.frame_count
+        return (n - 1) // frame_stride + 1 if frame_stride > 1 and n > 0 else n
     return available_frames(meta.duration, fps, source_fps=meta.fps or None)
 
 

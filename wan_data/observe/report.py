@@ -39,7 +39,6 @@ from wan_data.observe.metrics import (
     latest_memory,
     merge_reports,
 )
-from wan_data.planning.plan import plan_epoch
 
 if TYPE_CHECKING:
     from wan_data.dataset import WanVideoDataset
@@ -148,15 +147,7 @@ class DatasetReporter:
         # report() runs every metrics_every batches; the plan of an epoch never changes.
         which = (ds.epoch, ds.rank_and_world_size()[1])
         if self._plan_stats is None or self._plan_stats[0] != which:
-            plan = plan_epoch(
-                ds._sample_buckets,
-                batch_size=ds.batch_size,
-                seed=ds.seed,
-                epoch=which[0],
-                rank=0,
-                world_size=which[1],
-                small_buckets=ds.small_buckets,
-            )
+            plan = ds.plan(which[0], rank=0)
             self._plan_stats = (which, plan.stats)
         return {
             "plan": self._plan_stats[1],
@@ -265,17 +256,22 @@ def static_bucket_stats(
     clips: dict[str, list[int]] = {}
     for sample in samples:
         clips.setdefault(sample.probed.key, []).append(sample.bucket.frames)
-    largest = max(options.frames)
+    # Each source by its own concept's options (frames, fps, sampling may be per source).
+    counted = all(
+        o.sampling in ("head", "chunks") for o in (options, *(o for _, o in options.by_concept))
+    )
     for source in probed:
         meta = source.metadata
         if meta.media_type != "video":
             continue
         videos += 1
-        available = frames_available(meta, options.fps)
-        to_bucket, by_sampling = split_unused_frames(available, clips.get(source.key, []), largest)
+        own_options = options.for_source(source.source)
+        available = frames_available(meta, own_options.fps, own_options.frame_stride)
+        to_bucket, by_sampling = split_unused_frames(
+            available, clips.get(source.key, []), max(own_options.frames)
+        )
         trimmed += to_bucket
         unused += by_sampling
-    counted = options.sampling in ("head", "chunks")
 
     def total(n: int) -> int | None:
         return n if counted else None
@@ -289,12 +285,12 @@ def static_bucket_stats(
         "frames_trimmed_to_bucket_mean_per_video": mean(trimmed),
         "frames_unused_by_sampling": total(unused),
         "frames_unused_by_sampling_mean_per_video": mean(unused),
-        **_repeat_stats(samples, options.fps),
+        **_repeat_stats(samples, options),
     }
 
 
-def _repeat_stats(samples: Sequence[PlanSample], fps: float | None) -> dict[str, Any]:
-    """Frames a source slower than ``fps`` must repeat (a 10 fps clip at 16 fps shows ~38 %
+def _repeat_stats(samples: Sequence[PlanSample], options: DecodeOptions) -> dict[str, Any]:
+    """Frames a source slower than its target fps must repeat (a 10 fps clip at 16 fps shows ~38 %
     of its frames twice), expected from the metadata: the mean share over the samples of
     videos, and the sources below the target rate."""
     shares = []
@@ -303,7 +299,7 @@ def _repeat_stats(samples: Sequence[PlanSample], fps: float | None) -> dict[str,
         meta = sample.probed.metadata
         if meta.media_type != "video":
             continue
-        share = expected_repeated_fraction(fps, meta.fps)
+        share = expected_repeated_fraction(options.for_source(sample.probed.source).fps, meta.fps)
         shares.append(share)
         if share > 0:
             slow.add(sample.probed.path)

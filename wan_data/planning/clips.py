@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from wan_data.errors import SampleError, format_error
-from wan_data.items import Bucket, Probed
+from wan_data.items import Bucket, Probed, Source
 from wan_data.media.buckets import BucketSet, cover_size, crop_offsets
 from wan_data.media.sampling import (
     choose_frame_bucket,
@@ -26,7 +26,14 @@ from wan_data.media.sampling import (
 )
 from wan_data.sources.caption_tools import NO_CAPTION_TOOLS, CaptionTools, apply_caption_tools
 
-__all__ = ["ClipPlan", "DecodeOptions", "caption_for", "choose_bucket", "plan_clips"]
+__all__ = [
+    "ClipPlan",
+    "DecodeOptions",
+    "bucket_list",
+    "caption_for",
+    "choose_bucket",
+    "plan_clips",
+]
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,22 @@ class DecodeOptions:
     # Caption tools (prefix, suffix, tag shuffle and dropout): they change the caption only, so
     # the sample index's fingerprint and the latent cache keys leave them out.
     captions: CaptionTools = NO_CAPTION_TOOLS
+    # Per-source options: the options of each concept that overrides some (see
+    # ``Concept.options``), by concept name; a source of any other concept uses these.
+    by_concept: tuple[tuple[str, DecodeOptions], ...] = ()
+
+    def for_concept(self, name: str) -> DecodeOptions:
+        """The options a source of concept ``name`` is planned with: its own when the concept
+        overrides any, else these. Idempotent (a concept's options have no ``by_concept``),
+        so every function that takes options may resolve them again."""
+        for concept, options in self.by_concept:
+            if concept == name:
+                return options
+        return self
+
+    def for_source(self, source: Source) -> DecodeOptions:
+        """:meth:`for_concept` of the source's concept."""
+        return self.for_concept(source.concept) if self.by_concept else self
 
     def identity(self, *, captions: bool) -> dict[str, object]:
         """The options fingerprints cover: what decides a source's samples (and, with
@@ -73,14 +96,28 @@ class DecodeOptions:
         out: dict[str, object] = {
             k: v
             for k, v in self.__dict__.items()
-            if k not in ("buckets", "num_ffmpeg_threads", "captions")
+            if k not in ("buckets", "num_ffmpeg_threads", "captions", "by_concept")
         }
         for name, default in (("stride", None), ("frame_stride", 1)):
             if out[name] == default:
                 del out[name]
         if captions and self.captions != NO_CAPTION_TOOLS:
             out["captions"] = dataclasses.asdict(self.captions)
+        if self.by_concept:
+            # A concept's own buckets are part of its identity: the dataset-level buckets are
+            # covered by the caller, a concept's are not.
+            out["by_concept"] = {
+                name: {**options.identity(captions=captions), "buckets": bucket_list(options)}
+                for name, options in self.by_concept
+            }
         return out
+
+
+def bucket_list(options: DecodeOptions) -> list[list[int]]:
+    """The spatial buckets of ``options`` as JSON lists (for fingerprints)."""
+    buckets = options.buckets
+    sizes = buckets.all if isinstance(buckets, BucketSet) else tuple(buckets)
+    return [list(b) for b in sizes]
 
 
 @dataclass(frozen=True)
@@ -132,6 +169,7 @@ def plan_clips(item: Probed, options: DecodeOptions, epoch: int) -> list[ClipPla
     Raises:
         SampleError: ``too_short`` when no frame bucket fits.
     """
+    options = options.for_source(item.source)
     meta = item.metadata
     bw, bh = choose_bucket(meta.width, meta.height, options, item.path)
     rw, rh = cover_size(meta.width, meta.height, bw, bh)
@@ -142,11 +180,9 @@ def plan_clips(item: Probed, options: DecodeOptions, epoch: int) -> list[ClipPla
         native = options.fps is None
         fps = meta.fps if native else options.fps
         assert fps is not None
-        n = frames_available(meta, options.fps)
         # Native rate with a frame stride: target frame i is source frame i * frame_stride.
         step = options.frame_stride if native else 1
-        if step > 1 and n > 0:
-            n = (n - 1) // step + 1
+        n = frames_available(meta, options.fps, step)
         chosen = choose_frame_bucket(n, options.frames)
         if chosen is None:
             raise SampleError(
@@ -202,6 +238,7 @@ def caption_for(item: Probed, options: DecodeOptions, epoch: int) -> str:
     without one), then the caption tools of ``options.captions`` (prefix and suffix; tag
     shuffle and dropout seeded by seed, epoch and key, see :mod:`wan_data.sources.caption_tools`).
     """
+    options = options.for_source(item.source)
     captions = item.source.captions
     chosen = (
         sample_rng(options.seed, epoch, item.key, "caption").choice(captions) if captions else ""

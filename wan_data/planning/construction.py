@@ -20,11 +20,13 @@ The stages, in order::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from wan_data.config.dataset_config import DatasetConfig
+from wan_data.config.per_source import concept_configs
 from wan_data.failures.ledger import Ledger
 from wan_data.failures.mechanism import StageContext
 from wan_data.index.metadata_cache import MetadataCache
@@ -42,8 +44,17 @@ from wan_data.stages.probe import Probe, ProbeLimits
 __all__ = ["Construction", "construct", "decode_options", "probe_limits"]
 
 
-def probe_limits(config: DatasetConfig) -> ProbeLimits:
-    """What a file must satisfy, from the filters and the shape."""
+def probe_limits(config: DatasetConfig, concepts: Sequence[Concept] = ()) -> ProbeLimits:
+    """What a file must satisfy, from the filters and the shape (a concept's own frames and
+    fps for its sources)."""
+    limits = _limits(config)
+    by_concept = tuple(
+        (name, _limits(own)) for name, own in concept_configs(config, concepts)[0].items()
+    )
+    return dataclasses.replace(limits, by_concept=by_concept) if by_concept else limits
+
+
+def _limits(config: DatasetConfig) -> ProbeLimits:
     return ProbeLimits(
         min_frames=min(config.shape.frames),
         fps=config.shape.fps,
@@ -51,11 +62,24 @@ def probe_limits(config: DatasetConfig) -> ProbeLimits:
         max_duration_seconds=config.filters.max_duration_seconds,
         min_source_fps=config.filters.min_source_fps,
         integrity=config.integrity_enabled,
+        frame_stride=config.sampling.frame_stride if config.shape.fps is None else 1,
     )
 
 
-def decode_options(config: DatasetConfig, buckets: BucketSet) -> DecodeOptions:
-    """Which pixels a source turns into, from the shape, the sampling and the seed."""
+def decode_options(
+    config: DatasetConfig, buckets: BucketSet, concepts: Sequence[Concept] = ()
+) -> DecodeOptions:
+    """Which pixels a source turns into, from the shape, the sampling and the seed (a
+    concept's own options for its sources, see ``Concept.options``)."""
+    options = _decode(config, buckets)
+    by_concept = tuple(
+        (name, _decode(own, own.shape.bucket_set()))
+        for name, own in concept_configs(config, concepts)[0].items()
+    )
+    return dataclasses.replace(options, by_concept=by_concept) if by_concept else options
+
+
+def _decode(config: DatasetConfig, buckets: BucketSet) -> DecodeOptions:
     return DecodeOptions(
         frames=config.shape.frames,
         fps=config.shape.fps,
@@ -167,12 +191,13 @@ def construct(
             result.sources,
             [
                 *front,
-                Probe(probe_limits(config), threads=threads, cache=result.metadata_cache),
+                Probe(probe_limits(config, concepts), threads=threads, cache=result.metadata_cache),
                 *index_stages,
             ],
             context,
         )
-        for planned in Bucket(decode_options(config, buckets))(observe(probed), context):
+        bucket = Bucket(decode_options(config, buckets, concepts))
+        for planned in bucket(observe(probed), context):
             if isinstance(planned, Failed):
                 context.metrics.record_failed(planned)
                 result.failures.append(planned)

@@ -11,8 +11,11 @@ Algorithm (:func:`plan_epoch`):
 1. Group sample indices by bucket. Buckets are visited in sorted ``(frames, width, height)``
    order and indices within a bucket ascend, so the grouping depends on nothing but the list.
 2. Within each bucket, permute the indices with a numpy PCG64 generator seeded by the SHA-256 of
-   ``(seed, epoch, f"bucket:{frames}x{width}x{height}", "plan")`` (:func:`_permutation`) and cut
-   them into batches of ``batch_size``. The remainder (all of a bucket smaller than the batch)
+   ``(seed, epoch, f"bucket:{frames}x{width}x{height}", "plan")`` (:func:`seeded_permutation`)
+   and cut them into batches of ``batch_size``. With per-sample ``batch_sizes`` a bucket's
+   samples are split by size first and each group is cut alone (its key gets ``/bs:<size>``
+   unless the size is ``batch_size``). With an epoch ``selection`` (balancing) only the
+   selected samples are grouped. The remainder (all of a bucket smaller than the batch)
    follows ``small_buckets``:
 
    - ``"repeat"`` (default): fill it up to ``batch_size`` with other samples of the same bucket,
@@ -56,6 +59,7 @@ import numpy as np
 from wan_data.errors import ConfigError, format_error
 from wan_data.items import Bucket
 from wan_data.media.sampling import sample_rng
+from wan_data.planning.groups import batch_groups, check_per_sample
 
 __all__ = [
     "SMALL_BUCKET_MODES",
@@ -65,6 +69,7 @@ __all__ = [
     "fallback_buckets",
     "plan_epoch",
     "replacement_candidates",
+    "seeded_permutation",
     "shard_batches",
 ]
 
@@ -219,7 +224,7 @@ def _group(buckets: Sequence[Bucket]) -> dict[Bucket, list[int]]:
     return {b: by_value[b] for b in sorted(by_value, key=_bucket_order)}
 
 
-def _permutation(n: int, seed: int, epoch: int, key: str, purpose: str) -> list[int]:
+def seeded_permutation(n: int, seed: int, epoch: int, key: str, purpose: str) -> list[int]:
     """A permutation of ``range(n)`` seeded like :func:`sample_rng` (SHA-256 of the inputs).
 
     numpy's generator, not ``random.shuffle``: the plan is computed at the start of every epoch
@@ -231,10 +236,10 @@ def _permutation(n: int, seed: int, epoch: int, key: str, purpose: str) -> list[
 
 
 def _shuffled(indices: list[int], seed: int, epoch: int, key: str, purpose: str) -> list[int]:
-    """``indices`` in the order of :func:`_permutation`."""
+    """``indices`` in the order of :func:`seeded_permutation`."""
     if len(indices) < 2:
         return list(indices)
-    perm = _permutation(len(indices), seed, epoch, key, purpose)
+    perm = seeded_permutation(len(indices), seed, epoch, key, purpose)
     return np.asarray(indices, dtype=np.int64)[perm].tolist()
 
 
@@ -267,6 +272,7 @@ class _Segment:
         order: its sample indices, shuffled; batch ``j < full`` is ``order[j*bs:(j+1)*bs]``.
         full: how many full batches it cuts into.
         tail: the remainder batch (members, repeats) when the mode keeps one.
+        size: the batch size of its samples.
     """
 
     first: int
@@ -274,10 +280,11 @@ class _Segment:
     order: list[int]
     full: int
     tail: tuple[tuple[int, ...], int] | None
+    size: int
 
-    def batch(self, j: int, batch_size: int) -> tuple[tuple[int, ...], int]:
+    def batch(self, j: int) -> tuple[tuple[int, ...], int]:
         if j < self.full:
-            return tuple(self.order[j * batch_size : (j + 1) * batch_size]), 0
+            return tuple(self.order[j * self.size : (j + 1) * self.size]), 0
         assert self.tail is not None
         return self.tail
 
@@ -291,6 +298,8 @@ def plan_epoch(
     rank: int = 0,
     world_size: int = 1,
     small_buckets: str = "repeat",
+    batch_sizes: Sequence[int] | None = None,
+    selection: Sequence[int] | None = None,
 ) -> EpochPlan:
     """Plan one rank's batches for one epoch (see the module docstring for the algorithm).
 
@@ -303,6 +312,13 @@ def plan_epoch(
         world_size: number of ranks; every rank gets the same number of batches.
         small_buckets: what to do with a bucket's remainder: ``"repeat"``, ``"drop"`` or
             ``"partial"``.
+        batch_sizes: the batch size of sample ``i`` at index ``i`` (per concept or frame
+            count); ``None``: ``batch_size`` for all. Samples of one bucket with different
+            sizes are batched apart (a batch never mixes sizes), each group as a bucket is.
+        selection: the samples this epoch trains on, as indices into ``buckets`` (repeats
+            allowed: a sample listed twice is planned twice); ``None``: every sample once.
+            Balancing computes it per epoch (:mod:`wan_data.planning.balance`). Failed
+            members are still replaced from the whole bucket (``pools``).
 
     Returns:
         This rank's plan. An empty ``buckets`` gives zero batches on every rank.
@@ -315,10 +331,12 @@ def plan_epoch(
         problems.append(format_error("seed", seed, "must be an int"))
     if not _is_int(epoch):
         problems.append(format_error("epoch", epoch, "must be an int"))
+    problems += check_per_sample(len(buckets), batch_sizes, selection)
     if problems:
         raise ConfigError(problems)
 
     groups = _group(buckets)
+    planned_groups = batch_groups(groups, buckets, batch_size, batch_sizes, selection)
     segments: list[_Segment] = []
     planned = 0  # batches of all ranks, before padding
     per_bucket: dict[str, dict[str, int]] = {}
@@ -326,36 +344,38 @@ def plan_epoch(
     dropped: dict[str, int] = {}
     whole_dropped: list[str] = []
     partial: dict[str, int] = {}
-    for bucket, indices in groups.items():
-        key = _bucket_key(bucket)
+    for (bucket, size), indices in planned_groups.items():
+        # The default size keeps the keys (and so the plans) of datasets without sizes.
+        key = _bucket_key(bucket) if size == batch_size else f"{_bucket_key(bucket)}/bs:{size}"
+        name = str(bucket) if size == batch_size else f"{bucket}/bs{size}"
         order = _shuffled(indices, seed, epoch, key, "plan")
-        n_full = len(order) // batch_size
-        rest = order[n_full * batch_size :]
+        n_full = len(order) // size
+        rest = order[n_full * size :]
         tail: tuple[tuple[int, ...], int] | None = None
         n_repeated = n_dropped = 0
         if rest:
             if small_buckets == "repeat":
-                n_repeated = batch_size - len(rest)
+                n_repeated = size - len(rest)
                 # Prefer samples outside the remainder so a filler never duplicates a member.
-                pool = order[: n_full * batch_size] or rest
+                pool = order[: n_full * size] or rest
                 rng = sample_rng(seed, epoch, key, "repeat")
                 picks = rng.sample(pool, min(n_repeated, len(pool)))
                 fill = [picks[i % len(picks)] for i in range(n_repeated)]
                 tail = (tuple(rest + fill), n_repeated)
-                repeated[str(bucket)] = n_repeated
+                repeated[name] = n_repeated
             elif small_buckets == "drop":
                 n_dropped = len(rest)
-                dropped[str(bucket)] = n_dropped
+                dropped[name] = n_dropped
                 if not n_full:
-                    whole_dropped.append(str(bucket))
+                    whole_dropped.append(name)
             else:
                 tail = (tuple(rest), 0)
-                partial[str(bucket)] = len(rest)
+                partial[name] = len(rest)
         count = n_full + (tail is not None)
         if count:
-            segments.append(_Segment(planned, bucket, order, n_full, tail))
+            segments.append(_Segment(planned, bucket, order, n_full, tail, size))
             planned += count
-        per_bucket[str(bucket)] = {
+        per_bucket[name] = {
             "samples": len(indices),
             "batches": count,
             "repeated": n_repeated,
@@ -364,14 +384,14 @@ def plan_epoch(
 
     # Shuffling batch ids is shuffling the batches: the permutation depends only on the length
     # and the seed, never on the contents.
-    ids = _permutation(planned, seed, epoch, "", "batches")
+    ids = seeded_permutation(planned, seed, epoch, "", "batches")
     padding = (-planned) % world_size if planned else 0
     padded = ids + [ids[i % planned] for i in range(padding)]
     firsts = [seg.first for seg in segments]
     batches = []
     for p, g in enumerate(padded[rank::world_size]):
         seg = segments[bisect.bisect_right(firsts, g) - 1]
-        members, repeats = seg.batch(g - seg.first, batch_size)
+        members, repeats = seg.batch(g - seg.first)
         batches.append(
             PlannedBatch(
                 position=p,
@@ -387,7 +407,7 @@ def plan_epoch(
         "batch_size": batch_size,
         "world_size": world_size,
         "small_buckets": small_buckets,
-        "samples": len(buckets),
+        "samples": len(buckets) if selection is None else len(selection),
         "batches": planned,
         "repeated": sum(repeated.values()),
         "dropped": sum(dropped.values()),

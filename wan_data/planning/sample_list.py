@@ -32,6 +32,7 @@ from wan_data.planning.clips import DecodeOptions
 from wan_data.planning.construction import Construction, construct, probe_limits
 from wan_data.sources.captions import fallback_captions
 from wan_data.stages.base import Stage
+from wan_data.stages.probe import ProbeLimits
 
 __all__ = ["SampleList", "load_or_construct", "samples_digest"]
 
@@ -81,14 +82,11 @@ def _fingerprint(
     return setup_fingerprint(
         {
             "version": __version__,
-            "concepts": [
-                [os.path.abspath(os.fspath(c.root)), c.name, c.repeats, c.caption]
-                for c in resolved.concepts
-            ],
+            "concepts": [c.identity() for c in resolved.concepts],
             # The caption tools change captions only, never which samples there are.
             "decode": decode.identity(captions=False),
             "buckets": [list(b) for b in buckets.all],
-            "limits": dataclasses.asdict(probe_limits(config)),
+            "limits": _limits_identity(probe_limits(config, resolved.concepts)),
             "policy": repr(config.errors.policy),
             "breaker": dataclasses.asdict(config.errors.breaker_config()),
             "ledger": str(ledger.path) if ledger is not None else None,
@@ -116,6 +114,17 @@ def _fingerprint(
             **({"index_stages": [s.identity() for s in index_stages]} if index_stages else {}),
         }
     )
+
+
+def _limits_identity(limits: ProbeLimits) -> dict[str, object]:
+    """The probe limits as fingerprinted: ``by_concept`` and ``frame_stride`` only when set
+    (so the fingerprints of datasets without them stay as they were)."""
+    out = dataclasses.asdict(limits)
+    if not limits.by_concept:
+        del out["by_concept"]
+    if limits.frame_stride == 1:
+        del out["frame_stride"]
+    return out
 
 
 def load_or_construct(

@@ -155,7 +155,7 @@ def fingerprint(ds: WanVideoDataset, samples_digest: str) -> str:
 
 def fingerprint_options(ds: WanVideoDataset) -> dict[str, Any]:
     """The options the fingerprint covers, as JSON values."""
-    options = {
+    options: dict[str, Any] = {
         "frames": ds.frames,
         "fps": ds.fps,
         "resolutions": ds.resolutions,
@@ -164,5 +164,12 @@ def fingerprint_options(ds: WanVideoDataset) -> dict[str, Any]:
         "small_buckets": ds.small_buckets,
         "decode": ds._decode.identity(captions=True),
     }
+    # What changes the plan per concept (repeats, samples per epoch, batch sizes, weights):
+    # only when set, so the states of datasets without them keep their fingerprints.
+    if ds.config.batching.frame_batch_sizes:
+        options["frame_batch_sizes"] = ds.config.batching.frame_batch_sizes
+    concepts = [c.identity()[1:] for c in ds.concepts if len(c.identity()) > 4 or c.balanced]
+    if concepts:
+        options["concepts"] = concepts
     parsed: dict[str, Any] = json.loads(json.dumps(options, sort_keys=True, default=str))
     return parsed

@@ -27,6 +27,7 @@ stage          items                 module
 ``Bucket``     Probed → PlanSample   :mod:`~wan_data.stages.bucket`
 ``Decode``     PlanSample → Clip     :mod:`~wan_data.stages.decode`
 ``Map``        Clip → Clip           :mod:`~wan_data.stages.base` (a user's clip stage)
+``CropJitter`` Clip → Clip           :mod:`~wan_data.stages.augment` (off unless added)
 ``RandomFlip`` Clip → Clip           :mod:`~wan_data.stages.augment` (off unless added)
 ``ColorJitter`` Clip → Clip          :mod:`~wan_data.stages.augment` (off unless added)
 ``BatchClips`` Clip → Batch          :mod:`~wan_data.stages.collate` (unplanned batches)
@@ -40,7 +41,7 @@ after ``Decode``).
 """
 
 from wan_data.failures.mechanism import StageContext, drop_failed
-from wan_data.stages.augment import ColorJitter, RandomFlip
+from wan_data.stages.augment import ColorJitter, CropJitter, RandomFlip
 from wan_data.stages.base import Filter, Map, MapStage, Stage, compose
 from wan_data.stages.bucket import Bucket
 from wan_data.stages.collate import BatchClips
@@ -54,6 +55,7 @@ __all__ = [
     "Bucket",
     "Collect",
     "ColorJitter",
+    "CropJitter",
     "Decode",
     "Filter",
     "Map",

@@ -131,6 +131,10 @@ def make_batch(
     batch["frame_times"] = [list(c.frame_times) for c in members]
     batch["crops"] = [c.crop.as_list() for c in members]
     batch["buckets"] = [str(c.bucket) for c in members]
+    batch["concepts"] = [c.source.concept for c in members]
+    batch["loss_weights"] = torch.tensor(
+        [float(c.source.loss_weight) for c in members], dtype=torch.float32
+    )
     if pixels is not None:
         batch["repeated_fraction"] = [
             c.repeated_frames / c.bucket.frames for c in members if isinstance(c, Clip)

@@ -238,7 +238,9 @@ def _resolve(entry: Entry, run: CollectRun) -> Failed | tuple[Entry, tuple[str, 
 
 def _sources(entry: Entry, captions: tuple[str, ...]) -> Iterator[Source]:
     assert entry.media_type is not None
-    for r in range(entry.concept.repeats):
+    # ceil(repeats) copies: with a fractional repeat the last copy is kept for a seeded share
+    # of the sources each epoch (the plan's balancing, see wan_data/planning/balance.py).
+    for r in range(entry.concept.copies):
         yield Source(
             key=entry.key if r == 0 else f"{entry.key}@{r}",
             path=entry.path,
@@ -246,6 +248,7 @@ def _sources(entry: Entry, captions: tuple[str, ...]) -> Iterator[Source]:
             captions=captions,
             concept=entry.concept.name or "",
             repeat=r,
+            loss_weight=float(entry.concept.loss_weight),
         )
 
 

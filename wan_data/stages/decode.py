@@ -78,6 +78,7 @@ def decode_one(
     ones become ``Failed`` (reason from ``policy``) next to the surviving clips, which a raise
     would lose. An error ``policy`` calls fatal is raised even then, so the stage stops the run.
     """
+    options = options.for_source(item.source)  # the source's concept may override some
     plans = plan_clips(item, options, epoch)
     caption = caption_for(item, options, epoch)
     decoder = open_seekable(item, plans[0], options.num_ffmpeg_threads)
@@ -140,6 +141,7 @@ def decode_sample(
         SampleError: ``decode_error`` when only a shorter prefix decodes; whatever the decoder
             raises otherwise (classified by the caller's policy).
     """
+    options = options.for_source(item.source)  # the source's concept may override some
     plans = plan_clips(item, options, epoch)
     plan = plans[clip_index]
     decoder = open_seekable(item, plan, options.num_ffmpeg_threads)

@@ -131,6 +131,14 @@ def _add_scan_parser(sub: Any) -> None:
     scan.add_argument("--sheet-samples", type=_at_least(1), default=3, help="samples per row")
     scan.add_argument("--sheet-frames", type=_at_least(1), default=4, help="frames per sample")
     scan.add_argument("--thumb-height", type=_at_least(8), default=64, help="thumbnail height (px)")
+    scan.add_argument(
+        "--sheet-augment",
+        default="",
+        metavar="SPEC",
+        help="run augmentations on the contact sheet's clips and label each thumbnail, e.g. "
+        "'crop_jitter,flip,color_jitter' or 'crop_jitter:min_scale=0.9,flip:p=1' "
+        "(docs/composing.md, Augmentations)",
+    )
     scan.add_argument("--no-progress", action="store_true")
 
 
@@ -364,6 +372,7 @@ def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``wan-data scan``: bad files are findings (exit 0), a bad configuration is not (exit 2)."""
     from wan_data.config.cli import config_from_args
     from wan_data.errors import ConfigError, FatalError
+    from wan_data.stages.augment import augmentations_from_spec
     from wan_data.tools.plots import bucket_histogram, contact_sheet
     from wan_data.tools.scan import format_scan_table, scan_dataset
 
@@ -375,6 +384,7 @@ def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         try:
             config = config_from_args(args, "scan")
+            augmentations = augmentations_from_spec(args.sheet_augment)
         except ConfigError as exc:
             err.write(f"wan-data scan: {exc}\n")
             return 2
@@ -401,6 +411,7 @@ def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 frames_per_sample=args.sheet_frames,
                 thumb_height=args.thumb_height,
                 max_buckets=args.sheet_buckets,
+                augmentations=augmentations,
             )
             out.write(f"plots written to {histogram} and {sheet.path}\n")
             for path, why in sheet.failed:

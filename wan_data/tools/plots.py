@@ -7,7 +7,10 @@ and tests check sizes without parsing pixels.
 
 The contact sheet decodes its clips with :func:`wan_data.stages.decode.decode_sample` and the scan's
 :class:`~wan_data.stages.decode.DecodeOptions`, the call training makes, so a thumbnail shows the
-frames, the resize and the crop of the real sample (epoch 0), not a guess at them.
+frames, the resize and the crop of the real sample (epoch 0), not a guess at them. Given
+augmentation stages (``augmentations=``, ``wan-data scan --sheet-augment``), it runs them on each
+decoded clip as ``clip_stages=`` would (epoch 0), and labels every thumbnail with the draw it
+got, so the sheet shows what an augmented training sample looks like.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from wan_data.errors import ConfigError, format_error
-from wan_data.failures.mechanism import clean_message
+from wan_data.failures.mechanism import StageContext, clean_message
 from wan_data.failures.policy import release_frames
+from wan_data.items import Clip, Failed
 from wan_data.media.sampling import sample_rng
 from wan_data.planning.batches import PlanSample
+from wan_data.stages.base import Stage
 from wan_data.stages.decode import decode_sample
 from wan_data.tools.scan_report import BucketCount, ScanReport
 
@@ -60,6 +65,7 @@ _S_MARGIN = 10
 _S_TITLE = 26
 _S_LABEL = 20
 _S_NAME = 18
+_S_AUGMENT = 14  # the augmentation label line, only on an augmented sheet
 _S_ROW_GAP = 10
 _S_FRAME_GAP = 2
 _S_CELL_GAP = 12
@@ -191,7 +197,10 @@ class ContactSheet:
         buckets: the buckets shown, one row each, as ``(width, height, frames)``.
         shown: ``(bucket label, file)`` of every decoded sample on the sheet.
         failed: ``(file, why)`` of every sample that did not decode (skipped, another sample
-            of its bucket tried instead).
+            of its bucket tried instead), or that an augmentation turned into a failure.
+        augmentations: the augmentation stages applied, by ``repr``, in order (empty: none).
+        applied: per entry of ``shown``, the label of the augmentations drawn for it (``"flip,
+            crop 0.91"``; ``"unchanged"`` when none changed it); empty on a plain sheet.
     """
 
     path: str
@@ -199,6 +208,8 @@ class ContactSheet:
     buckets: tuple[tuple[int, int, int], ...]
     shown: tuple[tuple[str, str], ...]
     failed: tuple[tuple[str, str], ...]
+    augmentations: tuple[str, ...] = ()
+    applied: tuple[str, ...] = ()
 
 
 def thumbnail_width(width: int, height: int, thumb_height: int) -> int:
@@ -212,8 +223,8 @@ def _cell_width(bucket: Sequence[int], frames_per_sample: int, thumb_height: int
     return max(_S_MIN_CELL, slots * tw + (slots - 1) * _S_FRAME_GAP)
 
 
-def _row_height(thumb_height: int) -> int:
-    return _S_LABEL + thumb_height + _S_NAME + _S_ROW_GAP
+def _row_height(thumb_height: int, augmented: bool = False) -> int:
+    return _S_LABEL + thumb_height + _S_NAME + (_S_AUGMENT if augmented else 0) + _S_ROW_GAP
 
 
 def contact_sheet_size(
@@ -222,13 +233,14 @@ def contact_sheet_size(
     per_bucket: int = 3,
     frames_per_sample: int = 4,
     thumb_height: int = 64,
+    augmented: bool = False,
 ) -> tuple[int, int]:
     """``(width, height)`` of a contact sheet showing ``buckets``, each ``(width, height, frames)``.
 
     One row per bucket: a label line, ``per_bucket`` cells of ``min(frames_per_sample,
     frames)`` thumbnails ``thumb_height`` tall (a cell is at least wide enough for a file name),
-    a file-name line; plus a title and a footer line. An empty sheet keeps one row for its
-    message.
+    a file-name line and, on an ``augmented`` sheet, a line naming the augmentations drawn;
+    plus a title and a footer line. An empty sheet keeps one row for its message.
     """
     rows = [
         2 * _S_MARGIN
@@ -237,7 +249,8 @@ def contact_sheet_size(
         for b in buckets
     ]
     width = max([_S_MIN_WIDTH, *rows])
-    height = 2 * _S_MARGIN + _S_TITLE + max(1, len(buckets)) * _row_height(thumb_height) + _S_FOOTER
+    row = _row_height(thumb_height, augmented)
+    height = 2 * _S_MARGIN + _S_TITLE + max(1, len(buckets)) * row + _S_FOOTER
     return width, height
 
 
@@ -245,6 +258,34 @@ def contact_sheet_size(
 class _Cell:
     name: str
     thumbs: list[Image.Image]
+    applied: str = ""
+
+
+def _augment(clip: Clip, stages: Sequence[Stage[Clip, Clip]]) -> tuple[Clip, str]:
+    """``clip`` through ``stages`` at epoch 0 (as ``clip_stages=`` runs them), and a label.
+
+    The label joins each stage's ``describe`` of its draw for this clip (a stage without one
+    is named instead), so a reader can tell a flipped or zoomed thumbnail from a plain one.
+
+    Raises:
+        ValueError: a stage yielded a ``Failed`` or not exactly one clip; the caller notes the
+            sample as failed, as it does a decode error.
+    """
+    context = StageContext()
+    labels = []
+    for stage in stages:
+        describe = getattr(stage, "describe", None)
+        label = describe(clip.key, context.epoch) if callable(describe) else stage.name
+        out = list(stage([clip], context))
+        if len(out) != 1 or not isinstance(out[0], Clip):
+            why = out[0].message if out and isinstance(out[0], Failed) else f"{len(out)} items"
+            raise ValueError(
+                format_error(f"augmentation {stage.name}", why, "must turn one clip into one clip")
+            )
+        clip = out[0]
+        if label:
+            labels.append(str(label))
+    return clip, ", ".join(labels) or "unchanged"
 
 
 def _frame_indices(frames: int, wanted: int) -> list[int]:
@@ -277,6 +318,7 @@ def contact_sheet(
     thumb_height: int = 64,
     max_buckets: int = 12,
     threads: int | None = None,
+    augmentations: Sequence[Stage[Clip, Clip]] = (),
 ) -> ContactSheet:
     """Decode a few samples of each bucket exactly as training does and draw them on one PNG.
 
@@ -285,6 +327,12 @@ def contact_sheet(
     ``frames_per_sample`` frames spread over the clip, downscaled to ``thumb_height``. A sample
     that fails to decode is logged, listed in the footer and in ``ContactSheet.failed``, and
     replaced by another of its bucket when there is one: the sheet is always written.
+
+    ``augmentations`` (clip stages, e.g. :class:`~wan_data.stages.CropJitter`,
+    :class:`~wan_data.stages.RandomFlip`, :class:`~wan_data.stages.ColorJitter`) run on every
+    decoded clip in order at epoch 0, as ``clip_stages=`` would in training's first epoch, so
+    the thumbnails show the augmented frames; a line under each names the draw it got. Their
+    draws are seeded per clip, so the same scan and stages give the same sheet.
 
     Decoding a clip decodes all its frames at bucket size (as training does), so the cost is
     about ``max_buckets x per_bucket`` training samples; ``threads`` decode buckets in parallel
@@ -328,6 +376,7 @@ def contact_sheet(
                 break
             try:
                 clip = decode_sample(sample.probed, sample.clip_index, sample.bucket, options, 0)
+                clip, applied = _augment(clip, augmentations) if augmentations else (clip, "")
             except Exception as exc:  # any failure is this file's: note it, try another
                 why = f"{type(exc).__name__}: {clean_message(exc)[:200]}"
                 release_frames(exc)  # the traceback holds the decoder: free it now
@@ -343,7 +392,7 @@ def contact_sheet(
                     )
                 )
             name = Path(sample.path).name + (f" #{sample.clip_index}" if sample.clip_index else "")
-            cells.append(_Cell(name, thumbs))
+            cells.append(_Cell(name, thumbs, applied))
             del clip
         return cells, failed
 
@@ -352,11 +401,13 @@ def contact_sheet(
         results = list(pool.map(one, shown_buckets))
 
     buckets = [(b.width, b.height, b.frames) for b in shown_buckets]
+    augmented = bool(augmentations)
     size = contact_sheet_size(
         buckets,
         per_bucket=per_bucket,
         frames_per_sample=frames_per_sample,
         thumb_height=thumb_height,
+        augmented=augmented,
     )
     image = Image.new("RGB", size, _BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -365,7 +416,8 @@ def contact_sheet(
     opts = report.options
     title = (
         f"contact sheet: {len(buckets)} of {len(report.buckets)} bucket(s), frames as training "
-        f"decodes them (epoch 0, crop {opts.get('crop', 'center')})"
+        f"decodes them (epoch 0, crop {opts.get('crop', 'center')}"
+        + (f", augmented: {', '.join(s.name for s in augmentations)})" if augmented else ")")
     )
     draw.text((_S_MARGIN, _S_MARGIN), _fit(draw, title, font, inner), fill=_INK, font=font)
     top = _S_MARGIN + _S_TITLE
@@ -373,9 +425,10 @@ def contact_sheet(
         draw.text((_S_MARGIN, top), "no samples: every file was skipped", fill=_ALERT, font=font)
     all_failed: list[tuple[str, str]] = []
     shown: list[tuple[str, str]] = []
+    applied: list[str] = []
     for row, (b, (cells, failed)) in enumerate(zip(shown_buckets, results, strict=True)):
         all_failed += failed
-        y = top + row * _row_height(thumb_height)
+        y = top + row * _row_height(thumb_height, augmented)
         label = f"{b.width}x{b.height}, {b.frames} frames: {b.samples} sample(s), {b.files} file(s)"
         draw.text((_S_MARGIN, y + 2), _fit(draw, label, font, inner), fill=_INK, font=font)
         cell_w = _cell_width((b.width, b.height, b.frames), frames_per_sample, thumb_height)
@@ -389,6 +442,10 @@ def contact_sheet(
                 name = _fit(draw, cell.name, small, cell_w)
                 draw.text((x, ty + thumb_height + 3), name, fill=_MUTED, font=small)
                 shown.append((b.label, cell.name))
+                if augmented:
+                    note = _fit(draw, cell.applied, small, cell_w)
+                    draw.text((x, ty + thumb_height + _S_NAME), note, fill=_INK, font=small)
+                    applied.append(cell.applied)
             elif failed and j == len(cells):
                 draw.rectangle((x, ty, x + cell_w - 1, ty + thumb_height - 1), fill=_EMPTY)
                 note = _fit(draw, f"{len(failed)} failed to decode", small, cell_w - 8)
@@ -408,6 +465,8 @@ def contact_sheet(
         buckets=tuple(buckets),
         shown=tuple(shown),
         failed=tuple(all_failed),
+        augmentations=tuple(repr(s) for s in augmentations),
+        applied=tuple(applied),
     )
 
 

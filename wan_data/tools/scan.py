@@ -39,7 +39,7 @@ from wan_data.items import Failed, PlanSample, Probed, Source, VideoMetadata
 from wan_data.media.sampling import frames_available, split_unused_frames
 from wan_data.planning.clips import DecodeOptions
 from wan_data.planning.construction import construct, decode_options
-from wan_data.sources.concepts import RootsLike
+from wan_data.sources.concepts import RootsLike, option_json
 from wan_data.stages.base import Stage
 from wan_data.tools.scan_report import FIXED_WINDOW_MODES as _FIXED_WINDOW_MODES
 from wan_data.tools.scan_report import SCAN_VERSION, BucketCount, ScanReport, ScanRow
@@ -150,7 +150,7 @@ def scan_dataset(
             bar.close()
     workers = config.workers.probe_threads or (os.cpu_count() or 1)
     probed = [o for o in built.outcomes if isinstance(o, Probed)]
-    decode = decode_options(config, buckets)
+    decode = decode_options(config, buckets, resolved.concepts)
     header_fps = _header_rates(probed, workers) if check_vfr else {}
     rows = _rows(
         built.sources,
@@ -177,6 +177,8 @@ def scan_dataset(
             "no_upscale": config.shape.no_upscale,
             "sampling": config.sampling.sampling,
             "clips_per_video": config.sampling.clips_per_video,
+            "stride": config.sampling.stride,
+            "frame_stride": config.sampling.frame_stride,
             "crop": config.sampling.crop,
             "seed": config.seed,
             "missing_caption": config.sources.missing_caption,
@@ -185,6 +187,17 @@ def scan_dataset(
             "min_source_fps": config.filters.min_source_fps,
             "strict": config.integrity_enabled,
             "index_stages": [s.name for s in index_stages],
+            **(
+                {
+                    "concepts": {
+                        c.name: {k: option_json(v) for k, v in c.options.items()}
+                        for c in resolved.concepts
+                        if c.options
+                    }
+                }
+                if any(c.options for c in resolved.concepts)
+                else {}
+            ),
         },
         rows=rows,
         buckets=_bucket_counts(built.samples),
@@ -257,8 +270,6 @@ def _rows(
     clips: dict[str, list[PlanSample]] = {}
     for sample in samples:
         clips.setdefault(sample.probed.key, []).append(sample)
-    counts_unused = options.sampling in _FIXED_WINDOW_MODES
-    largest = max(options.frames)
     rows: list[ScanRow] = []
     for key, item in failed.items():
         source = by_key.get(key)
@@ -282,7 +293,10 @@ def _rows(
     for key, p in good.items():
         meta = p.metadata
         own = clips.get(key, [])
-        available = frames_available(meta, options.fps)
+        own_options = options.for_source(p.source)  # the concept's own options, if any
+        counts_unused = own_options.sampling in _FIXED_WINDOW_MODES
+        largest = max(own_options.frames)
+        available = frames_available(meta, own_options.fps, own_options.frame_stride)
         trimmed: int | None = None
         unused: int | None = None
         if meta.media_type == "image":
