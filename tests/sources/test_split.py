@@ -187,3 +187,15 @@ def test_concept_repeats_through_construction(data: Path) -> None:
     keys = {s.key for s in train.probed}
     bases = {k.split("@")[0] for k in keys}
     assert keys == bases | {f"{b}@1" for b in bases}
+
+
+@pytest.mark.integration
+def test_a_val_count_covering_every_source_warns_that_train_is_empty(
+    data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="wan_data"):
+        train = WanVideoDataset(data, **OPTIONS, val_count=len(NAMES), split="train")
+    assert not train.samples
+    (message,) = [r.getMessage() for r in caplog.records if "split of" in r.getMessage()]
+    assert f"train split of {len(NAMES)} source(s) by val_count ({len(NAMES)})" in message
+    assert "lower val_count" in message

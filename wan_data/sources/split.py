@@ -109,9 +109,30 @@ class SplitSources(Stage[Source, Source]):
         count: int = 0,
         seed: int = 0,
     ) -> SplitSources:
-        """The stage for ``sources`` (``count`` ranks these sources, so it needs them all)."""
-        keys = (base_key(s) for s in sources) if split != "all" else ()
-        return cls(split, val_keys(keys, fraction=fraction, count=count, seed=seed))
+        """The stage for ``sources`` (``count`` ranks these sources, so it needs them all).
+
+        A split that leaves the chosen side empty is logged as a warning (``val_count`` at
+        least the number of sources empties the train split): it is rarely what was meant, and
+        would otherwise show only as a dataset with no batches.
+        """
+        keys = {base_key(s) for s in sources} if split != "all" else set()
+        held = val_keys(keys, fraction=fraction, count=count, seed=seed)
+        empty = (split == "train" and len(held) == len(keys)) or (split == "val" and not held)
+        if keys and empty:
+            setting, value = ("val_fraction", fraction) if fraction > 0 else ("val_count", count)
+            logger.warning(
+                format_error(
+                    f"{split} split of {len(keys)} source(s) by {setting}",
+                    value,
+                    "is empty: "
+                    + ("every source is held out" if split == "train" else "no source is held out"),
+                    "lower val_count or val_fraction"
+                    if split == "train"
+                    else "raise val_fraction or val_count",
+                    stage=STAGE,
+                )
+            )
+        return cls(split, held)
 
     def keeps(self, source: Source) -> bool:
         if self.split == "all":
