@@ -35,6 +35,7 @@ from wan_data.latents.store import CacheStats, LatentCache
 from wan_data.latents.vae import VaeEncoder, VaeInfo
 from wan_data.media.buckets import PRESETS, BucketSet, Preset
 from wan_data.observe.alerts import Alert, AlertConfig, AlertMonitor
+from wan_data.observe.heartbeat import WorkerError
 from wan_data.observe.logs import log_to_jsonl
 from wan_data.observe.memory import MemoryStats
 from wan_data.observe.metrics import scalars
@@ -82,6 +83,7 @@ __all__ = [
     "VideoMetadata",
     "WanDataError",
     "WanVideoDataset",
+    "WorkerError",
     "__version__",
     "collate",
     "log_to_jsonl",

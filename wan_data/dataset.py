@@ -52,7 +52,9 @@ from wan_data.observe import report as reporting
 from wan_data.observe.alerts import Alert, AlertMonitor
 from wan_data.observe.logs import log_to_jsonl
 from wan_data.observe.metrics import Metrics
+from wan_data.observe.watchdog import worker_watchdog
 from wan_data.planning import state as resume_state
+from wan_data.planning.balance import Balancing, sample_batch_sizes
 from wan_data.planning.batches import build_batches, pixel_reader
 from wan_data.planning.construction import decode_options, probe_limits
 from wan_data.planning.epochs import SharedProgress
@@ -128,8 +130,9 @@ class WanVideoDataset(IterableDataset[Batch]):
         self.index_stages: tuple[Stage[Probed, Probed], ...] = tuple(index_stages)
         self.clip_stages: tuple[Stage[Clip, Clip], ...] = tuple(clip_stages)
         self.bucket_set = self.config.shape.bucket_set()
-        self.limits = probe_limits(self.config)
-        self._decode = decode_options(self.config, self.bucket_set)
+        self.concepts = tuple(resolved.concepts)
+        self.limits = probe_limits(self.config, self.concepts)
+        self._decode = decode_options(self.config, self.bucket_set, self.concepts)
         self.policy = self.config.errors.policy
         self.breaker_config = self.config.errors.breaker_config()
         self._dist_rank_world = (0, 1)
@@ -165,6 +168,14 @@ class WanVideoDataset(IterableDataset[Batch]):
         self.probed = listed.probed
         self.samples = listed.samples
         self._sample_buckets = listed.buckets
+        # Per-concept balancing and batch sizes (None, free, when no concept sets them).
+        self._balancing = Balancing.from_samples(self.samples, self.concepts, seed=self.seed)
+        self._batch_sizes = sample_batch_sizes(
+            self.samples,
+            self.concepts,
+            batch_size=self.batch_size,
+            frame_batch_sizes=self.config.batching.frame_sizes(),
+        )
         self._static_stats = listed.static_stats
         self._index_folder = listed.index_folder
         self._sketch_saved = False
@@ -306,14 +317,17 @@ class WanVideoDataset(IterableDataset[Batch]):
     def plan(self, epoch: int | None = None, rank: int | None = None) -> EpochPlan:
         """This rank's batch plan of an epoch (pure: every process computes the same)."""
         own_rank, world = self.rank_and_world_size()
+        chosen = self.epoch if epoch is None else epoch
         return plan_epoch(
             self._sample_buckets,
             batch_size=self.batch_size,
             seed=self.seed,
-            epoch=self.epoch if epoch is None else epoch,
+            epoch=chosen,
             rank=own_rank if rank is None else rank,
             world_size=world,
             small_buckets=self.small_buckets,
+            batch_sizes=self._batch_sizes,
+            selection=self._balancing.selection(chosen) if self._balancing is not None else None,
         )
 
     def __len__(self) -> int:
@@ -342,7 +356,10 @@ class WanVideoDataset(IterableDataset[Batch]):
         if info is not None and self.log_jsonl is not None:
             log_to_jsonl(self.log_jsonl)  # spawned workers do not inherit handlers
         monitor = self.alert_monitor
-        context.watchdog = monitor.stall_watchdog() if monitor is not None else None
+        # In a worker it also publishes what is in flight, for the loader's supervisor.
+        context.watchdog = worker_watchdog(
+            monitor, self._shared.heartbeats, info.id if info is not None else None
+        )
         part = self.report_dir / (
             f"part-e{epoch}-r{rank}-w{worker}-p{os.getpid()}-i{self._iterations}.json"
         )

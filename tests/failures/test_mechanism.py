@@ -336,6 +336,11 @@ def test_fatal_error_stops_the_stage() -> None:
 def test_failure_hint() -> None:
     assert "re-encode" in failure_hint("decode_error")
     assert failure_hint("no_such_reason") == ""
+    # A machine fault must not read as a verdict on the file; a bomb is not a wan_data bug.
+    assert "never ledgered" in failure_hint("io_transient")
+    assert "ulimit" in failure_hint("io_transient")
+    assert "downscale" in failure_hint("too_large")
+    assert "symlink loop" in failure_hint("missing")
 
 
 # --- circuit breaker ------------------------------------------------------------------------

@@ -111,6 +111,64 @@ def test_classify(exc: BaseException, action: Action, reason: str | tuple[str, .
         assert decision.reason == reason
 
 
+# The machine's faults, not the file's (issue 13): retried, then skipped as io_transient, which
+# the ledger never records. torchcodec wraps them in RuntimeError with the C strerror text.
+MACHINE_FAULTS = [
+    OSError(errno.EMFILE, "Too many open files"),
+    OSError(errno.ENFILE, "Too many open files in system"),
+    OSError(errno.ENOMEM, "Cannot allocate memory"),
+    OSError(errno.EIO, "Input/output error"),
+    RuntimeError(_OPEN + "/x.mp4 Too many open files"),
+    RuntimeError(_OPEN + "/x.mp4 Cannot allocate memory"),
+    RuntimeError("decode_av_frame, Could not receive frame from decoder: Input/output error"),
+]
+
+
+@pytest.mark.parametrize("exc", MACHINE_FAULTS, ids=[str(e)[-28:] for e in MACHINE_FAULTS])
+def test_machine_faults_are_transient(exc: BaseException) -> None:
+    assert ErrorPolicy().classify(exc) == Decision(Action.RETRY, "io_transient")
+
+
+def test_machine_fault_is_retried_then_skipped_as_io_transient() -> None:
+    calls = []
+
+    def fn() -> None:
+        calls.append(1)
+        raise RuntimeError(_OPEN + "/x.mp4 Too many open files")
+
+    policy = ErrorPolicy(max_attempts=3, sleep=lambda _: None)
+    result, exc, decision, attempts = policy.call(fn, stage="probe", key="k", path="/x.mp4")
+    assert result is None and isinstance(exc, RuntimeError)
+    assert decision == Decision(Action.SKIP, "io_transient") and attempts == len(calls) == 3
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OSError(errno.ELOOP, "Too many levels of symbolic links", "/x.mp4"),
+        OSError(errno.ENOTDIR, "Not a directory", "/x.mp4/y"),
+        OSError(errno.ENAMETOOLONG, "File name too long", "/x"),
+        RuntimeError(_OPEN + "/x.mp4 Too many levels of symbolic links"),
+    ],
+    ids=["ELOOP", "ENOTDIR", "ENAMETOOLONG", "torchcodec-ELOOP"],
+)
+def test_paths_that_lead_nowhere_are_missing(exc: BaseException) -> None:
+    assert ErrorPolicy().classify(exc) == Decision(Action.SKIP, "missing")
+
+
+def test_decompression_bomb_is_too_large() -> None:
+    from PIL import Image
+
+    bomb = Image.DecompressionBombError("Image size (900000000 pixels) exceeds limit")
+    assert ErrorPolicy().classify(bomb) == Decision(Action.SKIP, "too_large")
+
+
+def test_file_object_open_failure_is_unreadable() -> None:
+    # What torchcodec says when it reads a file object (as wan_data passes) that is not media.
+    exc = RuntimeError("Failed to open input buffer: Invalid data found when processing input")
+    assert ErrorPolicy().classify(exc) == Decision(Action.SKIP, "unreadable")
+
+
 def test_classify_specific_reasons() -> None:
     policy = ErrorPolicy()
     assert policy.classify(PermissionError(errno.EACCES, "x")).reason == "permission_denied"

@@ -1,7 +1,7 @@
 """The cache pass from several processes at once on one cache folder.
 
 Two ranks of a gloo process group split the work and encode each clip once; two processes that
-know nothing of each other may race on the same keys and still leave a complete, valid cache.
+know nothing of each other split it through claims and leave a complete, valid cache.
 """
 
 from __future__ import annotations
@@ -236,9 +236,11 @@ def test_two_independent_processes_preparing_the_same_cache_leave_a_valid_cache(
     for summary in summaries:
         assert (summary["rank"], summary["world_size"]) == (0, 1)
         assert summary["tasks"] == len(keys)
-        assert summary["encoded"] + summary["already_cached"] == len(keys)
-    # Both looked at the empty cache at once, so they raced on (almost) every key.
-    assert sum(s["encoded"] for s in summaries) > len(distinct)
+        done = summary["encoded"] + summary["encoded_elsewhere"] + summary["already_cached"]
+        assert done == len(keys)
+    # Both looked at the empty cache at once; their claims split the work (issue 13: each
+    # used to encode (almost) every key), so every key was encoded once.
+    assert sum(s["encoded"] for s in summaries) == len(distinct)
 
     # Concurrent O_APPENDs to the index: whole lines, one per write, nothing interleaved.
     lines = (cache_dir / "index.jsonl").read_text().splitlines()

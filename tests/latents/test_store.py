@@ -643,18 +643,24 @@ def test_root_that_is_a_file_is_fatal(tmp_path: Path) -> None:
     assert str(blocker) in str(info.value)
 
 
-def test_existing_cache_refusing_writes_is_fatal(
+def test_existing_cache_refusing_writes_opens_read_only_and_refuses_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A read-only mount of an existing cache (simulated: chmod does not bind root)."""
+    """A read-only mount of an existing cache (simulated: chmod does not bind root).
+
+    Issue 13: it used to be fatal at opening, which made shared read-only cache mounts
+    unusable for training; now it opens read-only and only writes are fatal.
+    """
     LatentCache(tmp_path)
 
     def refuse(self: Path, data: bytes) -> int:
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "write_bytes", refuse)
-    with pytest.raises(FatalError, match="Permission denied") as info:
-        LatentCache(tmp_path)
+    cache = LatentCache(tmp_path)
+    assert cache.read_only
+    with pytest.raises(FatalError, match="cannot be created or written") as info:
+        cache.put("ab" * 32, torch.zeros(2), {})
     assert str(tmp_path) in str(info.value)
     monkeypatch.undo()
     assert LatentCache(tmp_path, create=False).keys() == set()  # reading needs no write

@@ -172,11 +172,14 @@ def test_missing_file_or_directory_is_skipped_for_what_it_is_not_as_corrupt(
     assert ErrorPolicy().classify(folder.value).reason == "not_a_file"
 
 
-@needs_ffmpeg
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a FIFO")
 def test_timeout_kills_and_reaps_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fifo = tmp_path / "stalled.mp4"  # opening it blocks forever: no writer, like a hung mount
-    os.mkfifo(fifo)
+    # An ffmpeg that never finishes, like one stuck on a hung mount (a FIFO no longer gets
+    # that far: it is refused before ffmpeg starts, see the test below).
+    source = tmp_path / "stalled.mp4"
+    source.write_bytes(b"\0" * 64)
+    stalled = tmp_path / "ffmpeg"
+    stalled.write_text("#!/bin/sh\nexec sleep 60\n")
+    stalled.chmod(0o755)
     started: list[subprocess.Popen[bytes]] = []
 
     class Recording(subprocess.Popen[bytes]):
@@ -187,13 +190,33 @@ def test_timeout_kills_and_reaps_ffmpeg(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(subprocess, "Popen", Recording)
     t0 = time.monotonic()
     with pytest.raises(IntegrityTimeoutError, match="ran past its timeout") as info:
-        check_integrity(str(fifo), timeout_seconds=0.5)
+        check_integrity(str(source), timeout_seconds=0.5, ffmpeg=str(stalled))
     assert time.monotonic() - t0 < 5
     assert isinstance(info.value, (TransientError, TimeoutError))
     assert ErrorPolicy().classify(info.value).action is Action.RETRY
     (proc,) = started
     assert proc.returncode is not None  # killed and waited for
     assert not Path(f"/proc/{proc.pid}").exists()  # reaped: not even a zombie is left
+
+
+@needs_ffmpeg
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a FIFO")
+def test_fifo_is_refused_before_ffmpeg_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A source replaced by a FIFO after construction: ffmpeg would block on it until the
+    # timeout (600 s by default), once per attempt.
+    fifo = tmp_path / "replaced.mp4"
+    os.mkfifo(fifo)
+    ran: list[object] = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: ran.append(a))
+    t0 = time.monotonic()
+    with pytest.raises(SampleError) as info:
+        check_integrity(str(fifo), timeout_seconds=30)
+    assert time.monotonic() - t0 < 5 and ran == []
+    assert info.value.reason == "not_a_file"
+    assert "FIFO" in str(info.value) and str(fifo) in str(info.value)
+    assert "stage=integrity" in str(info.value)
 
 
 # ---------------------------------------------------------------- real decodes

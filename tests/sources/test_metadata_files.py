@@ -303,3 +303,62 @@ def test_parse_csv_forwards_bad_utf8(tmp_path: Path) -> None:
     bad: list[int] = []
     assert parse_csv(path, bad.append) == [(2, MetadataLine("a.mp4", ("caf\ufffd",)))]
     assert bad == [2]
+
+
+# --------------------------------------------------------------------------------------------
+# Faults that used to lose entries silently (issue 13)
+# --------------------------------------------------------------------------------------------
+
+
+def test_parse_csv_unclosed_quote_reports_the_quote_and_every_swallowed_entry(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path / "m.csv",
+        'path,caption\nz.mp4,ok\na.mp4,"unclosed\nb.mp4,second\nnot an entry\nc.jpg,"third"\n',
+    )
+    records = parse_csv(path)
+    assert [n for n, _ in records] == [2, 3, 4, 6]
+    assert records[0] == (2, MetadataLine("z.mp4", ("ok",)))
+    opened = records[1][1]
+    assert isinstance(opened, BadLine) and opened.error_type == "Error"
+    assert opened.text == 'a.mp4,"unclosed'
+    assert "lines 3-6" in opened.rule and "2 line(s) that look like entries" in opened.rule
+    assert "(first: line 4)" in opened.rule
+    for number, text in ((4, "b.mp4,second"), (6, 'c.jpg,"third"')):
+        swallowed = dict(records)[number]
+        assert isinstance(swallowed, BadLine) and swallowed.text == text
+        assert "opened at line 3" in swallowed.rule
+
+
+def test_parse_csv_quote_closed_late_still_reports_swallowed_entries(tmp_path: Path) -> None:
+    # A stray quote closed one row later: the reader resynchronises, yet b.mp4 was lost.
+    path = write(tmp_path / "m.csv", 'path,caption\na.mp4,"oops\nb.mp4,x"\nc.mp4,fine\n')
+    records = parse_csv(path)
+    assert [n for n, _ in records] == [2, 3, 4]
+    assert isinstance(records[0][1], BadLine) and isinstance(records[1][1], BadLine)
+    assert records[2] == (4, MetadataLine("c.mp4", ("fine",)))
+
+
+def test_parse_csv_multiline_caption_that_mentions_a_file_is_kept(tmp_path: Path) -> None:
+    # A continuation line with a media name but not the header's shape is caption text.
+    path = write(tmp_path / "m.csv", 'path,caption\na.mp4,"see\nb.mp4, c.mp4, d.mp4"\n')
+    assert parse_csv(path) == [(2, MetadataLine("a.mp4", ("see", "b.mp4, c.mp4, d.mp4")))]
+
+
+def test_parse_jsonl_line_nested_too_deeply_is_one_bad_line() -> None:
+    line = "[" * 100_000 + "]" * 100_000
+    bad = parse_jsonl_line(line)
+    assert bad == BadLine(
+        "RecursionError", "nests arrays or objects too deeply to parse", line[:200]
+    )
+
+
+def test_parse_jsonl_deep_line_costs_only_that_line(tmp_path: Path) -> None:
+    deep = '{"a":' * 100_000 + "1" + "}" * 100_000
+    path = write(tmp_path / "m.jsonl", f'{{"path": "a.mp4"}}\n{deep}\n{{"path": "b.mp4"}}\n')
+    records = parse_jsonl(path)
+    assert [n for n, _ in records] == [1, 2, 3]
+    assert records[0][1] == MetadataLine("a.mp4", ())
+    assert isinstance(records[1][1], BadLine) and records[1][1].error_type == "RecursionError"
+    assert records[2][1] == MetadataLine("b.mp4", ())

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 from pathlib import Path
 
 import pytest
 from media import Corpus, MediaSpec
 
+from wan_data.errors import SampleError
 from wan_data.failures.mechanism import StageContext
 from wan_data.failures.policy import ErrorPolicy
 from wan_data.items import Failed, Probed, Source, ValidationResult, VideoMetadata
@@ -212,6 +215,66 @@ def test_probe_metadata_raises_for_missing_and_directory_paths(tmp_path: Path) -
         probe_metadata(Source(key="gone", path=str(tmp_path / "gone.mp4"), media_type="video"))
     with pytest.raises(IsADirectoryError):
         probe_metadata(Source(key="dir", path=str(tmp_path), media_type="video"))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("media_type", ["video", "image"])
+def test_probe_metadata_refuses_a_fifo_without_blocking(tmp_path: Path, media_type: str) -> None:
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(SampleError, match="FIFO") as info:
+        probe_metadata(Source(key="p", path=str(fifo), media_type=media_type))  # type: ignore[arg-type]
+    assert info.value.reason == "not_a_file" and "stage=probe" in str(info.value)
+
+
+def test_probe_metadata_symlink_loop_raises_eloop(tmp_path: Path) -> None:
+    (tmp_path / "a.mp4").symlink_to("b.mp4")
+    (tmp_path / "b.mp4").symlink_to("a.mp4")
+    with pytest.raises(OSError) as info:
+        probe_metadata(Source(key="a", path=str(tmp_path / "a.mp4"), media_type="video"))
+    assert info.value.errno == errno.ELOOP
+
+
+def test_truncated_images_fail_at_probe_as_truncated(corpus: Corpus, tmp_path: Path) -> None:
+    for spec in corpus.by_kind("image"):
+        if not spec.name.endswith((".png", ".jpg")):
+            continue
+        data = corpus.path(spec.name).read_bytes()
+        cut = tmp_path / Path(spec.name).name
+        cut.write_bytes(data[: len(data) * 2 // 3])
+        with pytest.raises(SampleError) as info:
+            probe_metadata(Source(key="c", path=str(cut), media_type="image"))
+        assert info.value.reason == "truncated", spec.name
+        assert str(cut) in str(info.value)
+
+
+def test_image_larger_than_pillows_bound_is_too_large(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "big.png"
+    Image.new("1", (200, 100)).save(path)
+    limits = ProbeLimits(min_frames=1, max_pixels=10**9)
+    source = Source(key="b", path=str(path), media_type="image")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)  # bomb error above 2x: 10 000 px
+        (out,) = probe([source], policy=ErrorPolicy(), limits=limits)
+    assert isinstance(out, Failed) and out.reason == "too_large"
+    assert "pixels" in out.message and str(path) in out.message
+
+
+def test_image_between_pillows_bounds_is_not_decoded(tmp_path: Path) -> None:
+    # Above MAX_IMAGE_PIXELS (Pillow warns) but under twice it: the header is read, the
+    # pixels are not decoded at probe (that is Pillow's own bound on a safe decode).
+    from PIL import Image
+
+    path = tmp_path / "big.png"
+    Image.new("L", (100, 80)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 20])  # cut: a decode would fail
+    with pytest.MonkeyPatch.context() as patch, pytest.warns(Image.DecompressionBombWarning):
+        patch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)
+        meta = probe_metadata(Source(key="b", path=str(path), media_type="image"))
+    assert (meta.width, meta.height) == (100, 80)
 
 
 # --------------------------------------------------------------------------- limits

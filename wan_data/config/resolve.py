@@ -7,17 +7,28 @@ that are not stages, a missing ``ffmpeg`` for the integrity check, an unwritable
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from wan_data.config.dataset_config import DatasetConfig
+from wan_data.config.fields import AUTO
+from wan_data.config.per_source import concept_configs
 from wan_data.errors import ConfigError, format_error
 from wan_data.failures.ledger import Ledger
 from wan_data.media.integrity import FfmpegNotFoundError, find_ffmpeg
 from wan_data.sources.concepts import Concept, RootsLike, check_concepts, concepts_from
 
 __all__ = ["Resolved", "resolve"]
+
+logger = logging.getLogger("wan_data")
+
+
+def _read_only(folder: os.PathLike[str] | str) -> bool:
+    """Whether ``folder`` exists and refuses writes (a read-only mount, or no permission)."""
+    return os.path.isdir(folder) and not os.access(folder, os.W_OK)
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,8 @@ def resolve(
                 )
     ledger: Ledger | None = None
     if resolved is not None:
+        # Each concept's own options, checked by the dataset's rules (see per_source.py).
+        problems += concept_configs(resolved, concepts)[1]
         if resolved.integrity_enabled:
             try:
                 find_ffmpeg()
@@ -99,7 +112,18 @@ def resolve(
             try:
                 ledger = Ledger(path)
             except ConfigError as exc:
-                problems += list(exc.problems)
+                if resolved.reuse.ledger is AUTO and _read_only(path.parent):
+                    # The default ledger lives in the cache folder: a shared read-only cache
+                    # mount must still train, with the ledger read but not written.
+                    logger.warning(
+                        "ledger %s: its folder is read-only; known-bad files are still "
+                        "skipped, new ones are not recorded (pass ledger= a writable path to "
+                        "record them)",
+                        path,
+                    )
+                    ledger = Ledger(path, read_only=True)
+                else:
+                    problems += list(exc.problems)
     if problems:
         raise ConfigError(problems)
     assert resolved is not None

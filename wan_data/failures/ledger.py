@@ -45,7 +45,7 @@ LEDGER_REASONS = frozenset(
         "no_frames",  # probe: a video stream without frames
         "no_video_stream",  # probe: audio only
         "not_a_file",  # collect / probe: a directory or special file named like media
-        "truncated",  # probe: the content holds < 90 % of the frames the header declares
+        "truncated",  # probe: < 90 % of the frames the header declares; an image cut short
         "unreadable",  # probe: empty, garbage, text, overwritten header, truncated before index
     }
 )
@@ -56,8 +56,10 @@ Everything else is left out on purpose, because a later run could find the file 
 options; ``outside_root`` on ``allow_outside_root``; ``permission_denied`` is fixed by ``chmod``,
 which changes neither size nor mtime, so the ledger could never notice the fix; ``missing``
 leaves nothing to ``stat``; ``transient``, ``timeout`` and ``io_transient`` are the
-filesystem's, ``out_of_memory``, ``non_finite_latents`` and ``cache_corrupt`` the device's or
-the cache's; ``unexpected_error`` and ``invalid_item`` are wan_data bugs that a fix resolves;
+filesystem's or the machine's (EMFILE, ENOMEM, EIO: a healthy file must not be skipped as
+``known_bad`` in every later run because one run ran out of descriptors); ``out_of_memory``,
+``non_finite_latents`` and ``cache_corrupt`` are the device's or the cache's;
+``unexpected_error`` and ``invalid_item`` are wan_data bugs that a fix resolves;
 ``bad_metadata_line`` and ``unsupported_extension`` concern a line of a metadata file, not a
 media file; ``known_bad`` is the ledger's own verdict, recorded already.
 """
@@ -135,20 +137,24 @@ class Ledger:
         path: the JSON-lines file. Its folder is created; an unwritable location raises
             :class:`~wan_data.errors.ConfigError` here, naming the path and the fix, rather
             than after hours of probing.
+        read_only: only read the file (a shared read-only cache mount): known-bad files are
+            still skipped, but nothing is recorded, resolved or compacted.
 
     Attributes:
         path: the ledger file.
         skipped_lines: unreadable lines found by the last load (torn, garbage, other format).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self.path = Path(os.path.abspath(os.fspath(path)))
+        self.read_only = read_only
         self.skipped_lines = 0
         self._entries: dict[str, LedgerEntry] = {}
         self._loaded = False
         self._warned_lines = 0
         self._lock = threading.Lock()
-        self._check_writable()
+        if not read_only:
+            self._check_writable()
 
     # -- pickling (DataLoader workers under spawn receive the dataset, and so the ledger) ----
 
@@ -344,7 +350,19 @@ class Ledger:
 
         Returns:
             The number of entries written.
+
+        Raises:
+            ConfigError: the ledger was opened ``read_only``.
         """
+        if self.read_only:
+            raise ConfigError(
+                format_error(
+                    "ledger file",
+                    str(self.path),
+                    "was opened read-only and cannot be compacted",
+                    "compact it where its folder is writable",
+                )
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -402,6 +420,8 @@ class Ledger:
         one; an appender that got its lock on a file that compact has just replaced reopens
         the new one, so its line cannot land in the discarded file.
         """
+        if self.read_only:
+            return False
         data = _line(record)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

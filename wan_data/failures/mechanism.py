@@ -45,7 +45,13 @@ _HINTS = {
     "re-encode it or remove it",
     "no_video_stream": "the file has no video stream (audio only?); remove it",
     "decode_error": "the file is damaged; re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`",
-    "missing": "the file vanished or is a dangling symlink; fix the link or remove the entry",
+    "missing": "the file vanished, is a dangling symlink or a symlink loop; fix the link or "
+    "remove the entry",
+    "io_transient": "the machine, not the file, failed (out of file descriptors or memory, or "
+    "an I/O error of the storage) after retries; skipped this run only and never ledgered, so "
+    "the next run tries it again; raise `ulimit -n`, free memory or check the mount",
+    "too_large": "the image declares more pixels than can be decoded safely; downscale it "
+    "first or remove it",
     "permission_denied": "make the file readable by the training user",
     "not_a_file": "the path is a directory or special file; rename it or remove the entry",
     "unexpected_error": "this is probably a wan_data bug; please report it with this message",

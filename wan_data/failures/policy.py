@@ -51,10 +51,30 @@ _TRANSIENT_ERRNOS = {
     errno.ECONNRESET,
     errno.ENETDOWN,
     errno.ENETUNREACH,
+    # Resource exhaustion and I/O errors of the machine, not of the file: a worker that ran
+    # out of descriptors (EMFILE), a host out of memory, a flaky disk or network mount (EIO).
+    # Retried, and when they persist skipped as io_transient, which the ledger never records:
+    # calling the file bad would skip it in every later run.
+    errno.EMFILE,
+    errno.ENFILE,
+    errno.ENOMEM,
+    errno.EIO,
 }
+# The same conditions as torchcodec / FFmpeg report them: a RuntimeError whose message ends
+# with the C library's strerror text (torchcodec wraps every FFmpeg failure in RuntimeError).
+_TRANSIENT_MESSAGES = (
+    "too many open files",  # EMFILE, and ENFILE's "too many open files in system"
+    "cannot allocate memory",  # ENOMEM
+    "input/output error",  # EIO
+    "resource temporarily unavailable",  # EAGAIN
+)
+# A path that cannot lead to a file: a symlink loop (ELOOP), a file used as a folder
+# (ENOTDIR), a name longer than the filesystem allows. Like a dangling symlink: "missing".
+_PATH_ERRNOS = {errno.ELOOP, errno.ENOTDIR, errno.ENAMETOOLONG}
 # (lower-case message fragment, reason) for torchcodec / FFmpeg messages, checked in order.
 _MESSAGE_REASONS = (
     ("no such file", "missing"),
+    ("too many levels of symbolic links", "missing"),
     ("does not exist", "missing"),
     ("permission denied", "permission_denied"),
     ("is a directory", "not_a_file"),
@@ -63,6 +83,7 @@ _MESSAGE_REASONS = (
     ("best video stream is unknown", "no_video_stream"),
     ("not a video stream", "no_video_stream"),
     ("could not open input file", "unreadable"),
+    ("failed to open input buffer", "unreadable"),  # the same, for a file object (wan_data's)
     ("invalid data found", "decode_error"),
     ("end of file", "decode_error"),
     ("no more frames", "decode_error"),
@@ -133,7 +154,11 @@ class ErrorPolicy:
             return Decision(Action.FATAL, "ffmpeg_missing")
         if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
             return Decision(Action.FATAL, "out_of_memory")
-        if isinstance(exc, FileNotFoundError):
+        if _is_decompression_bomb(exc):
+            return Decision(Action.SKIP, "too_large")
+        if isinstance(exc, FileNotFoundError) or (
+            isinstance(exc, OSError) and exc.errno in _PATH_ERRNOS
+        ):
             return Decision(Action.SKIP, "missing")
         if isinstance(exc, PermissionError):
             return Decision(Action.SKIP, "permission_denied")
@@ -142,6 +167,10 @@ class ErrorPolicy:
         if isinstance(exc, TimeoutError):
             return Decision(Action.RETRY, "timeout")
         if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+            return Decision(Action.RETRY, "io_transient")
+        if isinstance(exc, (RuntimeError, OSError)) and any(
+            f in message for f in _TRANSIENT_MESSAGES
+        ):
             return Decision(Action.RETRY, "io_transient")
         if isinstance(exc, (RuntimeError, ValueError, IndexError, OSError)):
             for fragment, reason in _MESSAGE_REASONS:
@@ -202,6 +231,13 @@ class ErrorPolicy:
                 if decision.action is Action.RETRY:  # attempts exhausted: now it is a skip
                     decision = Decision(Action.SKIP, decision.reason)
                 return None, exc, decision, attempt
+
+
+def _is_decompression_bomb(exc: BaseException) -> bool:
+    """Pillow's ``DecompressionBombError`` (an image whose header declares so many pixels that
+    decoding it could exhaust memory): the file is too large, not a wan_data bug. Matched by
+    class name so the policy does not import Pillow."""
+    return any(t.__name__ == "DecompressionBombError" for t in type(exc).__mro__)
 
 
 def release_frames(exc: BaseException) -> None:

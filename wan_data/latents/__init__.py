@@ -23,6 +23,9 @@ The cache (public face: ``store.py``):
 
 Using both:
 
+- ``spec.py``: ``CacheSpec`` and ``sample_key``, how a dataset addresses its cache (and the
+  latent shape each bucket's entries must have);
 - ``prepare.py``: the cache pass (workers decode, one process encodes) and reading cached
-  latents in the train pass.
+  latents in the train pass;
+- ``claims.py``: per-key claim files, so two cache passes on one folder encode each key once.
 """

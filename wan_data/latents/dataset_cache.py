@@ -18,6 +18,7 @@ from wan_data.conditioning.condition_cache import ConditionSpec
 from wan_data.conditioning.text_cache import TextSpec
 from wan_data.config.cli import command_line
 from wan_data.config.dataset_config import DatasetConfig
+from wan_data.config.per_source import concept_configs
 from wan_data.items import CachedClip, PlanSample
 from wan_data.latents.prepare import CacheSpec, LatentBatcher, vae_info_from_files
 from wan_data.latents.store import LatentCache
@@ -53,7 +54,9 @@ def cache_spec_for(
         python_stages: the dataset has stages of its own, which the command line cannot
             take: the hint then names ``ds.prepare()`` only.
 
-    The cache folder is created now, so an unwritable one fails at construction.
+    The cache folder is created now, so an unwritable new one fails at construction; an
+    existing one that refuses writes opens read-only (the train pass only reads; the cache pass
+    then refuses to start).
     """
     latents = config.latents
     if latents.vae is None or latents.cache_dir is None:
@@ -80,6 +83,10 @@ def cache_spec_for(
             seed=config.seed,
             command_hint=hint,
             captions=config.captions.tools(),
+            concept_captions=tuple(
+                (name, own.captions.tools())
+                for name, own in concept_configs(config, concepts)[0].items()
+            ),
         )
     clip = None
     if conditioning.image_encoder is not None:

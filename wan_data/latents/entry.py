@@ -274,6 +274,12 @@ def _parse_header(
         header = json.loads(header_bytes.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise CacheCorruptionError(f"unparsable header: {exc}") from None
+    except RecursionError:
+        # A hostile or garbage header nested deeper than the parser's stack (e.g. 100k nested
+        # lists): as corrupt as any other unparsable header, and must not crash a reader.
+        raise CacheCorruptionError(
+            "unparsable header: JSON nested too deeply (not a header this cache writes)"
+        ) from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(meta, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
@@ -358,6 +364,7 @@ def read_entry(
     *,
     into: Callable[[tuple[int, ...], torch.dtype], torch.Tensor] | None = None,
     check_finite: bool = False,
+    expect_shape: tuple[int, ...] | None = None,
 ) -> CacheEntry:
     """Read and verify one entry from an open binary file of ``size`` bytes.
 
@@ -365,6 +372,11 @@ def read_entry(
     contiguous tensor, typically one slot of a preallocated batch, so the batch needs no stack
     copy afterwards) or a new uninitialised tensor. The checksum is computed over the bytes where
     they landed. Raises :class:`CacheCorruptionError` like :func:`decode_entry`.
+
+    ``expect_shape``: the latent shape the reader's bucket implies. A checksum only proves the
+    bytes are the ones written, not that they were written for this bucket (a file copied or
+    written by another tool under this key); a shape that differs is refused before any tensor
+    byte is read, so it never reaches a batch.
     """
     first8 = fh.read(8)
     start = _header_end(memoryview(first8), size)
@@ -374,6 +386,11 @@ def read_entry(
         raise CacheCorruptionError(f"truncated: the header ends after {len(head)} bytes")
     head_view = memoryview(head)
     meta, shape, dtype = _parse_header(key, head_view[8:], size - start)
+    if expect_shape is not None and tuple(shape) != tuple(expect_shape):
+        raise CacheCorruptionError(
+            f"latent shape {tuple(shape)} differs from {tuple(expect_shape)}, the shape of its "
+            "bucket (written for another bucket or by another tool)"
+        )
     out = into(tuple(shape), dtype) if into is not None else torch.empty(shape, dtype=dtype)
     if tuple(out.shape) != tuple(shape) or out.dtype != dtype or not out.is_contiguous():
         raise ValueError(

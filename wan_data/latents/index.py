@@ -163,7 +163,7 @@ def listed_keys(entries_dir: Path) -> set[str]:
     return found
 
 
-def entry_sizes(entries_dir: Path, index_path: Path) -> dict[str, int]:
+def entry_sizes(entries_dir: Path, index_path: Path, *, rewrite: bool = True) -> dict[str, int]:
     """``key -> file size`` of every entry, from the index when it agrees with the directory.
 
     Why an index: on 100k entries, sizes from one file read instead of 100k ``stat`` calls
@@ -172,6 +172,7 @@ def entry_sizes(entries_dir: Path, index_path: Path) -> dict[str, int]:
     concurrent rewrite or a file removed by hand can make it stale; listing names costs no
     ``stat`` and yields the keys themselves, so the check compares key sets (stricter than
     counts: a removal plus an addition behind the index's back keeps the count).
+    ``rewrite=False`` (a read-only cache) rescans without writing the repaired index back.
     """
     # Measured on 100k fake entries (empty files in 51k fan-out leaves + index lines; ext4,
     # warm page cache, one core): index path 0.82 s (listing names 0.59 s + index read
@@ -194,7 +195,8 @@ def entry_sizes(entries_dir: Path, index_path: Path) -> dict[str, int]:
             sizes[key] = entry_path(entries_dir, key).stat().st_size
         except FileNotFoundError:
             continue  # removed between listing and stat
-    write_index(index_path, sizes)
+    if rewrite:
+        write_index(index_path, sizes)
     return sizes
 
 

@@ -15,7 +15,7 @@ import torch
 from wan_data.errors import format_error
 from wan_data.latents.vae_identity import VaeInfo
 
-__all__ = ["denormalise", "latent_shape", "normalise"]
+__all__ = ["denormalise", "latent_shape", "latent_shape_for", "normalise"]
 
 
 def _stats(latents: torch.Tensor, info: VaeInfo) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,4 +82,22 @@ def latent_shape(frames: int, height: int, width: int, info: VaeInfo) -> tuple[i
             )
     if problems:
         raise ValueError("; ".join(problems))
-    return info.z_dim, (frames - 1) // t + 1, height // s, width // s
+    return latent_shape_for(
+        frames, height, width, z_dim=info.z_dim, temporal_factor=t, spatial_factor=s
+    )
+
+
+def latent_shape_for(
+    frames: int, height: int, width: int, *, z_dim: int, temporal_factor: int, spatial_factor: int
+) -> tuple[int, int, int, int]:
+    """``(z, (F-1)//t+1, H/s, W/s)`` from the VAE's factors alone, unchecked.
+
+    The train pass knows the VAE only by its identity (a dict in the cache spec), not a
+    :class:`VaeInfo`, and checks every entry it reads against this shape.
+    """
+    return (
+        z_dim,
+        (frames - 1) // temporal_factor + 1,
+        height // spatial_factor,
+        width // spatial_factor,
+    )

@@ -6,11 +6,15 @@ written as they finish, so an interrupted pass (Ctrl-C, kill -9) loses at most t
 flight, and a rerun encodes only what is missing. Keys are content + configuration addresses
 (``latent_cache.cache_key``): any change of source, frame selection, bucket, crop, VAE, dtype or
 normalisation gives a new key, so nothing stale is ever served.
+
+Two passes on one cache folder split the work through claims (:mod:`~wan_data.latents.claims`);
+a full disk ends the pass with a message that says what was kept and how to resume. The cache
+spec and keys live in :mod:`~wan_data.latents.spec` (re-exported here).
 """
 
 from __future__ import annotations
 
-import functools
+import errno
 import itertools
 import json
 import logging
@@ -18,17 +22,15 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from wan_data.conditioning.condition_cache import ConditionSpec
-from wan_data.conditioning.text_cache import TextSpec, chosen_caption, read_text
-from wan_data.errors import ConfigError, SampleError, format_error
+from wan_data.conditioning.text_cache import chosen_caption, read_text
+from wan_data.errors import ConfigError, FatalError, SampleError, format_error
 from wan_data.failures.breaker import BreakerConfig
 from wan_data.failures.mechanism import StageContext
 from wan_data.failures.policy import ErrorPolicy
@@ -42,13 +44,14 @@ from wan_data.items import (
     Failed,
     PlanSample,
 )
+from wan_data.latents.claims import ClaimOwner, Claims, settle
 from wan_data.latents.encode import Encode
 from wan_data.latents.entry import CacheEntry
-from wan_data.latents.store import LatentCache, cache_key_for, config_digest, source_identity
-from wan_data.latents.vae import VaeInfo
+from wan_data.latents.spec import CacheSpec, sample_key, vae_info_from_files
+from wan_data.latents.store import LatentCache
 from wan_data.observe.metrics import Metrics
 from wan_data.observe.watchdog import StallWatchdog
-from wan_data.planning.clips import DecodeOptions, caption_for, plan_clips
+from wan_data.planning.clips import DecodeOptions, caption_for
 from wan_data.stages.base import Stage, compose
 from wan_data.stages.collate import collate, empty_batch, make_batch
 from wan_data.stages.decode import Decode
@@ -74,92 +77,6 @@ class CacheIncompleteError(ConfigError):
     """The train pass met a clip that was never cached: the cache pass must run first."""
 
 
-@dataclass(frozen=True)
-class CacheSpec:
-    """What workers need to address the cache (picklable: no model, no open files)."""
-
-    root: str
-    vae: dict[str, object]
-    dtypes: dict[str, str]
-    normalisation: dict[str, object]
-    variations: int = 1
-    content_hash: bool = False
-    command_hint: str = ""
-    # Identities of the clip stages the pixels went through before encoding: a changed
-    # transform is another latent, so another key.
-    transforms: tuple[str, ...] = ()
-    # The text-embedding cache (None: batches carry no text_embeds).
-    text: TextSpec | None = None
-    # The I2V conditions cached beside each clip (default: none).
-    conditions: ConditionSpec = field(default_factory=ConditionSpec)
-
-    @classmethod
-    def from_info(
-        cls,
-        root: str,
-        info: VaeInfo,
-        latent_dtype: torch.dtype,
-        *,
-        variations: int = 1,
-        content_hash: bool = False,
-        command_hint: str = "",
-        transforms: tuple[str, ...] = (),
-        text: TextSpec | None = None,
-        conditions: ConditionSpec | None = None,
-    ) -> CacheSpec:
-        return cls(
-            root=root,
-            vae={
-                "config_hash": info.config_hash,
-                "weights_hash": info.weights_hash,
-                "z_dim": info.z_dim,
-                "spatial_factor": info.spatial_factor,
-                "temporal_factor": info.temporal_factor,
-            },
-            dtypes={"vae": info.dtype, "latent": str(latent_dtype).replace("torch.", "")},
-            normalisation={"mean": list(info.latents_mean), "std": list(info.latents_std)},
-            variations=variations,
-            content_hash=content_hash,
-            command_hint=command_hint,
-            transforms=transforms,
-            text=text,
-            conditions=conditions if conditions is not None else ConditionSpec(),
-        )
-
-    def variant(self, epoch: int) -> int:
-        """Epoch ``e`` trains on cached variant ``e mod variations``."""
-        return epoch % self.variations
-
-    @functools.cached_property
-    def config(self) -> str:
-        """:func:`~wan_data.latents.store.config_digest` of this spec (computed once)."""
-        return config_digest(vae=self.vae, dtypes=self.dtypes, normalisation=self.normalisation)
-
-
-def sample_key(
-    sample: PlanSample, variant: int, options: DecodeOptions, spec: CacheSpec
-) -> tuple[str, dict[str, object]]:
-    """The cache key of one planned clip in one variant, and the clip description it hashes."""
-    plan = plan_clips(sample.probed, options, variant)[sample.clip_index]
-    clip: dict[str, object] = {
-        "clip_index": sample.clip_index,
-        "times": list(plan.times) if plan.times is not None else None,
-        "indices": list(plan.indices) if plan.indices is not None else None,
-        "fps": options.fps,
-        "bucket": [plan.bucket.frames, plan.bucket.width, plan.bucket.height],
-        "resized": list(plan.resized),
-        "offset": list(plan.offset),
-    }
-    if spec.transforms:  # absent otherwise, so caches made before clip stages keep their keys
-        clip["transforms"] = list(spec.transforms)
-    key = cache_key_for(
-        spec.config,
-        source=source_identity(sample.path, content_hash=spec.content_hash),
-        clip=clip,
-    )
-    return key, clip
-
-
 def read_cached(
     sample: PlanSample,
     epoch: int,
@@ -174,14 +91,22 @@ def read_cached(
     ``into`` places the latents (see :meth:`LatentCache.lookup`); :class:`LatentBatcher` uses it
     to read each member straight into its slot of the batch.
 
+    The entry must have its bucket's latent shape (:meth:`CacheSpec.latent_shape`): a valid
+    checksum proves the bytes are the ones written, not that they were written for this bucket.
+
     Raises:
         CacheIncompleteError: the entry was never written (the cache pass has not covered it).
-        SampleError: ``cache_corrupt`` when the entry failed verification (it is quarantined and
-            re-encoded by the next cache pass; the caller replaces the sample meanwhile).
+        SampleError: ``cache_corrupt`` when the entry failed verification or has another shape
+            (it is quarantined and re-encoded by the next cache pass; the caller replaces the
+            sample meanwhile); ``stale_cache`` when the source changed after the dataset was
+            planned (its key moved; the old entry is never served).
     """
     variant = spec.variant(epoch)
     key, _ = sample_key(sample, variant, options, spec)
-    entry = _read_entry(cache, key, "cache entry", sample, variant, spec, into=into)
+    shape = spec.latent_shape(sample.bucket)
+    entry = _read_entry(
+        cache, key, "cache entry", sample, variant, spec, into=into, expect_shape=shape
+    )
     extras = {
         name: _read_entry(cache, derived, f"{name} entry", sample, variant, spec).latents
         for name, derived in spec.conditions.keys(key).items()
@@ -217,15 +142,35 @@ def _read_entry(
     spec: CacheSpec,
     *,
     into: Callable[[tuple[int, ...], torch.dtype], torch.Tensor] | None = None,
+    expect_shape: tuple[int, ...] | None = None,
 ) -> CacheEntry:
     """One verified entry of ``sample`` (its latents, or a condition derived from them).
 
     Raises:
         CacheIncompleteError: never written (with the command that fills the cache).
-        SampleError: ``cache_corrupt`` when it failed verification (quarantined).
+        SampleError: ``cache_corrupt`` when it failed verification (quarantined);
+            ``stale_cache`` when the source changed under the running dataset.
     """
-    entry, status = cache.lookup(key, into=into)
+    entry, status = cache.lookup(key, into=into, expect_shape=expect_shape)
     if status == "missing":
+        changed = spec.changed_since_planned(sample.path)
+        if changed is not None:
+            # Touched or rewritten while training: its key moved with its mtime, so a miss
+            # here is this one file's problem (skip it, like a deleted file), not a cache
+            # that was never filled (which ends the run with the command to fill it).
+            raise SampleError(
+                format_error(
+                    f"{what} of file",
+                    sample.path,
+                    f"is stale: the file changed at {changed} after this dataset was planned, "
+                    "so its cached latents no longer match it and are not served",
+                    "the sample is replaced meanwhile; run the cache pass again to encode the "
+                    "new version",
+                    path=sample.path,
+                    stage="cache",
+                ),
+                reason="stale_cache",
+            )
         if any(cache.quarantine_dir.glob(f"{key}.*")):
             raise SampleError(
                 format_error(
@@ -256,7 +201,10 @@ def _read_entry(
             format_error(
                 f"{what} of file",
                 sample.path,
-                "failed verification and was quarantined",
+                "failed verification and was "
+                + (
+                    "skipped (read-only cache: left in place)" if cache.read_only else "quarantined"
+                ),
                 "it is re-encoded by the next cache pass; the sample is replaced meanwhile",
                 stage="cache",
             ),
@@ -340,37 +288,6 @@ def collate_latents(
     return make_batch(clips, latents=stacked, text_length=text_length, conditions=conditions)
 
 
-def vae_info_from_files(
-    vae: str | os.PathLike[str], *, subfolder: str | None = None, dtype: torch.dtype = torch.float32
-) -> VaeInfo:
-    """The VAE's identity from its config and weight files, without building the model.
-
-    The train pass needs cache keys, hence the VAE identity, but must not load a VAE; diffusers'
-    ``extract_init_dict`` fills the config's defaults exactly as ``from_pretrained`` does, so the
-    identity equals the one the cache pass computed from the loaded model.
-    """
-    from diffusers import AutoencoderKLWan
-    from diffusers.configuration_utils import FrozenDict
-
-    from wan_data.latents.vae_identity import _describe
-    from wan_data.latents.vae_loading import resolve_vae_path
-
-    path, sub = resolve_vae_path(vae, subfolder=subfolder)
-    folder = Path(os.path.expanduser(path))
-    if not folder.is_dir():
-        raise ConfigError(
-            format_error(
-                "vae",
-                str(vae),
-                "is not a local folder, and the train pass computes cache keys from local files",
-                "download the VAE once and pass its folder",
-            )
-        )
-    config = AutoencoderKLWan.load_config(str(folder), subfolder=sub)
-    init, _, _ = AutoencoderKLWan.extract_init_dict(config)
-    return _describe(SimpleNamespace(config=FrozenDict(init)), path, sub, True, dtype)
-
-
 # -- the cache pass ------------------------------------------------------------------------
 
 
@@ -397,8 +314,13 @@ class _PrepareStream(IterableDataset[EncodeJob]):
         report_dir: str,
         run: str,
         clip_stages: Sequence[Stage[Clip, Clip]] = (),
+        claims: Claims | None = None,
+        spec: CacheSpec | None = None,
     ) -> None:
         self.chunks = chunks
+        self.claims = claims
+        self.spec = spec
+        self._cache: LatentCache | None = None  # opened in the process that iterates
         self.samples = samples
         self.options = options
         self.policy = policy
@@ -417,6 +339,8 @@ class _PrepareStream(IterableDataset[EncodeJob]):
                 clips: list[Clip] = []
                 tasks: list[_Task] = []
                 for task in chunk:
+                    if not self._mine(task.key):
+                        continue
                     context.epoch = task.variant
                     # Exhausted, not next(): a stage records its outcome after yielding it.
                     (out,) = compose([self.samples[task.sample]], stages, context)
@@ -430,6 +354,21 @@ class _PrepareStream(IterableDataset[EncodeJob]):
                     yield _job(clips, tasks, self.samples)
         finally:
             context.metrics.write(part)
+
+    def _mine(self, key: str) -> bool:
+        """Claim ``key`` for this pass; ``False`` when another pass holds it (the main process
+        comes back to it at the end) or has written it since the pass started."""
+        if self.claims is None or self.spec is None:
+            return True
+        if not self.claims.claim(key):
+            return False
+        if self._cache is None:
+            self._cache = LatentCache(self.spec.root, create=False)
+        cache = self._cache
+        if all(cache.contains(k) for k in [key, *self.spec.conditions.keys(key).values()]):
+            self.claims.release(key)  # another pass wrote it and let its claim go
+            return False
+        return True
 
 
 def _job(clips: list[Clip], tasks: list[_Task], samples: Sequence[PlanSample]) -> EncodeJob:
@@ -480,8 +419,16 @@ def prepare_cache(
     Returns a summary; ``tasks`` counts distinct keys of this rank. Work is sharded across ranks
     by the index of the distinct key, so under ``torchrun`` each clip is encoded by
     exactly one rank into the shared cache directory. Already present entries are skipped, which
-    makes the pass resumable and safe to run from two processes at once (atomic writes: the
-    last writer of a key wins with an identical, valid file).
+    makes the pass resumable. Passes that know nothing of each other (two jobs on one folder)
+    split the work through claims (:mod:`~wan_data.latents.claims`): a key another live pass
+    claimed is skipped, then waited for at the end (or encoded here if that pass failed or
+    died); ``encoded_elsewhere`` counts them. Should claims ever be lost, atomic writes still
+    make the last writer of a key win with an identical, valid file.
+
+    Raises:
+        FatalError: the cache folder is read-only, or filled up (``ENOSPC``/``EDQUOT``): the
+            message names the folder, what this pass wrote and how to resume; every entry on
+            disk is complete (no temp file is left) and a rerun encodes only the rest.
 
     The pass writes its report parts into ``report_dir`` under names of their own (rank,
     process and pass): decode counts from the workers, and from this process the skips of the
@@ -495,6 +442,7 @@ def prepare_cache(
     started = time.perf_counter()
     run = f"r{rank}-p{os.getpid()}-i{next(_passes)}"
     cache = LatentCache(spec.root)
+    cache.require_writable("the cache pass")
     # Distinct keys, in a fixed order, dealt to ranks: variants of a clip that cannot vary (no
     # slack for its window or crop) share a key and must be encoded once, by one rank.
     unique: dict[str, _Task] = {}
@@ -503,26 +451,15 @@ def prepare_cache(
             key, _ = sample_key(samples[i], v, options, spec)
             unique.setdefault(key, _Task(i, v, key))
     tasks_all = list(unique.values())[rank::world_size]
-    missing: list[_Task] = []
-    present = 0
-    for task in tasks_all:
-        wanted = [task.key, *spec.conditions.keys(task.key).values()]
-        if all(cache.contains(k) for k in wanted):
-            present += 1
-        else:
-            missing.append(task)
-    by_bucket: dict[Bucket, list[_Task]] = defaultdict(list)
-    for task in missing:
-        by_bucket[samples[task.sample].bucket].append(task)
+
+    def complete(key: str) -> bool:
+        return all(cache.contains(k) for k in [key, *spec.conditions.keys(key).values()])
+
+    missing = [task for task in tasks_all if not complete(task.key)]
+    present = len(tasks_all) - len(missing)
     size = max(1, int(getattr(encoder, "encode_batch_size", 1)))
-    chunks = [
-        tasks[i : i + size]
-        for _, tasks in sorted(by_bucket.items(), key=lambda kv: str(kv[0]))
-        for i in range(0, len(tasks), size)
-    ]
-    stream = _PrepareStream(chunks, samples, options, policy, report_dir, run, clip_stages)
-    loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
-    encoded = skipped_encode = 0
+    claims = Claims(Path(spec.root), ClaimOwner.current())
+    encoded = skipped_encode = written = 0
     context = StageContext(
         metrics=Metrics(),
         policy=policy,
@@ -538,34 +475,65 @@ def prepare_cache(
         # machine one 33x128x128 clip took 6 s to encode with 2 threads and 0.45 s with 1.
         vae_threads = max(1, min(threads, (os.cpu_count() or 1) - num_workers))
     torch.set_num_threads(vae_threads)
+    pending, attempted = missing, set[str]()
     try:
         encode = Encode(encoder, condition=spec.conditions.mode, image_encoder=image_encoder)
-        for out in encode(iter(loader), context):
-            if isinstance(out, Failed):
-                context.metrics.record_failed(out)
-                skipped_encode += 1
-            else:
-                # The conditions first: an entry whose latents exist is complete.
-                derived = spec.conditions.keys(out.key)
-                for name, tensor in out.extras.items():
-                    cache.put(derived[name], tensor.contiguous(), {**out.entry, "kind": name})
-                cache.put(out.key, out.latents, out.entry)
-                encoded += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(encoded=encoded, skipped=skipped_encode)
+        for round_ in itertools.count():
+            chunks = _chunks(pending, samples, size)
+            stream = _PrepareStream(
+                chunks,
+                samples,
+                options,
+                policy,
+                report_dir,
+                f"{run}-k{round_}",
+                clip_stages,
+                claims,
+                spec,
+            )
+            loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
+            for out in encode(iter(loader), context):
+                if isinstance(out, Failed):
+                    context.metrics.record_failed(out)
+                    skipped_encode += 1
+                else:
+                    # The conditions first: an entry whose latents exist is complete.
+                    derived = spec.conditions.keys(out.key)
+                    for name, tensor in out.extras.items():
+                        written += _put(cache, derived[name], tensor, {**out.entry, "kind": name})
+                    written += _put(cache, out.key, out.latents, out.entry)
+                    claims.release(out.key)
+                    encoded += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(encoded=encoded, skipped=skipped_encode)
+            by_key = {t.key: t for t in pending}
+            retry = settle(list(by_key), complete, claims, attempted)
+            pending = [by_key[k] for k in retry]
+            if not pending:
+                break
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise FatalError(
+            _full_message(spec.root, exc, encoded, written, missing, complete)
+        ) from exc
     finally:
+        for task in pending:  # an error mid-round: leave no claim of this pass behind
+            claims.release(task.key)
         torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
         context.metrics.cache = cache.counters()
         context.metrics.write(Path(report_dir) / f"part-prepare-{run}-main.json")
     seconds = time.perf_counter() - started
+    elsewhere = max(0, sum(complete(t.key) for t in missing) - encoded)
     summary = {
         "tasks": len(tasks_all),
         "already_cached": present,
         "encoded": encoded,
-        "skipped": len(missing) - encoded,
+        "encoded_elsewhere": elsewhere,
+        "skipped": len(missing) - encoded - elsewhere,
         "skipped_in_encode": skipped_encode,
         "seconds": round(seconds, 3),
         "clips_per_second": round(encoded / seconds, 3) if seconds else None,
@@ -575,6 +543,49 @@ def prepare_cache(
     }
     logger.info("cache pass: %s", summary)
     return summary
+
+
+def _chunks(tasks: list[_Task], samples: Sequence[PlanSample], size: int) -> list[list[_Task]]:
+    """Encode jobs of up to ``size`` clips, each of one bucket, in a fixed order."""
+    by_bucket: dict[Bucket, list[_Task]] = defaultdict(list)
+    for task in tasks:
+        by_bucket[samples[task.sample].bucket].append(task)
+    return [
+        group[i : i + size]
+        for _, group in sorted(by_bucket.items(), key=lambda kv: str(kv[0]))
+        for i in range(0, len(group), size)
+    ]
+
+
+def _put(cache: LatentCache, key: str, latents: torch.Tensor, entry: dict[str, str]) -> int:
+    """Store one entry; its size in bytes (what a full-disk message reports as written)."""
+    return cache.put(key, latents.contiguous(), entry).stat().st_size
+
+
+def _full_message(
+    root: str,
+    exc: OSError,
+    encoded: int,
+    written: int,
+    missing: Sequence[_Task],
+    complete: Callable[[str], bool],
+) -> str:
+    """The error of a cache pass that ran out of space: where, how far, how to go on."""
+    try:
+        left = sum(not complete(t.key) for t in missing)
+    except OSError:
+        left = len(missing) - encoded
+    return format_error(
+        "latent cache folder",
+        root,
+        f"ran out of space ({exc.strerror or exc}) after this pass wrote {encoded} entries "
+        f"({written / 2**20:.1f} MiB); {left} clip(s) are still to encode",
+        "free space there, or point cache_dir at another folder, then run the cache pass "
+        "again: every entry written is complete and kept (nothing partial is left behind), "
+        "and the rerun encodes only the rest",
+        path=exc.filename if isinstance(exc.filename, str) else None,
+        stage="cache_write",
+    )
 
 
 def _progress(total: int, enabled: bool) -> Any:

@@ -24,6 +24,11 @@ Layout under the root::
     entries/ab/cd/abcd....safetensors   two-level fan-out keeps directories small at 100k entries
     quarantine/<key>.<ns>.safetensors   failed entries, each with a .reason.txt
     index.jsonl                    one {"key", "size"} line per put (see :meth:`LatentCache.keys`)
+    claims/<key>.claim             cache passes at work (see :mod:`~wan_data.latents.claims`)
+
+A cache folder that refuses writes (a read-only mount) is served read-only; entries that are
+not regular files (a FIFO, a directory) are corrupt, checked on the open descriptor so a read
+never blocks.
 
 This module holds :class:`LatentCache`, the store itself (setup, put, verified lookup,
 maintenance), and is the public face of the cache: it re-exports the names of its parts, which
@@ -36,15 +41,17 @@ directory and ``index.jsonl``) and :mod:`~wan_data.latents.quarantine`.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -105,6 +112,55 @@ logger = logging.getLogger("wan_data")
 
 MARKER_NAME = "wan_data_cache.json"
 
+# errno values that mean "this folder refuses writes" (a read-only mount, chmod a-w, a foreign
+# owner), as opposed to a broken one: an existing cache with these is opened read-only.
+_READ_ONLY_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+_WARNED_READ_ONLY: set[str] = set()
+
+
+class _NotRegularFile(Exception):
+    """An entry path holds something other than a regular file (directory, FIFO, socket...)."""
+
+    def __init__(self, st: os.stat_result) -> None:
+        super().__init__(_file_kind(st.st_mode))
+        self.st = st
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return name
+    return f"special file (mode {mode:o})"
+
+
+def _open_entry(name: str) -> tuple[IO[bytes], os.stat_result]:
+    """Open an entry for reading and ``fstat`` it, refusing anything but a regular file.
+
+    ``O_NONBLOCK``: a FIFO planted at an entry path would otherwise block the open until a
+    writer appears (a hung train pass); regular files ignore the flag. The check runs on the
+    opened descriptor, so nothing can be swapped in between the check and the read. Same
+    system calls as a plain ``open`` + ``fstat``.
+
+    Raises:
+        FileNotFoundError: no entry.
+        _NotRegularFile: a directory, FIFO, socket or device sits at the path.
+    """
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRegularFile(st)
+        return open(fd, "rb", buffering=0, closefd=True), st
+    except BaseException:
+        os.close(fd)
+        raise
+
 
 class LatentCache:
     """Content-addressed store of VAE latents; see the module docstring for the guarantees.
@@ -116,14 +172,17 @@ class LatentCache:
     Args:
         root: cache directory.
         create: create the directory (and check it is writable) if needed. With ``False`` the
-            root must already be a cache; read-only media work (quarantine and index rewrites are
-            then skipped with a warning).
+            root must already be a cache. Either way an existing cache that refuses writes (a
+            shared read-only mount, ``chmod -R a-w``) opens read-only (:attr:`read_only`): reads
+            and verification work, quarantine moves and index rewrites are skipped (one warning
+            at opening), and writes (:meth:`put`, :meth:`prune`) raise :class:`FatalError`.
 
     Raises:
         ConfigError: the root holds a cache of another format version, or is not a cache while
             ``create`` is false.
-        FatalError: ``create`` and the root cannot be created or written (the caller asked for a
-            cache; silently running without one would re-encode every epoch).
+        FatalError: ``create`` and the root is not yet a cache and cannot be created or written
+            (the caller asked for a cache; silently running without one would re-encode every
+            epoch).
     """
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
@@ -134,6 +193,7 @@ class LatentCache:
         self.marker_path = self.root / MARKER_NAME
         self._lock = threading.Lock()
         self._stats = CacheStats()
+        self.read_only = False
         self._check_marker()
         if create:
             self._create()
@@ -146,6 +206,10 @@ class LatentCache:
                     "run the prepare pass first or pass create=True",
                 )
             )
+        elif not os.access(self.root, os.W_OK) or (
+            self.entries_dir.is_dir() and not os.access(self.entries_dir, os.W_OK)
+        ):
+            self._open_read_only("no write permission")
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -174,7 +238,45 @@ class LatentCache:
                 )
             )
 
+    def _open_read_only(self, why: str) -> None:
+        """Serve an existing cache without writing to it; the one warning of a read-only cache.
+
+        Shared caches are often mounted read-only on clusters; training only reads, so refusing
+        them would force a copy of the whole cache. What a writable cache would do on the side
+        (move a corrupt entry to ``quarantine/``, rewrite a stale index) is skipped: a corrupt
+        entry is still never served, only left in place.
+        """
+        self.read_only = True
+        if str(self.root) in _WARNED_READ_ONLY:
+            return  # one warning per process: the train pass opens the cache per iteration
+        _WARNED_READ_ONLY.add(str(self.root))
+        logger.warning(
+            "%s",
+            format_error(
+                "latent cache folder",
+                str(self.root),
+                f"is read-only ({why}): entries are read and verified, corrupt ones are skipped "
+                "without being moved to quarantine/, and the index is not rewritten",
+                "mount or copy it writable to fill or repair it with the cache pass",
+                stage="cache",
+            ),
+        )
+
+    def require_writable(self, what: str) -> None:
+        """Raise :class:`FatalError` naming ``what`` needs writes when the cache is read-only."""
+        if self.read_only:
+            raise FatalError(
+                format_error(
+                    "latent cache root",
+                    str(self.root),
+                    f"cannot be created or written: it is read-only, and {what} writes to it",
+                    "point the cache at a writable folder, or mount this one writable",
+                    stage="cache_write",
+                )
+            )
+
     def _create(self) -> None:
+        existed = self.marker_path.is_file()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             if not self.marker_path.exists():
@@ -188,6 +290,9 @@ class LatentCache:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
+            if existed and exc.errno in _READ_ONLY_ERRNOS:
+                self._open_read_only(f"{type(exc).__name__}: {exc.strerror or exc}")
+                return
             raise FatalError(
                 format_error(
                     "latent cache root",
@@ -229,14 +334,34 @@ class LatentCache:
             ValueError: a malformed key, dtype or metadata (a caller bug).
             OSError: the write failed (disk full, ...); nothing partial is left behind.
         """
+        self.require_writable("storing an entry")
         path = self.path_for(key)
         data = encode_entry(key, latents, metadata)
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._clear_non_regular(path, key)
         _atomic_write(path, data)
         append_index(self.index_path, {"key": key, "size": len(data)})
         with self._lock:
             self._stats.writes += 1
         return path
+
+    def _clear_non_regular(self, path: Path, key: str) -> None:
+        """Quarantine whatever non-file (a directory, a FIFO) sits where an entry goes.
+
+        ``os.replace`` cannot rename a file over a directory, so a directory planted at an entry
+        path used to end the cache pass in an ``IsADirectoryError``; it is moved aside with its
+        reason like any bad entry, and the fresh entry takes its place.
+        """
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(st.st_mode):
+            return
+        moved = self._quarantine(path, key, f"not a regular file: a {_file_kind(st.st_mode)}", st)
+        with self._lock:
+            self._stats.corruption_count += 1
+            self._stats.quarantined += int(moved)
 
     # -- read ----------------------------------------------------------------------------------
 
@@ -253,6 +378,7 @@ class LatentCache:
         key: str,
         *,
         into: Callable[[tuple[int, ...], torch.dtype], torch.Tensor] | None = None,
+        expect_shape: tuple[int, ...] | None = None,
     ) -> tuple[CacheEntry | None, str]:
         """Like :meth:`get`, plus why: ``"hit"``, ``"missing"`` or ``"corrupt"`` (quarantined).
 
@@ -264,6 +390,11 @@ class LatentCache:
             key: the entry.
             into: where the tensor bytes go, given the stored shape and dtype (see
                 :func:`read_entry`); a fresh tensor by default.
+            expect_shape: the shape the entry must have (its bucket's latent shape); another
+                shape is corrupt (quarantined), however valid its checksum.
+
+        A directory, FIFO or other non-file at the entry path is corrupt too (checked on the
+        opened descriptor, opened non-blocking: see :func:`_open_entry`).
         """
         start = time.perf_counter()
         status = "missing"
@@ -272,20 +403,20 @@ class LatentCache:
             # A str path: pathlib's joins cost more than the open on small entries.
             name = f"{self.entries_dir}/{key[:2]}/{key[2:4]}/{key}{ENTRY_SUFFIX}"
             try:
-                fh = open(name, "rb", buffering=0)  # noqa: SIM115 (closed below; the stat
-                # of this open file identifies it for the quarantine)
+                # The stat of the open file identifies it for the quarantine.
+                fh, st = _open_entry(name)
             except FileNotFoundError:
+                return None, status
+            except _NotRegularFile as bad:
+                status = "corrupt"
+                self._corrupt(Path(name), key, f"not a regular file: a {bad}", bad.st)
                 return None, status
             try:
                 with fh:
-                    st = os.fstat(fh.fileno())
-                    entry = read_entry(fh, st.st_size, key, into=into)
+                    entry = read_entry(fh, st.st_size, key, into=into, expect_shape=expect_shape)
             except CacheCorruptionError as exc:
                 status = "corrupt"
-                moved = self._quarantine(Path(name), key, exc.reason, st)
-                with self._lock:
-                    self._stats.corruption_count += 1
-                    self._stats.quarantined += int(moved)
+                self._corrupt(Path(name), key, exc.reason, st)
                 return None, status
             status = "hit"
             return entry, status
@@ -297,6 +428,18 @@ class LatentCache:
                     self._stats.hits += 1
                 else:
                     self._stats.misses += 1
+
+    def _corrupt(self, path: Path, key: str, reason: str, seen: os.stat_result) -> bool:
+        """Count a failed entry and quarantine it; on a read-only cache, only log it."""
+        if self.read_only:
+            logger.warning("latent cache: corrupt entry %s (%s); skipped (read-only)", path, reason)
+            moved = False
+        else:
+            moved = self._quarantine(path, key, reason, seen)
+        with self._lock:
+            self._stats.corruption_count += 1
+            self._stats.quarantined += int(moved)
+        return moved
 
     def _quarantine(self, path: Path, key: str, reason: str, seen: os.stat_result) -> bool:
         """Move a failed entry aside with a ``.reason.txt``; return whether it was moved.
@@ -321,7 +464,7 @@ class LatentCache:
 
         See :func:`~wan_data.latents.index.entry_sizes` for why both an index and a listing.
         """
-        return entry_sizes(self.entries_dir, self.index_path)
+        return entry_sizes(self.entries_dir, self.index_path, rewrite=not self.read_only)
 
     def keys(self) -> set[str]:
         """Every stored key (present files; :meth:`get` still verifies each on read).
@@ -340,22 +483,22 @@ class LatentCache:
         for key in sorted(listed_keys(self.entries_dir)):
             path = self.path_for(key)
             try:
-                with open(path, "rb") as fh:
-                    st = os.fstat(fh.fileno())
+                fh, st = _open_entry(str(path))
+                with fh:
                     data = fh.read()
             except FileNotFoundError:
+                continue
+            except _NotRegularFile as bad:
+                quarantined += self._corrupt(path, key, f"not a regular file: a {bad}", bad.st)
                 continue
             try:
                 decode_entry(key, data)
             except CacheCorruptionError as exc:
-                moved = self._quarantine(path, key, exc.reason, st)
-                quarantined += int(moved)
-                with self._lock:
-                    self._stats.corruption_count += 1
-                    self._stats.quarantined += int(moved)
+                quarantined += self._corrupt(path, key, exc.reason, st)
                 continue
             ok[key] = len(data)
-        write_index(self.index_path, ok)
+        if not self.read_only:
+            write_index(self.index_path, ok)
         return {"ok": len(ok), "quarantined": quarantined}
 
     def prune(self, keep: Iterable[str]) -> int:
@@ -367,6 +510,7 @@ class LatentCache:
         Returns:
             the number of entries deleted.
         """
+        self.require_writable("pruning")
         wanted = set(keep)
         sizes = self._sizes()
         removed = 0

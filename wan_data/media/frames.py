@@ -38,6 +38,7 @@ from wan_data.media.sampling import (
     frame_time_problems,
     sampling_period,
 )
+from wan_data.media.source_files import open_source
 from wan_data.planning.clips import ClipPlan, DecodeOptions
 
 __all__ = [
@@ -67,12 +68,29 @@ def container_name(path: str) -> str:
 
 
 def open_decoder(path: str, resized: tuple[int, int], src: tuple[int, int], threads: int) -> Any:
-    """A torchcodec decoder in exact seek mode that resizes ``src`` to ``resized`` inside FFmpeg."""
+    """A torchcodec decoder in exact seek mode that resizes ``src`` to ``resized`` inside FFmpeg.
+
+    It reads an open file object (:func:`~wan_data.media.source_files.open_source`), not the
+    path: the file is checked to still be a regular file (a FIFO swapped in since construction
+    would block FFmpeg's open forever), and a name that is not valid UTF-8 works. The decoder
+    keeps the file object; it is closed when the decoder is dropped.
+
+    Raises:
+        SampleError: ``not_a_file`` (a FIFO, socket or device).
+        OSError: the file cannot be opened (the policy decides).
+    """
     from torchcodec.decoders import VideoDecoder
     from torchcodec.transforms import Resize
 
     transforms = [] if resized == src else [Resize((resized[1], resized[0]))]
-    return VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=threads, transforms=transforms)
+    fh = open_source(path, stage="decode")
+    try:
+        return VideoDecoder(
+            fh, seek_mode="exact", num_ffmpeg_threads=threads, transforms=transforms
+        )
+    except BaseException:
+        fh.close()
+        raise
 
 
 def open_seekable(item: Probed, plan: ClipPlan, threads: int) -> Any:
@@ -380,12 +398,20 @@ def _salvage(decoder: Any, plan: ClipPlan, frames: Sequence[int]) -> tuple[Fetch
 
 
 def decode_image(path: str, plan: ClipPlan) -> torch.Tensor:
-    """An image as a one-frame ``(1, 3, H, W)`` uint8 clip, EXIF-rotated and resized to plan."""
+    """An image as a one-frame ``(1, 3, H, W)`` uint8 clip, EXIF-rotated and resized to plan.
+
+    Opened as a regular file only (see :func:`open_decoder`)."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as img:
+    with open_source(path, stage="decode") as fh, Image.open(fh) as img:
         img.load()
-        rgb = ImageOps.exif_transpose(img).convert("RGB")
+        upright = ImageOps.exif_transpose(img)
+        if upright.mode.startswith("I"):
+            # 16-bit greyscale (a 16-bit PNG opens as "I;16" or "I"): Pillow's convert("RGB")
+            # clips every value above 255 to white, so scale the 16-bit range to 8 bits first.
+            deep = np.asarray(upright).astype(np.int64)
+            upright = Image.fromarray(np.clip(deep >> 8, 0, 255).astype(np.uint8), "L")
+        rgb = upright.convert("RGB")
     rw, rh = plan.resized
     if rgb.size != (rw, rh):
         rgb = rgb.resize((rw, rh), Image.Resampling.BILINEAR)

@@ -16,14 +16,12 @@ Images (png, jpg, ...) are not checked: the caller skips them; the rates above a
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import os
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from subprocess import DEVNULL, PIPE
 from typing import Protocol
 
 from wan_data.errors import ConfigError, FatalError, SampleError, TransientError, format_error
+from wan_data.media.source_files import check_regular, require_regular
 
 __all__ = [
     "DEFAULT_ERR_DETECT",
@@ -162,12 +161,13 @@ def parse_ffmpeg_errors(stderr: str, limit: int = MAX_ERRORS) -> tuple[str, ...]
 
 def _check_readable(path: str) -> None:
     """Raise the ``OSError`` the policy maps to its own skip reason, instead of letting ffmpeg
-    turn a missing, unreadable or directory path into a "corrupt" verdict. ``O_NONBLOCK`` keeps
-    a FIFO from blocking here; the timeout deals with it."""
+    turn a missing, unreadable or directory path into a "corrupt" verdict, and refuse anything
+    but a regular file: ffmpeg opening a FIFO blocks until the timeout (600 s by default).
+    ``O_NONBLOCK`` keeps a FIFO swapped in after the ``stat`` from blocking the ``open``."""
+    check_regular(path, stage="integrity")
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        require_regular(path, os.fstat(fd).st_mode, "integrity")  # swapped since the stat?
     finally:
         os.close(fd)
 
@@ -209,6 +209,8 @@ def check_integrity(
         OSError: ``path`` is missing, unreadable or a directory; raised before ffmpeg runs so
             the policy skips it as ``missing``/``permission_denied``/``not_a_file``, not as
             corrupt.
+        SampleError: ``not_a_file``: ``path`` is a FIFO, socket or device (ffmpeg would block
+            on a FIFO until the timeout).
     """
     if threads < 0:
         raise ConfigError(format_error("threads", threads, "must be >= 0 (0: FFmpeg decides)"))

@@ -79,7 +79,10 @@ class AlertConfig:
         gpu_memory_fraction: fraction of the current CUDA device's memory held by live tensors
             (``allocated / total``); only measurable in a process that uses CUDA.
         stall_seconds: how long an item may be in flight with no progress before a ``stall``
-            alert (see :class:`StallWatchdog`).
+            alert (see :class:`StallWatchdog`). Through ``dataset.loader()`` it is also how
+            long a DataLoader worker may make no progress (frozen, or blocked on one item)
+            before the loader kills it and raises ``WorkerError`` naming the file (see
+            :mod:`wan_data.observe.heartbeat`).
     """
 
     failure_rate: float | None = 0.2

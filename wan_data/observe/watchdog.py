@@ -4,6 +4,11 @@ A decoder hung on one file (a network filesystem that stopped answering, an FFmp
 in no counter: nothing fails, nothing finishes. Stages announce the item they work on
 (``context.watchdog.working(stage, item)``), and a thread raises the ``stall`` alert of
 :mod:`wan_data.observe.alerts` when one item takes longer than ``AlertConfig.stall_seconds``.
+
+In a DataLoader worker the watchdog also publishes what is in flight to the worker's
+heartbeat slot (:mod:`wan_data.observe.heartbeat`, see :func:`worker_watchdog`), because an
+alert raised inside the worker can neither see the worker frozen nor end the hang: the main
+process reads the slot to fail the run, naming the stage and file.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from wan_data.errors import ConfigError, format_error
-from wan_data.observe.alerts import Alert
+from wan_data.observe.alerts import Alert, AlertMonitor
+from wan_data.observe.heartbeat import HeartbeatSlot, HeartbeatTable
 
-__all__ = ["StallWatchdog"]
+__all__ = ["StallWatchdog", "worker_watchdog"]
 
 logger = logging.getLogger("wan_data")
 
@@ -70,7 +76,8 @@ class StallWatchdog:
     and never keeps the interpreter alive; :meth:`close` stops it.
 
     Args:
-        stall_seconds: seconds without activity that make a stall.
+        stall_seconds: seconds without activity that make a stall; ``None``: never fires
+            and starts no thread, only tracks and publishes to a heartbeat slot.
         on_stall: called with the ``stall`` alert, from the watchdog thread (e.g.
             :meth:`AlertMonitor.emit`); an exception it raises is logged.
         poll_seconds: how often to check; default ``stall_seconds / 10`` within [0.01, 10] s.
@@ -79,12 +86,14 @@ class StallWatchdog:
 
     def __init__(
         self,
-        stall_seconds: float,
+        stall_seconds: float | None,
         on_stall: Callable[[Alert], None],
         poll_seconds: float | None = None,
     ) -> None:
         problems = []
-        if not (isinstance(stall_seconds, (int, float)) and 0 < stall_seconds < math.inf):
+        if stall_seconds is not None and not (
+            isinstance(stall_seconds, (int, float)) and 0 < stall_seconds < math.inf
+        ):
             problems.append(format_error("watchdog stall_seconds", stall_seconds, "must be > 0"))
         if poll_seconds is not None and not (
             isinstance(poll_seconds, (int, float)) and 0 < poll_seconds < math.inf
@@ -96,14 +105,15 @@ class StallWatchdog:
             )
         if problems:
             raise ConfigError(problems)
-        self.stall_seconds = float(stall_seconds)
+        self.stall_seconds = float(stall_seconds) if stall_seconds is not None else None
         self.on_stall = on_stall
         self.poll_seconds = (
             float(poll_seconds)
             if poll_seconds is not None
-            else min(max(self.stall_seconds / 10, 0.01), 10.0)
+            else min(max((self.stall_seconds or 100.0) / 10, 0.01), 10.0)
         )
         self._tokens = itertools.count()
+        self._heartbeat: HeartbeatSlot | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -131,7 +141,18 @@ class StallWatchdog:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._tokens = itertools.count()
+        self._heartbeat = None  # a slot belongs to one worker: never carried by a copy
         self._reset()
+
+    def publish_to(self, slot: HeartbeatSlot) -> None:
+        """Publish what is in flight to ``slot`` (a worker's heartbeat), from now on.
+
+        The watchdog thread then also ticks the slot every ``poll_seconds``, which tells the
+        main process this worker is running even while it has nothing in flight.
+        """
+        self._own()
+        slot.attach()
+        self._heartbeat = slot
 
     def __enter__(self) -> StallWatchdog:
         return self
@@ -156,14 +177,14 @@ class StallWatchdog:
 
     def _ensure_started(self) -> None:
         self._own()
-        if self._thread is not None or self._closed:
+        if self._thread is not None or self._closed or self.stall_seconds is None:
             return
         with _START_LOCK:
             if self._thread is not None:
                 return
             thread = threading.Thread(
                 target=_watch,
-                args=(weakref.ref(self), self._stop, self.poll_seconds),
+                args=(weakref.ref(self), self._stop, self.poll_seconds, self._heartbeat),
                 name=f"wan_data-stall-watchdog-{self._pid}",
                 daemon=True,
             )
@@ -178,10 +199,14 @@ class StallWatchdog:
     def working(self, stage: str, item: str) -> Iterator[None]:
         """Mark ``item`` in flight in ``stage`` for the duration of the block."""
         self._ensure_started()
+        heartbeat = self._heartbeat
         with self._lock:
             token = next(self._tokens)
-            self._inflight[token] = _InFlight(stage, str(item), time.monotonic())
+            entry = _InFlight(stage, str(item), time.monotonic())
+            self._inflight[token] = entry
             self._activity()
+            if heartbeat is not None:
+                heartbeat.show(entry.stage, entry.item, entry.started, entry.started)
         try:
             yield
         finally:
@@ -189,28 +214,39 @@ class StallWatchdog:
             with self._lock:
                 self._inflight.pop(token, None)
                 self._activity()
+                if heartbeat is not None and heartbeat is self._heartbeat:
+                    # Show the innermost item still in flight (the enclosing stage's).
+                    now = self._last_activity
+                    if self._inflight:
+                        inner = self._inflight[max(self._inflight)]
+                        heartbeat.show(inner.stage, inner.item, inner.started, now)
+                    else:
+                        heartbeat.idle(now)
 
     def progress(self, stage: str) -> None:
         """Heartbeat: ``stage`` is making progress (e.g. a frame decoded)."""
         self._ensure_started()
         with self._lock:
             self._activity()
+            if self._heartbeat is not None:
+                self._heartbeat.activity(self._last_activity)
 
     def check(self) -> Alert | None:
         """Fire the stall alert if there is a new stall (the thread calls this; so may tests)."""
-        if self._pid != os.getpid() or self._closed:
+        if self._pid != os.getpid() or self._closed or self.stall_seconds is None:
             return None
         with self._lock:
             if self._fired or not self._inflight:
                 return None
+            threshold = self.stall_seconds
             idle = time.monotonic() - self._last_activity
-            if idle <= self.stall_seconds:
+            if threshold is None or idle <= threshold:
                 return None
             self._fired = True
             entries = sorted(self._inflight.items())
         _, current = entries[-1]
         others = [e for _, e in entries[:-1]]
-        alert = _stall_alert(current, others, idle, self.stall_seconds)
+        alert = _stall_alert(current, others, idle, threshold)
         try:
             self.on_stall(alert)
         except Exception as exc:
@@ -231,6 +267,8 @@ class StallWatchdog:
         starts open, so closing the main process's watchdog does not silence the workers.
         """
         self._own()  # the parent's event and thread are not this process's to touch
+        if self._heartbeat is not None:
+            self._heartbeat.done()  # silence from now on is expected, not a freeze
         self._closed = True
         self._stop.set()
         thread = self._thread
@@ -239,12 +277,25 @@ class StallWatchdog:
         self._thread = None
 
 
-def _watch(ref: weakref.ref[StallWatchdog], stop: threading.Event, poll: float) -> None:
-    """Thread body; holds the watchdog only weakly so an abandoned one ends its thread."""
+def _watch(
+    ref: weakref.ref[StallWatchdog],
+    stop: threading.Event,
+    poll: float,
+    heartbeat: HeartbeatSlot | None,
+) -> None:
+    """Thread body; holds the watchdog only weakly so an abandoned one ends its thread.
+
+    Each round also ticks the heartbeat slot: a tick proves the process runs (a frozen
+    worker's threads stop with it), which the main process cannot tell from idleness alone.
+    """
+    if heartbeat is not None:
+        heartbeat.tick(time.monotonic())
     while not stop.wait(poll):
         watchdog = ref()
         if watchdog is None or watchdog._closed:
             return
+        if heartbeat is not None:
+            heartbeat.tick(time.monotonic())
         try:
             watchdog.check()
         except Exception:  # the thread must survive anything a check meets
@@ -267,9 +318,32 @@ def _stall_alert(
         current.item,
         rule,
         "the file may hang the decoder or the filesystem may be unresponsive; check the file "
-        "and its mount, and set the DataLoader's timeout to turn a hang into an error",
+        "and its mount. dataset.loader() ends the hang after stall_seconds; with a plain "
+        "DataLoader, set its timeout to turn a hang into an error",
         stage=current.stage,
     )
     return Alert(
         "stall", message, idle, threshold, stage=current.stage, path=current.item, time=time.time()
     )
+
+
+def worker_watchdog(
+    monitor: AlertMonitor | None, heartbeats: HeartbeatTable | None, worker: int | None
+) -> StallWatchdog | None:
+    """The watchdog of one iteration, publishing to worker ``worker``'s heartbeat slot.
+
+    ``monitor``'s stall watchdog when it has one; in a worker with a heartbeat slot but no
+    stall threshold, a watchdog that never fires, so the main process can still name the
+    file a dying worker had in flight. ``None`` when there is nothing to watch or publish.
+    """
+    watchdog = monitor.stall_watchdog() if monitor is not None else None
+    if heartbeats is None or worker is None or not 0 <= worker < heartbeats.size:
+        return watchdog
+    if watchdog is None:
+        watchdog = StallWatchdog(None, _ignore)
+    watchdog.publish_to(heartbeats.slot(worker))
+    return watchdog
+
+
+def _ignore(alert: Alert) -> None:
+    """The callback of a watchdog that never fires."""

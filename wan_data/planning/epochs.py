@@ -9,7 +9,8 @@ saving a dataset) carries the values instead, since shared memory cannot travel.
 
 :class:`SharedProgress` holds them: the last pass and its epoch, the point
 ``load_state_dict`` resumes at, and the last batch the trainer received (what ``state_dict``
-saves).
+saves). It also carries the heartbeat table of the loader iterating the dataset
+(:mod:`wan_data.observe.heartbeat`), so that its workers find their slots.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from __future__ import annotations
 import ctypes
 from multiprocessing.context import get_spawning_popen
 from multiprocessing.sharedctypes import RawValue
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wan_data.errors import format_error
+
+if TYPE_CHECKING:
+    from wan_data.observe.heartbeat import HeartbeatTable
 
 __all__ = ["MAX_EPOCH", "SharedProgress", "pack_pass", "unpack_pass"]
 
@@ -65,10 +69,16 @@ _INITIAL = (pack_pass(0, -1), -1, 0, -1, 0)
 
 class SharedProgress:
     """The epoch of each pass, the resume point and the trainer's progress, shared by a
-    dataset's copies in its DataLoader workers (see the module docstring)."""
+    dataset's copies in its DataLoader workers (see the module docstring).
+
+    ``heartbeats`` is set by :class:`~wan_data.loader.ProgressLoader` before its workers
+    start; workers publish what they have in flight there. It travels to spawned workers and
+    is dropped by plain pickling, like the shared memory.
+    """
 
     def __init__(self, values: tuple[int, ...] = _INITIAL) -> None:
         self._slots: _Slots = RawValue(_Slots, *values)
+        self.heartbeats: HeartbeatTable | None = None
 
     def _values(self) -> tuple[int, ...]:
         return tuple(int(getattr(self._slots, name)) for name in _FIELDS)
@@ -78,9 +88,10 @@ class SharedProgress:
             # Plain pickling (not a worker being spawned): shared memory cannot travel, the
             # values can. A spawned worker receives the shared memory itself.
             return {"values": self._values()}
-        return {"slots": self._slots}
+        return {"slots": self._slots, "heartbeats": self.heartbeats}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        self.heartbeats = state.get("heartbeats")
         if "slots" in state:
             self._slots = state["slots"]
         else:

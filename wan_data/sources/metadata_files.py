@@ -20,6 +20,8 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from wan_data.sources.extensions import media_type
+
 __all__ = [
     "CAPTION_KEYS",
     "PATH_KEYS",
@@ -169,6 +171,10 @@ def parse_jsonl_line(line: str) -> MetadataRecord:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         return BadLine("JSONDecodeError", f"is not valid JSON ({exc.msg})", line)
+    except RecursionError:
+        # Nesting deeper than the interpreter's recursion limit: one hostile or broken line
+        # must cost that line, not the whole file (the caller would drop the file).
+        return BadLine("RecursionError", "nests arrays or objects too deeply to parse", line[:200])
     if not isinstance(obj, dict):
         return BadLine("TypeError", f"is a JSON {type(obj).__name__}, not an object", line)
     path_key = next((k for k in PATH_KEYS if k in obj), None)
@@ -186,6 +192,46 @@ def parse_jsonl_line(line: str) -> MetadataRecord:
     return MetadataLine(written.strip(), captions)
 
 
+def _swallowed_rows(
+    continuation: Sequence[tuple[int, str]], path_col: int, columns: int
+) -> list[int]:
+    """Line numbers among the continuation lines of one CSV row that look like entries.
+
+    A line looks like an entry when, parsed on its own, it has ``columns`` cells and a path
+    cell with a media extension: caption text continued over lines almost never does.
+    """
+    found = []
+    for number, text in continuation:
+        try:
+            cells = next(csv.reader([text]), [])
+        except csv.Error:
+            continue
+        if len(cells) == columns and media_type(cells[path_col].strip()) is not None:
+            found.append(number)
+    return found
+
+
+def _unclosed_quote(
+    first: int, last: int, lines: Sequence[tuple[int, str]], swallowed: Sequence[int]
+) -> list[tuple[int, MetadataRecord]]:
+    """The records of a row that swallowed entries: its first line and each swallowed entry."""
+    where = f"lines {first}-{last}" if last > first else f"line {first}"
+    opened = BadLine(
+        "Error",
+        f"opens a quoted field that runs over {where} and swallows {len(swallowed)} line(s) "
+        f"that look like entries (first: line {swallowed[0]}): an unclosed or misplaced quote",
+        lines[first - 1][1].strip(),
+    )
+    out: list[tuple[int, MetadataRecord]] = [(first, opened)]
+    for number in swallowed:
+        rule = (
+            f"looks like an entry but was swallowed by the quoted field opened at line {first}; "
+            "close the quote there"
+        )
+        out.append((number, BadLine("Error", rule, lines[number - 1][1].strip())))
+    return out
+
+
 def parse_csv(
     path: str, on_bad_utf8: Callable[[int], None] | None = None
 ) -> list[tuple[int, MetadataRecord]]:
@@ -196,6 +242,14 @@ def parse_csv(
     gives no records (the collect stage's configuration check reports it first). The line number
     of a row is the physical line it starts on.
 
+    A quote that is never closed (or closed rows later) makes the CSV reader swallow every
+    following line into one field, and those entries would vanish without a trace. A row
+    spanning several physical lines of which at least one, read alone, looks like an entry
+    (the header's number of cells and a media file in the path column) is therefore not
+    trusted: its first line and every swallowed entry become a :class:`BadLine` each, naming
+    the line where the quote opened. A caption that legitimately spans lines looks like no
+    entry and is kept.
+
     Raises:
         OSError: when the file cannot be read.
     """
@@ -204,6 +258,7 @@ def parse_csv(
     reader = csv.reader(text for _, text in lines)
     path_col: int | None = None
     caption_col: int | None = None
+    header: list[str] = []
     previous = 0  # physical lines consumed so far: a quoted caption may span several
     while True:
         number = previous + 1
@@ -222,8 +277,13 @@ def parse_csv(
         if path_col is None:
             path_col = find_column(row, PATH_KEYS)
             caption_col = find_column(row, CAPTION_KEYS)
+            header = row
             if path_col is None:
                 return records
+            continue
+        swallowed = _swallowed_rows(lines[number : reader.line_num], path_col, len(header))
+        if swallowed:
+            records.extend(_unclosed_quote(number, reader.line_num, lines, swallowed))
             continue
         written = row[path_col].strip() if path_col < len(row) else ""
         if not written:

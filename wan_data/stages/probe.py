@@ -2,8 +2,10 @@
 
 Video metadata comes from torchcodec's ``seek_mode="exact"`` scan (demuxing only, no decoding):
 frame counts and durations from the content, not the header, because headers lie for truncated,
-badly muxed and variable-frame-rate files. Images are probed with Pillow, which reads only the
-header.
+badly muxed and variable-frame-rate files. Images are probed with Pillow: size from the header,
+then one full decode, which is cheap for an image and the only way to find one cut short.
+Every source is opened as a regular file only (a FIFO would block forever) and handed to the
+decoder as an open file object, not a path.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from wan_data.errors import SampleError, format_error
 from wan_data.failures.mechanism import StageContext, map_stage
-from wan_data.failures.policy import ErrorPolicy
+from wan_data.failures.policy import ErrorPolicy, release_frames
 from wan_data.index.metadata_cache import MetadataCache, Verdict
 from wan_data.items import Failed, Probed, Source, ValidationResult, VideoMetadata
 from wan_data.media.integrity import check_integrity, integrity_error
 from wan_data.media.sampling import frames_available
+from wan_data.media.source_files import SourceFile, open_source
 from wan_data.stages.base import Stage
 
 __all__ = ["ProbeLimits", "probe", "probe_metadata", "validate_file", "validate_metadata"]
@@ -67,24 +71,79 @@ class ProbeLimits:
     max_duration_seconds: float | None = None
     min_source_fps: float | None = None
     integrity: bool = False
+    # With fps=None, every frame_stride-th native frame is a target frame.
+    frame_stride: int = 1
+    # The limits of each concept with options of its own (its frames or fps), by name.
+    by_concept: tuple[tuple[str, ProbeLimits], ...] = ()
+
+    def for_concept(self, name: str) -> ProbeLimits:
+        """The limits a source of concept ``name`` is checked against (idempotent)."""
+        for concept, limits in self.by_concept:
+            if concept == name:
+                return limits
+        return self
 
 
 def probe_metadata(source: Source) -> VideoMetadata:
-    """Read the metadata of one file; raises what torchcodec / Pillow raise for bad files."""
-    if not os.path.isfile(source.path):
-        if os.path.isdir(source.path):
-            raise IsADirectoryError(f"Is a directory: {source.path}")
-        raise FileNotFoundError(f"No such file: {source.path}")
-    if source.media_type == "image":
-        return _probe_image(source.path)
-    return _probe_video(source.path)
+    """Read the metadata of one file; raises what torchcodec / Pillow raise for bad files.
+
+    The file is opened once, as a regular file (:func:`~wan_data.media.source_files.open_source`:
+    a FIFO swapped in since collection would block the probe forever), and the open file is
+    what torchcodec and Pillow read, so a name that is not valid UTF-8 works too.
+    """
+    fh = open_source(source.path, stage="probe")
+    try:
+        if source.media_type == "image":
+            return _probe_image(source.path, fh)
+        return _probe_video(source.path, fh)
+    finally:
+        fh.close()
 
 
-def _probe_video(path: str) -> VideoMetadata:
+def _open_probe_decoder(path: str, fh: SourceFile) -> Any:
+    """torchcodec's exact-mode decoder of ``fh``, or a ``no_video_stream`` skip.
+
+    A container without a video stream (an mp4 holding no track at all) fails exact mode's
+    scan with "Could not seek file to pts=0", which says nothing about streams; the cheap
+    approximate mode (header only) then tells whether there is a video stream at all.
+    """
     from torchcodec.decoders import VideoDecoder
 
-    decoder = VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=1)
+    try:
+        return VideoDecoder(fh, seek_mode="exact", num_ffmpeg_threads=1)
+    except RuntimeError as exc:
+        if "could not seek" not in str(exc).lower() or not _lacks_video_stream(fh):
+            raise
+        raise SampleError(
+            format_error(
+                "file",
+                path,
+                "has no video stream (no track at all, or audio or data only)",
+                _HINTS["no_video_stream"],
+                stage="probe",
+            ),
+            reason="no_video_stream",
+        ) from exc
+
+
+def _lacks_video_stream(fh: SourceFile) -> bool:
+    """Whether torchcodec's header-only open says the container has no video stream."""
+    from torchcodec.decoders import VideoDecoder
+
+    fh.seek(0)
+    try:
+        VideoDecoder(fh, seek_mode="approximate", num_ffmpeg_threads=1)
+    except (RuntimeError, ValueError) as exc:
+        found = any(f in str(exc).lower() for f in _NO_STREAM_MESSAGES)
+        release_frames(exc)
+        return found
+    return False
+
+
+def _probe_video(path: str, fh: SourceFile) -> VideoMetadata:
+    decoder = _open_probe_decoder(path, fh)
     m = decoder.metadata
+    decoder = None  # the metadata is all the probe needs: free FFmpeg's state now
     begin = float(m.begin_stream_seconds or 0.0)
     end = float(m.end_stream_seconds or begin)
     frames = int(m.num_frames or 0)
@@ -110,14 +169,56 @@ def _probe_video(path: str) -> VideoMetadata:
     )
 
 
-def _probe_image(path: str) -> VideoMetadata:
+def _probe_image(path: str, fh: SourceFile) -> VideoMetadata:
+    """Size and format from the header, then a full decode: images are cheap to decode, and a
+    truncated JPEG or PNG has an intact header, so a header-only probe would pass it to fail
+    at every decode instead of once here (and be ledgered).
+
+    An image whose header declares more pixels than Pillow's ``MAX_IMAGE_PIXELS`` is not
+    decoded here (that is Pillow's own bound on a safe decode); beyond twice that Pillow
+    refuses to open it (``DecompressionBombError``), which is ``too_large``, not a bug.
+    """
     from PIL import Image
 
-    with Image.open(path) as img:
+    try:
+        img = Image.open(fh)
+    except Image.DecompressionBombError as exc:
+        raise SampleError(
+            format_error(
+                "image",
+                path,
+                f"declares too many pixels to decode safely ({exc})",
+                _HINTS["too_large"],
+                stage="probe",
+            ),
+            reason="too_large",
+        ) from exc
+    with img:
         fmt = (img.format or "").lower()
-        # Width/height as displayed: a phone photo rotated by EXIF is trained the way it looks.
-        orientation = img.getexif().get(0x0112, 1)
         w, h = img.size
+        limit = Image.MAX_IMAGE_PIXELS
+        try:
+            # Width/height as displayed: a phone photo rotated by EXIF is trained the way it
+            # looks. (Reading EXIF reads on through a PNG's chunks: it can meet the cut too.)
+            orientation = img.getexif().get(0x0112, 1)
+            if limit is None or w * h <= limit:
+                img.load()
+        except OSError as exc:
+            _raise_if_truncated(path, exc)
+            raise
+        except SyntaxError as exc:
+            # Pillow's PNG reader reports a damaged chunk as SyntaxError ("broken PNG file"):
+            # the file's fault, not a wan_data bug (found by tests/faults/test_fuzz.py).
+            raise SampleError(
+                format_error(
+                    "image",
+                    path,
+                    f"is damaged ({exc})",
+                    "re-download or re-save the image, or remove it",
+                    stage="probe",
+                ),
+                reason="invalid_data",
+            ) from exc
         if orientation in (5, 6, 7, 8):
             w, h = h, w
     return VideoMetadata(
@@ -130,6 +231,23 @@ def _probe_image(path: str) -> VideoMetadata:
         codec=fmt,
         media_type="image",
     )
+
+
+def _raise_if_truncated(path: str, exc: OSError) -> None:
+    """A ``truncated`` skip for Pillow's report of a cut-short image, which is an ``OSError``
+    without ``errno`` ("image file is truncated"); an ``OSError`` with one (EIO, EMFILE) is
+    the machine's, and is left to the policy."""
+    if exc.errno is None and "truncated" in str(exc).lower():
+        raise SampleError(
+            format_error(
+                "image",
+                path,
+                f"is cut short: its header is intact but decoding it fails ({exc})",
+                _HINTS["truncated"],
+                stage="probe",
+            ),
+            reason="truncated",
+        ) from exc
 
 
 def validate_metadata(meta: VideoMetadata, limits: ProbeLimits) -> tuple[str, str] | None:
@@ -151,7 +269,7 @@ def validate_metadata(meta: VideoMetadata, limits: ProbeLimits) -> tuple[str, st
             f"plays at {meta.fps:.3g} fps, below min_source_fps={limits.min_source_fps:g} "
             "(its frames would be repeated to reach the target rate)"
         )
-    available = frames_available(meta, limits.fps)
+    available = frames_available(meta, limits.fps, limits.frame_stride)
     unit = "native frames" if limits.fps is None else f"frames at {limits.fps:g} fps"
     if available < limits.min_frames:
         return "too_short", (
@@ -215,7 +333,11 @@ _HINTS = {
     "too_long": "split it or raise max_duration_seconds",
     "too_short": "lower the smallest entry of frames, lower fps, or remove the file",
     "low_fps": "lower min_source_fps to accept it, or interpolate it to a higher rate first",
+    "no_video_stream": "the file has no video stream (audio only, or an empty container); "
+    "remove it",
 }
+# What torchcodec's header-only open says of a container without a video stream.
+_NO_STREAM_MESSAGES = ("best video stream is unknown", "no valid stream", "no video stream")
 
 
 def probe(
@@ -246,7 +368,7 @@ def probe(
 
     def one(source: Source) -> list[Probed]:
         meta, verdict = ahead.take(source)
-        broken = validate_metadata(meta, lim)
+        broken = validate_metadata(meta, lim.for_concept(source.concept))
         if broken is not None:
             reason, rule = broken
             raise SampleError(
@@ -322,19 +444,19 @@ class _Prefetcher:
                 self.cache.put(source.path, meta)
         return meta, self._verdict(source, meta)
 
-    def _checked(self, meta: VideoMetadata) -> bool:
-        """Whether the integrity check applies: to videos the metadata rules accept (a file
-        they reject is not decoded for nothing)."""
+    def _checked(self, meta: VideoMetadata, concept: str) -> bool:
+        """Whether the integrity check applies: to videos the metadata rules (of the source's
+        concept) accept (a file they reject is not decoded for nothing)."""
         limits = self.integrity
         return (
             limits is not None
             and meta.media_type == "video"
-            and validate_metadata(meta, limits) is None
+            and validate_metadata(meta, limits.for_concept(concept)) is None
         )
 
     def _verdict(self, source: Source, meta: VideoMetadata) -> Verdict | None:
         """The integrity verdict of a checked video (remembered per file version), else None."""
-        if not self._checked(meta):
+        if not self._checked(meta, source.concept):
             return None
         verdict = self.cache.get_integrity(source.path) if self.cache is not None else None
         if verdict is None:
@@ -349,7 +471,7 @@ class _Prefetcher:
         meta = self.cache.get(source.path) if self.cache is not None else None
         if meta is None:
             return None
-        if not self._checked(meta):
+        if not self._checked(meta, source.concept):
             return meta, None
         assert self.cache is not None
         verdict = self.cache.get_integrity(source.path)

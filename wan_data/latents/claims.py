@@ -1,0 +1,266 @@
+"""Work claims of the cache pass: two passes on one cache folder encode each key once.
+
+Two cache passes that know nothing of each other (two jobs pointed at one shared folder, a
+rerun started while the first still runs) used to each encode every missing clip: a valid
+cache, for twice the GPU time. Before a clip is decoded, its pass takes a claim on its key: a
+file ``claims/<key>.claim`` created with ``O_CREAT | O_EXCL`` (atomic on local and NFSv3+
+filesystems: one creator wins) holding the owner's pid, host, pass token and time. A pass skips
+keys another live pass holds and comes back to them at the end: by then the other pass has
+written them, or its claim has gone stale and is taken over.
+
+A claim is stale when it is older than ``timeout`` seconds, or when its owner ran on this host
+and its process is gone (a pass killed with ``kill -9`` leaves claims that are then taken over at
+once instead of after the timeout). Claims only save work: a lost race at worst encodes a key
+twice, and two writers of a key each rename a complete, identical entry (see
+:mod:`wan_data.latents.atomic`), so correctness never depends on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["CLAIMS_DIR", "STALE_CLAIM_SECONDS", "ClaimOwner", "Claims", "pid_alive", "settle"]
+
+logger = logging.getLogger("wan_data")
+
+CLAIMS_DIR = "claims"
+# A claim covers decoding and encoding one chunk of clips, seconds to a few minutes; a claim
+# this old belongs to a pass that died on another host (same-host deaths are seen at once).
+STALE_CLAIM_SECONDS = 1800.0
+
+ClaimState = Literal["free", "mine", "live", "stale"]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (signal 0 checks without signalling)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+@dataclass(frozen=True)
+class ClaimOwner:
+    """Who holds a claim: the process of the cache pass (not a DataLoader worker, which exits
+    while its claims are still meant to hold), its host, and a token naming the pass."""
+
+    pid: int
+    host: str
+    token: str
+
+    @classmethod
+    def current(cls) -> ClaimOwner:
+        return cls(os.getpid(), socket.gethostname(), secrets.token_hex(8))
+
+
+@dataclass
+class Claims:
+    """The claims of one cache pass on the cache folder ``root`` (picklable: workers claim too).
+
+    Args:
+        root: the cache root; claims live in ``root/claims``.
+        owner: this pass.
+        timeout: seconds after which anyone's claim is stale.
+        clock: the time source (injectable for tests of expiry).
+        alive: whether a pid of this host is running (injectable for tests).
+    """
+
+    root: Path
+    owner: ClaimOwner
+    timeout: float = STALE_CLAIM_SECONDS
+    clock: Callable[[], float] = field(default=time.time)
+    alive: Callable[[int], bool] = field(default=pid_alive)
+
+    @property
+    def folder(self) -> Path:
+        return self.root / CLAIMS_DIR
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.claim"
+
+    def claim(self, key: str) -> bool:
+        """Take the claim on ``key``; ``False`` when another live pass holds it.
+
+        A stale claim is taken over; a claim of this pass is kept.
+        """
+        for _ in range(3):
+            try:
+                if self._create(key):
+                    return True
+            except OSError as exc:
+                # Claims only save work: a folder that cannot take one (full, read-only)
+                # must not stop the pass, which then encodes the key unclaimed.
+                logger.debug(
+                    "cache pass: cannot claim %s... (%s); encoding it unclaimed", key[:12], exc
+                )
+                return True
+            state, record = self._read(key)
+            if state == "mine":
+                return True
+            if state == "live":
+                return False
+            if state == "stale" and not self._remove_stale(key, record):
+                return False  # someone else took it over first
+        return False
+
+    def state(self, key: str) -> ClaimState:
+        """``free`` (no claim), ``mine``, ``live`` (another pass holds it) or ``stale``."""
+        return self._read(key)[0]
+
+    def release(self, key: str) -> None:
+        """Drop this pass's claim on ``key`` (another pass's claim is left alone)."""
+        state, _ = self._read(key)
+        if state == "mine":
+            self.path(key).unlink(missing_ok=True)
+
+    def is_stale(self, record: dict[str, Any]) -> bool:
+        """Whether a claim record no longer protects its key (see the module docstring)."""
+        claimed_at = record.get("time")
+        if not isinstance(claimed_at, (int, float)):
+            return True
+        if self.clock() - float(claimed_at) > self.timeout:
+            return True
+        pid = record.get("pid")
+        if record.get("host") == self.owner.host and isinstance(pid, int):
+            if pid == self.owner.pid:
+                # An earlier pass of this very process: passes here run one after the other and
+                # release their claims as they end, so its claim is a leftover.
+                return record.get("token") != self.owner.token
+            return not self.alive(pid)
+        return False
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _create(self, key: str) -> bool:
+        record = {
+            "pid": self.owner.pid,
+            "host": self.owner.host,
+            "token": self.owner.token,
+            "time": self.clock(),
+        }
+        data = json.dumps(record).encode("utf-8")
+        path = self.path(key)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return self._create(key)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        return True
+
+    def _read(self, key: str) -> tuple[ClaimState, dict[str, Any]]:
+        path = self.path(key)
+        try:
+            raw = path.read_bytes()
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return "free", {}
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            # Created but not yet written (its writer is between open and write), or torn by
+            # a crash: judged by its age alone.
+            record = {"time": mtime}
+        if record.get("token") == self.owner.token and record.get("host") == self.owner.host:
+            return "mine", record
+        return ("stale" if self.is_stale(record) else "live"), record
+
+    def _remove_stale(self, key: str, seen: dict[str, Any]) -> bool:
+        """Remove the stale claim ``seen``; ``False`` if the file was no longer that claim.
+
+        Rename first (only one taker's rename of a given file succeeds), then check that the
+        renamed file is the claim judged stale: if a faster taker had already replaced it with
+        a fresh claim, that claim is put back.
+        """
+        path = self.path(key)
+        aside = path.with_name(f"{path.name}.stale.{self.owner.token}.{secrets.token_hex(4)}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return True  # gone already: free to create
+        try:
+            try:
+                record = json.loads(aside.read_bytes())
+            except ValueError:
+                record = None
+            if isinstance(record, dict) and record != seen and not self.is_stale(record):
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, path)  # put the fresh claim back
+                return False
+        finally:
+            aside.unlink(missing_ok=True)
+        logger.info(
+            "cache pass: took over the stale claim on %s... (pid %s on %s)",
+            key[:12],
+            seen.get("pid"),
+            seen.get("host"),
+        )
+        return True
+
+
+def settle(
+    keys: list[str],
+    complete: Callable[[str], bool],
+    claims: Claims,
+    attempted: set[str],
+    *,
+    poll: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """After a round of the cache pass: the keys this pass must still encode itself.
+
+    ``keys`` are the keys the round was given; those ``complete`` by now drop out. A key this
+    pass claimed and did not finish failed here (its skip is recorded): it goes to
+    ``attempted``, its claim is released, and it is not tried again. A key another live pass
+    holds is waited for, polling every ``poll`` seconds, until it is complete (the other pass
+    wrote it) or its claim is released or stale (the other pass failed or died): then it is
+    returned, to be encoded by this pass. Waiting ends, since a claim goes stale after
+    ``claims.timeout`` seconds at the latest.
+    """
+    waiting: list[str] = []
+    for key in keys:
+        if complete(key):
+            continue
+        if key in attempted or claims.state(key) == "mine":
+            attempted.add(key)
+            claims.release(key)
+            continue
+        waiting.append(key)
+    retry: list[str] = []
+    if waiting:
+        logger.info("cache pass: waiting for %d clip(s) another pass is encoding", len(waiting))
+    while waiting:
+        still: list[str] = []
+        for key in waiting:
+            if complete(key):
+                continue
+            if claims.state(key) in ("free", "stale"):
+                retry.append(key)
+            else:
+                still.append(key)
+        waiting = still
+        if waiting:
+            sleep(poll)
+    return retry
