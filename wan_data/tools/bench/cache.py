@@ -1,0 +1,203 @@
+"""The cached train pass against bare reads, and a warm start against a bare ``os.stat``.
+
+Both baselines are ``benchmarks/bench_cache.py``'s: ``bare_safetensors`` reads the entry files
+one epoch reads (paths from ``epoch_paths``, computed before the clock starts) and stacks them
+per batch; ``stat_all`` stats every source, which is what any warm start has to do to notice a
+changed file. The cache is filled with seeded random latents of the Wan 2.1 shape of each
+clip (16 x (F-1)/4+1 x H/8 x W/8) in place of VAE output: these measures are about reading,
+and encoding with even the tiny VAE would dominate the setup.
+
+The warm start here is a pixel dataset (no latent cache), so it scales to 100k and 1M sources
+without a cache pass over every one of them: construction from the sample index and the
+metadata cache, then the first batch of ``ds.loader(num_workers=0)`` (a few tiny clips).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wan_data.tools.bench.data import synthetic_videos
+from wan_data.tools.bench.measure import BenchContext, Measure, MeasureSpec
+from wan_data.tools.bench.scripts import benchmark_function
+
+__all__ = ["CACHE_SPECS", "WARM_SPECS", "WanShapeEncoder", "run_cache", "run_warm_start"]
+
+TRAIN_VS_BARE = MeasureSpec(
+    "cache.train_vs_bare_reads",
+    "cached train pass ds.loader(num_workers=0) / bare safetensors reads + torch.stack",
+    "clips/s",
+    "bare safetensors",
+    0.90,
+)
+WARM_VS_STAT = MeasureSpec(
+    "warm_start.vs_stat",
+    "fresh dataset (sample index, warm metadata cache) + first batch / os.stat of every source",
+    "s",
+    "os.stat of all sources",
+    3.0,
+    "<=",
+)
+WARM_GROWTH = MeasureSpec(
+    "warm_start.growth_10x",
+    "warm start (as above) at 10x the sources / at 1x (10 is linear)",
+    "s",
+    "warm start at 1x",
+    11.0,
+    "<=",
+)
+CACHE_SPECS = (TRAIN_VS_BARE,)
+WARM_SPECS = (WARM_VS_STAT, WARM_GROWTH)
+
+_RACY_WINDOW_S = 2.5  # the sample index trusts no file modified within 2 s of its snapshot
+
+
+class WanShapeEncoder:
+    """Stands in for the VAE in the cache pass: seeded random latents of the Wan 2.1 shape.
+
+    The interface of ``VaeEncoder`` that the cache pass uses (``encode_each``,
+    ``encode_batch_size``, ``device``), with the latent shape derived from the pixels as the
+    real VAE's would be, so the train pass's shape check accepts the entries.
+    """
+
+    device = "cpu"
+
+    def __init__(self, dtype: torch.dtype = torch.bfloat16) -> None:
+        self.dtype = dtype
+        self.encode_batch_size = 4
+        self.generator = torch.Generator().manual_seed(0)
+
+    def encode_each(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        _, _, frames, height, width = pixels.shape
+        shape = (16, (frames - 1) // 4 + 1, height // 8, width // 8)
+        return [
+            torch.randn(shape, generator=self.generator).to(self.dtype)
+            for _ in range(pixels.shape[0])
+        ]
+
+
+def run_cache(ctx: BenchContext) -> list[Measure]:
+    from wan_data.tools.synthetic import make_tiny_wan_vae
+
+    replicate = benchmark_function("bench_cache", "replicate")
+    media_files = benchmark_function("bench_cache", "media_files")
+    make_dataset = benchmark_function("bench_cache", "make_dataset")
+    epoch_paths = benchmark_function("bench_cache", "epoch_paths")
+    bare_safetensors = benchmark_function("bench_cache", "bare_safetensors")
+    pipeline = benchmark_function("bench_cache", "pipeline")
+    read_bare = benchmark_function("bench_cache", "read_bare")
+
+    if ctx.quick:
+        base = synthetic_videos(ctx, count=4, size=(160, 96), seconds=1.5)
+        sources, common = 8, {"frames": [9], "fps": 8.0, "resolution": (160, 96)}
+    else:
+        base = synthetic_videos(ctx, count=8, size=(416, 240), seconds=2.5)
+        sources, common = 200, {"frames": [33], "fps": 16.0, "resolution": (416, 240)}
+    common = {**common, "batch_size": 4, "seed": 0}
+    work = ctx.workdir / "cache_pass"
+    root, _ = replicate(media_files(base), work / "sources", sources)
+    make_tiny_wan_vae(work / "vae")
+    ds = make_dataset(root, work, common, device="cpu", latent_dtype=torch.bfloat16)
+    ds._encoder = WanShapeEncoder()
+    summary = ds.prepare(num_workers=2, progress=False)
+    ctx.log(f"cache pass: {summary['encoded']} entries written")
+
+    ds = make_dataset(root, work, common)
+    batches = epoch_paths(ds)
+    first = next(iter(ds.loader(num_workers=0)))
+    same = bool(torch.equal(first["latents"], read_bare(batches[0])))
+    pipeline(ds, 0)  # warm-up
+    bare_runs: list[float] = []
+    pipe_runs: list[float] = []
+    for _ in range(ctx.repeats):  # interleaved: a burst of load hits both sides alike
+        clips, seconds = bare_safetensors(batches)
+        bare_runs.append(clips / seconds if seconds > 0 else 0.0)
+        clips, seconds = pipeline(ds, 0)
+        pipe_runs.append(clips / seconds if seconds > 0 else 0.0)
+    ratios = [p / b for p, b in zip(pipe_runs, bare_runs, strict=True) if b > 0]
+    return [
+        Measure.of(
+            TRAIN_VS_BARE,
+            statistics.median(pipe_runs),
+            statistics.median(bare_runs),
+            ratio=statistics.median(ratios) if ratios else None,
+            details={
+                "sources": sources,
+                "latent_shape": list(first["latents"].shape[1:]),
+                "entry_bytes": Path(batches[0][0]).stat().st_size,
+                "same_tensors_first_batch": same,
+                "runs_bare": bare_runs,
+                "runs_pipeline": pipe_runs,
+            },
+        )
+    ]
+
+
+# -- warm start --------------------------------------------------------------------------------
+
+
+def run_warm_start(ctx: BenchContext) -> list[Measure]:
+    from wan_data import WanVideoDataset
+
+    replicate = benchmark_function("bench_cache", "replicate")
+    media_files = benchmark_function("bench_cache", "media_files")
+    stat_all = benchmark_function("bench_cache", "stat_all")
+
+    small, large = (30, 300) if ctx.quick else (100_000, 1_000_000)
+    base = synthetic_videos(ctx, count=4, size=(64, 64), seconds=1.5, fps_choices=(24.0,))
+    files = media_files(base)
+    common: dict[str, Any] = {
+        "frames": [5, 9],
+        "fps": 8.0,
+        "resolution": (64, 64),
+        "batch_size": 4,
+        "seed": 0,
+    }
+    work = ctx.workdir / "warm_start"
+    roots = {}
+    for n in (small, large):
+        roots[n], _ = replicate(files, work / f"n{n}", n)
+        ctx.log(f"warm start: {n} sources linked")
+    time.sleep(_RACY_WINDOW_S)
+
+    def warm(n: int) -> float:
+        started = time.perf_counter()
+        ds = WanVideoDataset(roots[n], **common, metadata_cache=work / f"meta{n}.jsonl")
+        next(iter(ds.loader(num_workers=0)))
+        return time.perf_counter() - started
+
+    details: dict[str, Any] = {"sizes": [small, large]}
+    for n in (small, large):
+        started = time.perf_counter()
+        warm(n)  # cold: probes every source, writes the metadata cache and the sample index
+        details[f"cold_s_{n}"] = round(time.perf_counter() - started, 3)
+    totals: dict[int, list[float]] = {small: [], large: []}
+    stats: list[float] = []
+    sources = [str(p) for p in media_files(roots[small])]
+    for _ in range(max(3, ctx.repeats)):
+        stats.append(stat_all(sources))
+        for n in (small, large):
+            totals[n].append(warm(n))
+    per_round = [t / s for t, s in zip(totals[small], stats, strict=True) if s > 0]
+    details.update(runs_stat_s=stats, runs_warm_s={str(k): v for k, v in totals.items()})
+    warm_small = statistics.median(totals[small])
+    return [
+        Measure.of(
+            WARM_VS_STAT,
+            warm_small,
+            statistics.median(stats),
+            ratio=statistics.median(per_round) if per_round else None,
+            note=f"at {small:,} sources",
+            details=details,
+        ),
+        Measure.of(
+            WARM_GROWTH,
+            statistics.median(totals[large]),
+            warm_small,
+            note=f"{large:,} / {small:,} sources",
+        ),
+    ]
