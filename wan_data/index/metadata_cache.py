@@ -72,8 +72,8 @@ class MetadataCache:
                     if isinstance(checked, dict):
                         verdict = Verdict(bool(checked["ok"]), tuple(checked.get("errors", ())))
                         self._verdicts[row["path"]] = (*version, verdict)
-                except (ValueError, TypeError, KeyError):
-                    bad += 1
+                except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+                    bad += 1  # a garbage line: a list, a string, JSON nested past the stack
         if bad:
             logger.warning(
                 "metadata cache %s: %d unreadable or outdated line(s) ignored", path, bad

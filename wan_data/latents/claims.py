@@ -18,11 +18,13 @@ twice, and two writers of a key each rename a complete, identical entry (see
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import secrets
 import socket
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,7 +111,15 @@ class Claims:
                     "cache pass: cannot claim %s... (%s); encoding it unclaimed", key[:12], exc
                 )
                 return True
-            state, record = self._read(key)
+            try:
+                state, record = self._read(key)
+            except OSError as exc:  # not a file (a directory, a FIFO planted as a claim)
+                logger.debug(
+                    "cache pass: claim on %s... unreadable (%s); encoding it unclaimed",
+                    key[:12],
+                    exc,
+                )
+                return True
             if state == "mine":
                 return True
             if state == "live":
@@ -119,12 +129,19 @@ class Claims:
         return False
 
     def state(self, key: str) -> ClaimState:
-        """``free`` (no claim), ``mine``, ``live`` (another pass holds it) or ``stale``."""
-        return self._read(key)[0]
+        """``free`` (no claim), ``mine``, ``live`` (another pass holds it) or ``stale``; a
+        claim that is not a readable file protects nothing: ``stale``."""
+        try:
+            return self._read(key)[0]
+        except OSError:
+            return "stale"
 
     def release(self, key: str) -> None:
         """Drop this pass's claim on ``key`` (another pass's claim is left alone)."""
-        state, _ = self._read(key)
+        try:
+            state, _ = self._read(key)
+        except OSError:
+            return  # not a claim this pass wrote
         if state == "mine":
             self.path(key).unlink(missing_ok=True)
 
@@ -171,15 +188,14 @@ class Claims:
     def _read(self, key: str) -> tuple[ClaimState, dict[str, Any]]:
         path = self.path(key)
         try:
-            raw = path.read_bytes()
-            mtime = path.stat().st_mtime
+            raw, mtime = _read_claim(path)
         except FileNotFoundError:
             return "free", {}
         try:
             record = json.loads(raw)
             if not isinstance(record, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):
             # Created but not yet written (its writer is between open and write), or torn by
             # a crash: judged by its age alone.
             record = {"time": mtime}
@@ -203,7 +219,7 @@ class Claims:
         try:
             try:
                 record = json.loads(aside.read_bytes())
-            except ValueError:
+            except (ValueError, RecursionError):
                 record = None
             if isinstance(record, dict) and record != seen and not self.is_stale(record):
                 with contextlib.suppress(FileExistsError):
@@ -218,6 +234,22 @@ class Claims:
             seen.get("host"),
         )
         return True
+
+
+def _read_claim(path: Path) -> tuple[bytes, float]:
+    """The bytes and mtime of claim file ``path``, opened non-blocking: a FIFO planted as a
+    claim must not hang the pass.
+
+    Raises:
+        FileNotFoundError: no claim.
+        OSError: something other than a regular file is there (or the folder is a file).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb", closefd=True) as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return fh.read(), st.st_mtime
 
 
 def settle(

@@ -250,11 +250,20 @@ def decode_entry(
     return _verified(key, meta, latents, view[:start], view[start:], check_finite)
 
 
+_MAX_HEADER_BYTES = 100_000_000
+"""safetensors' own bound: a header claiming more is refused before it is read into memory (this
+cache writes headers of a few KiB)."""
+
+
 def _header_end(first8: memoryview, size: int) -> int:
     """Offset of the tensor bytes (8 + header length), checked against the file size."""
     if size < 8 or len(first8) < 8:
         raise CacheCorruptionError(f"truncated: {size} bytes, less than the 8-byte header")
     header_len = int.from_bytes(first8[:8], "little")
+    if header_len > _MAX_HEADER_BYTES:
+        raise CacheCorruptionError(
+            f"header length {header_len} is over the {_MAX_HEADER_BYTES}-byte limit (not read)"
+        )
     if header_len > size - 8:
         raise CacheCorruptionError(
             f"truncated or corrupt header length: {header_len} > {size - 8} bytes available"

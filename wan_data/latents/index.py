@@ -14,10 +14,12 @@ are functions of paths that can be read apart from the read and write paths of t
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -90,8 +92,11 @@ def read_index(index_path: Path) -> dict[str, int] | None:
     lost makes the index disagree with the directory, which :func:`entry_sizes` then repairs.
     """
     try:
-        raw = index_path.read_bytes()
+        raw = _read_regular(index_path)
     except FileNotFoundError:
+        return None
+    except OSError as exc:  # a directory, FIFO or device planted as the index: rebuild
+        logger.warning("latent cache: index %s unusable (%s); rescanning entries", index_path, exc)
         return None
     lines = [line for line in raw.split(b"\n") if line.strip()]
     try:
@@ -99,12 +104,12 @@ def read_index(index_path: Path) -> dict[str, int] | None:
         # cannot join into valid JSON (it lacks its closing brace), so any bad line fails
         # this fast path and the per-line parse below skips just that line.
         rows: list[Any] = json.loads(b"[" + b",".join(lines) + b"]")
-    except ValueError:
+    except (ValueError, RecursionError):
         rows = []
         for line in lines:
             try:
                 rows.append(json.loads(line))
-            except ValueError:
+            except (ValueError, RecursionError):  # garbage, or a line nested past the stack
                 continue
     sizes: dict[str, int] = {}
     for row in rows:
@@ -119,6 +124,21 @@ def read_index(index_path: Path) -> dict[str, int] | None:
         except (ValueError, TypeError, KeyError, AttributeError):
             continue
     return sizes
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of regular file ``path``; opened non-blocking so a FIFO cannot hang the read.
+
+    Raises:
+        FileNotFoundError: no file.
+        OSError: anything else at the path (``EISDIR``, ``EINVAL`` for a FIFO or device...).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb", closefd=True) as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, f"not a regular file (mode {mode:o})", str(path))
+        return fh.read()
 
 
 def write_index(index_path: Path, sizes: Mapping[str, int]) -> None:

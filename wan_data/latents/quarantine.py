@@ -46,7 +46,7 @@ def quarantine_entry(
     """
     logger.warning("latent cache: corrupt entry %s (%s); quarantining it", path, reason)
     try:
-        now = os.stat(path)
+        now = os.lstat(path)  # the file (or planted link) that was read, not a link's target
     except FileNotFoundError:
         return False
     if (now.st_ino, now.st_dev, now.st_mtime_ns) != (

@@ -128,6 +128,7 @@ class _NotRegularFile(Exception):
 
 def _file_kind(mode: int) -> str:
     for test, name in (
+        (stat.S_ISLNK, "symbolic link"),
         (stat.S_ISDIR, "directory"),
         (stat.S_ISFIFO, "FIFO"),
         (stat.S_ISSOCK, "socket"),
@@ -143,15 +144,26 @@ def _open_entry(name: str) -> tuple[IO[bytes], os.stat_result]:
     """Open an entry for reading and ``fstat`` it, refusing anything but a regular file.
 
     ``O_NONBLOCK``: a FIFO planted at an entry path would otherwise block the open until a
-    writer appears (a hung train pass); regular files ignore the flag. The check runs on the
-    opened descriptor, so nothing can be swapped in between the check and the read. Same
-    system calls as a plain ``open`` + ``fstat``.
+    writer appears (a hung train pass); regular files ignore the flag. ``O_NOFOLLOW``: the
+    cache writes files, never links, so a symlink at an entry path (which could lead a read
+    out of the cache folder, to a device, or to a valid entry planted elsewhere) is refused.
+    The check runs on the opened descriptor, so nothing can be swapped in between the check
+    and the read. Same system calls as a plain ``open`` + ``fstat``.
 
     Raises:
         FileNotFoundError: no entry.
-        _NotRegularFile: a directory, FIFO, socket or device sits at the path.
+        _NotRegularFile: a symlink, directory, FIFO, socket or device sits at the path.
     """
-    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        # ELOOP: a symlink (O_NOFOLLOW); ENXIO: a socket, which cannot be opened at all.
+        if exc.errno not in (errno.ELOOP, errno.ENXIO):
+            raise
+        st = os.lstat(name)
+        if stat.S_ISREG(st.st_mode):
+            raise
+        raise _NotRegularFile(st) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -226,7 +238,7 @@ class LatentCache:
             ) from exc
         try:
             found = json.loads(text).get("format")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             found = f"unparsable {text[:40]!r}"
         if found != CACHE_FORMAT_VERSION:
             raise ConfigError(

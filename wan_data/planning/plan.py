@@ -230,7 +230,9 @@ def seeded_permutation(n: int, seed: int, epoch: int, key: str, purpose: str) ->
     numpy's generator, not ``random.shuffle``: the plan is computed at the start of every epoch
     before the first batch, and a Python shuffle (0.8 µs per element) was most of it.
     """
-    digest = hashlib.sha256(f"{seed}\x00{epoch}\x00{key}\x00{purpose}".encode()).digest()
+    # surrogateescape: a key from a file name that is not UTF-8 (os.listdir's escapes)
+    text = f"{seed}\x00{epoch}\x00{key}\x00{purpose}".encode("utf-8", "surrogateescape")
+    digest = hashlib.sha256(text).digest()
     generator = np.random.Generator(np.random.PCG64(int.from_bytes(digest[:16], "big")))
     return generator.permutation(n).tolist() if n else []
 

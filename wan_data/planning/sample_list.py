@@ -64,7 +64,8 @@ def samples_digest(samples: Sequence[PlanSample]) -> str:
     digest = hashlib.sha256()
     for sample in samples:
         meta = sample.probed.metadata
-        digest.update(f"{sample.key}|{sample.bucket}|{meta.frame_count}|{meta.duration}\n".encode())
+        row = f"{sample.key}|{sample.bucket}|{meta.frame_count}|{meta.duration}\n"
+        digest.update(row.encode("utf-8", "surrogateescape"))  # keys of non-UTF-8 names
     return digest.hexdigest()
 
 

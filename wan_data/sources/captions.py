@@ -14,17 +14,27 @@ from __future__ import annotations
 import logging
 from pathlib import PurePath
 
-from wan_data.errors import format_error
+from wan_data.errors import SampleError, format_error
 from wan_data.failures.mechanism import StageContext
 from wan_data.sources.entries import STAGE
 from wan_data.sources.metadata_files import split_caption
 
-__all__ = ["MISSING_CAPTION_MODES", "decode_text", "fallback_captions", "read_sidecar"]
+__all__ = [
+    "MAX_SIDECAR_BYTES",
+    "MISSING_CAPTION_MODES",
+    "decode_text",
+    "fallback_captions",
+    "read_sidecar",
+]
 
 logger = logging.getLogger("wan_data")
 
 MISSING_CAPTION_MODES: tuple[str, ...] = ("empty", "filename", "skip", "error")
 """Values of ``collect(missing_caption=...)``."""
+
+MAX_SIDECAR_BYTES = 1 << 20
+"""The most a caption sidecar may hold (1 MiB, ~150k words): a larger one is not a caption (a
+misnamed file, a hostile one) and is refused rather than read into memory and served."""
 
 
 def fallback_captions(
@@ -52,13 +62,27 @@ def read_sidecar(path: str, context: StageContext) -> tuple[str, ...]:
 
     Raises:
         OSError: when the file cannot be read.
+        SampleError: ``too_large`` when it holds more than :data:`MAX_SIDECAR_BYTES`.
     """
     return split_caption(decode_text(_read_bytes(path), path, "caption_decode_errors", context))
 
 
 def _read_bytes(path: str) -> bytes:
     with open(path, "rb") as fh:
-        return fh.read()
+        data = fh.read(MAX_SIDECAR_BYTES + 1)
+    if len(data) > MAX_SIDECAR_BYTES:
+        raise SampleError(
+            format_error(
+                "caption file",
+                path,
+                f"holds more than {MAX_SIDECAR_BYTES} bytes, more than any caption",
+                "a sidecar holds caption candidates, one per line; replace or remove it",
+                path=path,
+                stage=STAGE,
+            ),
+            reason="too_large",
+        )
+    return data
 
 
 def decode_text(data: bytes, path: str, counter: str, context: StageContext) -> str:

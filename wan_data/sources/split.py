@@ -55,7 +55,8 @@ def base_key(source: Source) -> str:
 
 def split_value(key: str, seed: int) -> float:
     """A uniform value in ``[0, 1)`` fixed by ``(seed, key)`` alone (sha256)."""
-    digest = hashlib.sha256(f"wan_data.split\0{seed}\0{key}".encode()).digest()
+    text = f"wan_data.split\0{seed}\0{key}".encode("utf-8", "surrogateescape")  # non-UTF-8 names
+    digest = hashlib.sha256(text).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
