@@ -25,7 +25,8 @@ Entry size: by default the tiny test VAE encodes the small synthetic clips into 
 fixed per-sample costs dominate. ``--latent-shape 16,21,60,104`` instead stores latents of the
 shape a Wan 2.1 VAE gives for 81 frames at 832x480 (4.2 MB in bfloat16): the cache pass then
 writes seeded random tensors of that shape in place of VAE output (the benchmark measures reads;
-encoding a real 832x480 clip with even the tiny VAE takes ~20 s per clip on these CPUs).
+encoding a real 832x480 clip with even the tiny VAE takes ~20 s per clip on these CPUs), and the
+train pass's entry shape check is told to expect that shape.
 
 Usage:
     .venv/bin/python benchmarks/bench_cache.py                   # 48 synthetic videos
@@ -375,6 +376,12 @@ def main() -> int:
         if args.latent_shape:
             shape = tuple(int(v) for v in args.latent_shape.split(","))
             ds._encoder = ShapeOnlyEncoder(shape, torch.bfloat16)
+            # The train pass checks every entry against its bucket's latent shape; these
+            # entries stand in for another bucket's, so the check is told their shape (set on
+            # the class before any worker starts, so forked workers see it too).
+            from wan_data.latents.spec import CacheSpec
+
+            CacheSpec.latent_shape = lambda self, bucket: shape  # type: ignore[method-assign]
         summary = ds.prepare(num_workers=2, progress=False)
         print(
             f"setup: construction (cold probe) {setup_construct:.2f} s, prepare encoded "
