@@ -25,6 +25,7 @@ from wan_data.items import Bucket, PlanSample
 from wan_data.latents.keys import cache_key_for, config_digest, source_identity
 from wan_data.latents.latent_math import latent_shape_for
 from wan_data.latents.vae import VaeInfo
+from wan_data.media.frames import RESAMPLER_VERSION
 from wan_data.planning.clips import DecodeOptions, plan_clips
 
 __all__ = ["CacheSpec", "sample_key", "vae_info_from_files"]
@@ -137,6 +138,9 @@ def sample_key(
         "bucket": [plan.bucket.frames, plan.bucket.width, plan.bucket.height],
         "resized": list(plan.resized),
         "offset": list(plan.offset),
+        # The same plan resized by another resampler is other pixels: a cache filled before
+        # the resampler changed is re-encoded, never served as this one's.
+        "resampler": RESAMPLER_VERSION,
     }
     if spec.transforms:  # absent otherwise, so caches made before clip stages keep their keys
         clip["transforms"] = list(spec.transforms)

@@ -8,7 +8,9 @@ one shown at its requested time (:func:`wrong_frames`); a batched call that fail
 packet is salvaged frame by frame (:func:`_salvage`); wrong seeks and containers known to seek
 wrongly (:data:`SEQUENTIAL_CONTAINERS`) are decoded sequentially from the start
 (:func:`_fetch_sequential`); a file replaced since it was probed is refused
-(:func:`check_source_unchanged`). Rule violations raise :class:`~wan_data.errors.SampleError`
+(:func:`check_source_unchanged`). Frames come out of the decoder at the source size and are
+resized here as they arrive (:func:`resize_frames`), not by a decoder-side transform. Rule
+violations raise :class:`~wan_data.errors.SampleError`
 with their reason; the stage's :func:`~wan_data.failures.mechanism.map_stage` turns them into
 ``Failed``.
 
@@ -42,6 +44,7 @@ from wan_data.media.source_files import open_source
 from wan_data.planning.clips import ClipPlan, DecodeOptions
 
 __all__ = [
+    "RESAMPLER_VERSION",
     "SEQUENTIAL_CONTAINERS",
     "Fetched",
     "check_source_unchanged",
@@ -50,8 +53,14 @@ __all__ = [
     "fetch_clip",
     "open_decoder",
     "open_seekable",
+    "resize_frames",
     "wrong_frames",
 ]
+
+# The resampler's version: part of every latent cache key, so latents encoded from another
+# resampler's pixels are never served as these (2: OpenCV area / torchvision bicubic with
+# antialias after a full-size decode; 1, absent from keys: FFmpeg's swscale Resize).
+RESAMPLER_VERSION = 2
 
 logger = logging.getLogger("wan_data")
 
@@ -67,8 +76,18 @@ def container_name(path: str) -> str:
     return f"{_CONTAINER_NAMES.get(ext, ext.upper() or 'unknown')} (.{ext})"
 
 
-def open_decoder(path: str, resized: tuple[int, int], src: tuple[int, int], threads: int) -> Any:
-    """A torchcodec decoder in exact seek mode that resizes ``src`` to ``resized`` inside FFmpeg.
+def open_decoder(
+    path: str,
+    resized: tuple[int, int] | None = None,
+    src: tuple[int, int] | None = None,
+    threads: int = 1,
+) -> Any:
+    """A torchcodec decoder in exact seek mode that yields frames at the source size.
+
+    Frames are resized after they are fetched and verified (:func:`resize_frames`, called by
+    :func:`fetch_clip`), not inside FFmpeg: torchcodec's ``Resize`` transform cost about as much
+    as the decode itself (docs/performance.md, "Pixel stream vs bare torchcodec"). ``resized``
+    and ``src`` are accepted for callers of the former signature and ignored.
 
     It reads an open file object (:func:`~wan_data.media.source_files.open_source`), not the
     path: the file is checked to still be a regular file (a FIFO swapped in since construction
@@ -80,17 +99,63 @@ def open_decoder(path: str, resized: tuple[int, int], src: tuple[int, int], thre
         OSError: the file cannot be opened (the policy decides).
     """
     from torchcodec.decoders import VideoDecoder
-    from torchcodec.transforms import Resize
 
-    transforms = [] if resized == src else [Resize((resized[1], resized[0]))]
+    del resized, src  # frames are resized by resize_frames, after verification
     fh = open_source(path, stage="decode")
     try:
-        return VideoDecoder(
-            fh, seek_mode="exact", num_ffmpeg_threads=threads, transforms=transforms
-        )
+        return VideoDecoder(fh, seek_mode="exact", num_ffmpeg_threads=threads)
     except BaseException:
         fh.close()
         raise
+
+
+def _opencv() -> Any:
+    """``cv2``, with one thread inside a DataLoader worker (as torch does for itself there: a
+    worker is meant to use one core, and OpenCV would start one thread per core in each)."""
+    import cv2
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is not None and cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
+    return cv2
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 frames ``(N, 3, H, W)`` resized to ``size`` = ``(width, height)``, antialiased.
+
+    The cheapest resampler that is at least as close to an exact area average as FFmpeg's
+    (swscale) resize was, by source/target ratio (measured in docs/performance.md and
+    ``tests/media/test_resize_quality.py``):
+
+    * an integer downscale factor on both sides (832x480 -> 416x240): OpenCV ``INTER_AREA``,
+      which is then an exact block mean, about 0.5 ms per frame;
+    * any other ratio: torchvision's uint8 bicubic with antialias (separable, vectorised;
+      ~1-5 ms per frame). OpenCV's ``INTER_AREA`` is exact at these ratios too but 4-7x slower
+      (its generic fractional-area path), so it is not used there.
+
+    The result is a channels-last ``(N, 3, h, w)`` view (as torchcodec's own frames are); the
+    input is returned unchanged when it already has the size. Nothing else of the geometry
+    changes: the crop is still a slice of the resized frame (see
+    :func:`~wan_data.stages.decode._crop`).
+    """
+    n, c, h, w = frames.shape
+    rw, rh = size
+    if (w, h) == (rw, rh) or n == 0:
+        return frames
+    if c == 3 and w % rw == 0 and h % rh == 0:
+        cv2 = _opencv()
+        src = frames.permute(0, 2, 3, 1)
+        if not src.is_contiguous():
+            src = src.contiguous()
+        out = torch.empty((n, rh, rw, c), dtype=torch.uint8)
+        src_np, out_np = src.numpy(), out.numpy()
+        for i in range(n):
+            cv2.resize(src_np[i], (rw, rh), dst=out_np[i], interpolation=cv2.INTER_AREA)
+        return out.permute(0, 3, 1, 2)
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as tvf
+
+    return tvf.resize(frames, [rh, rw], interpolation=InterpolationMode.BICUBIC, antialias=True)
 
 
 def open_seekable(item: Probed, plan: ClipPlan, threads: int) -> Any:
@@ -105,8 +170,7 @@ def open_seekable(item: Probed, plan: ClipPlan, threads: int) -> Any:
     """
     if not _seekable_video(item):
         return None
-    meta = item.metadata
-    decoder = open_decoder(item.path, plan.resized, (meta.width, meta.height), threads)
+    decoder = open_decoder(item.path, threads=threads)
     check_source_unchanged(decoder, item)
     return decoder
 
@@ -153,7 +217,10 @@ def check_source_unchanged(decoder: Any, item: Probed) -> None:
 
 
 def fetch_clip(item: Probed, plan: ClipPlan, decoder: Any, options: DecodeOptions) -> Fetched:
-    """The planned frames of one video clip, each verified to be the one planned.
+    """The planned frames of one video clip, each verified to be the one planned, resized to
+    ``plan.resized`` (:func:`resize_frames`) as they are decoded: a batched call in chunks of
+    :data:`_CHUNK` frames, each resized at once, a sequential decode frame by frame when chosen;
+    frames that come back at another size (a replaced ``_fetch`` in tests) are resized here.
 
     Seeking first (fast), except on containers that seek wrongly (:data:`SEQUENTIAL_CONTAINERS`,
     for which ``decoder`` is ``None``: see :func:`open_seekable`); a frame that is not the one
@@ -205,6 +272,7 @@ def fetch_clip(item: Probed, plan: ClipPlan, decoder: Any, options: DecodeOption
             ),
             reason="bad_timestamps",
         )
+    fetched.data = resize_frames(fetched.data, plan.resized)
     return fetched
 
 
@@ -215,29 +283,46 @@ def _asked(fetched: Fetched, plan: ClipPlan, i: int) -> str:
     return f"frame {plan.indices[i]}"
 
 
+# Frames fetched per batched decoder call: each batch is resized as it arrives, so a clip is
+# never held at the source size whole (81 frames of 1080p are 500 MB; 8 are 50 MB).
+_CHUNK = 8
+
+
+def _in_chunks(
+    get: Any, positions: list[Any], plan: ClipPlan
+) -> tuple[torch.Tensor, list[float], list[float]]:
+    """``get`` (a batched decoder call) over ``positions`` in chunks of :data:`_CHUNK`, each
+    resized to ``plan.resized`` at once: (frames, pts, durations). Consecutive chunks continue
+    the decode where the last one stopped (no seek within a GOP), so this costs no more than
+    one call (measured), and the same frames come out."""
+    parts: list[torch.Tensor] = []
+    pts: list[float] = []
+    durations: list[float] = []
+    for start in range(0, len(positions), _CHUNK):
+        batch = get(positions[start : start + _CHUNK])
+        parts.append(resize_frames(batch.data, plan.resized))
+        pts.extend(float(t) for t in batch.pts_seconds.tolist())
+        durations.extend(float(d) for d in batch.duration_seconds.tolist())
+        batch = None  # drop the source-size frames before decoding the next chunk
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)), pts, durations
+
+
 def _fetch(decoder: Any, plan: ClipPlan, item: Probed, options: DecodeOptions) -> Fetched:
     """The planned frames through seeking, each checked against the time it was asked for."""
     if plan.indices is not None:
-        batch = decoder.get_frames_at(list(plan.indices))
-        return Fetched(
-            batch.data,
-            [float(t) for t in batch.pts_seconds.tolist()],
-            [float(d) for d in batch.duration_seconds.tolist()],
-            None,
-        )
+        data, pts, durations = _in_chunks(decoder.get_frames_at, list(plan.indices), plan)
+        return Fetched(data, pts, durations, None)
     assert plan.times is not None and options.fps is not None
     requests = list(plan.times)
-    batch = decoder.get_frames_played_at(requests)
-    pts = [float(t) for t in batch.pts_seconds.tolist()]
-    durations = [float(d) for d in batch.duration_seconds.tolist()]
-    data = batch.data
+    data, pts, durations = _in_chunks(decoder.get_frames_played_at, requests, plan)
     meta = item.metadata
     if expects_distinct_frames(options.fps, meta.fps) and len(set(pts)) < len(pts):
         # The source is at least as fast as the target, yet a frame came twice: container
         # rounding stretched one frame past a target step. Take the next frame instead.
         def fetch(t: float) -> tuple[float, float, torch.Tensor]:
             frame = decoder.get_frame_played_at(t)
-            return float(frame.pts_seconds), float(frame.duration_seconds), frame.data
+            data = resize_frames(frame.data.unsqueeze(0), plan.resized)[0]
+            return float(frame.pts_seconds), float(frame.duration_seconds), data
 
         frames, asked = distinct_frames(
             list(zip(pts, durations, data, strict=True)),
@@ -264,10 +349,7 @@ def _fetch_sequential(path: str, plan: ClipPlan, item: Probed, options: DecodeOp
     """
     from torchcodec import _core
 
-    meta = item.metadata
-    decoder = open_decoder(
-        path, plan.resized, (meta.width, meta.height), options.num_ffmpeg_threads
-    )
+    decoder = open_decoder(path, threads=options.num_ffmpeg_threads)
     check_source_unchanged(decoder, item)
     native = plan.indices is not None
     wanted = list(plan.indices) if plan.indices is not None else list(plan.times or ())
@@ -275,6 +357,12 @@ def _fetch_sequential(path: str, plan: ClipPlan, item: Probed, options: DecodeOp
     j = 0
     index = -1
     previous: tuple[torch.Tensor, float, float] | None = None
+    shrunk = False  # whether `previous` is resized already
+
+    def shrink(f: tuple[torch.Tensor, float, float]) -> tuple[torch.Tensor, float, float]:
+        # A frame is resized once, when it is first chosen: no clip is held at the source size.
+        return resize_frames(f[0].unsqueeze(0), plan.resized)[0], f[1], f[2]
+
     try:
         while j < len(wanted):
             try:
@@ -284,16 +372,22 @@ def _fetch_sequential(path: str, plan: ClipPlan, item: Probed, options: DecodeOp
             index += 1
             frame = (data, float(pts_t), float(dur_t))
             if native:
+                if j < len(wanted) and wanted[j] == index:
+                    frame = shrink(frame)
                 while j < len(wanted) and wanted[j] == index:
                     chosen[j] = frame
                     j += 1
                 continue
             # Requests before this frame's time are served by the frame before it.
+            if j < len(wanted) and wanted[j] < frame[1] and previous is not None and not shrunk:
+                previous, shrunk = shrink(previous), True
             while j < len(wanted) and wanted[j] < frame[1]:
                 chosen[j] = previous
                 j += 1
-            previous = frame
+            previous, shrunk = frame, False
         if not native:
+            if j < len(wanted) and previous is not None and not shrunk:
+                previous = shrink(previous)
             while j < len(wanted):  # at or after the last frame's time
                 chosen[j] = previous
                 j += 1
@@ -383,7 +477,7 @@ def _salvage(decoder: Any, plan: ClipPlan, frames: Sequence[int]) -> tuple[Fetch
         except (RuntimeError, IndexError, ValueError) as exc:
             first_error = exc
             break
-        got.append(frame.data)
+        got.append(resize_frames(frame.data.unsqueeze(0), plan.resized)[0])
         pts.append(float(frame.pts_seconds))
         durations.append(float(frame.duration_seconds))
     fill = choose_frame_bucket(len(got), [f for f in frames if f <= plan.bucket.frames])
@@ -400,7 +494,8 @@ def _salvage(decoder: Any, plan: ClipPlan, frames: Sequence[int]) -> tuple[Fetch
 def decode_image(path: str, plan: ClipPlan) -> torch.Tensor:
     """An image as a one-frame ``(1, 3, H, W)`` uint8 clip, EXIF-rotated and resized to plan.
 
-    Opened as a regular file only (see :func:`open_decoder`)."""
+    Resized by the same :func:`resize_frames` as video frames. Opened as a regular file only
+    (see :func:`open_decoder`)."""
     from PIL import Image, ImageOps
 
     with open_source(path, stage="decode") as fh, Image.open(fh) as img:
@@ -412,8 +507,6 @@ def decode_image(path: str, plan: ClipPlan) -> torch.Tensor:
             deep = np.asarray(upright).astype(np.int64)
             upright = Image.fromarray(np.clip(deep >> 8, 0, 255).astype(np.uint8), "L")
         rgb = upright.convert("RGB")
-    rw, rh = plan.resized
-    if rgb.size != (rw, rh):
-        rgb = rgb.resize((rw, rh), Image.Resampling.BILINEAR)
     array = np.asarray(rgb, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)
+    frame = torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)
+    return resize_frames(frame, plan.resized)

@@ -2,9 +2,11 @@
 
 This module assembles clips; it does not talk to FFmpeg itself. The plan (bucket, window, crop,
 caption) is pure data from :mod:`wan_data.planning.clips`; the frames come, verified, from
-:mod:`wan_data.media.frames` (one decoder open per source, with the resize done inside the
-decoder: torchcodec's ``Resize`` transform, about 4x cheaper than decoding full size and
-resizing in torch). What is left here is the stage: decode every clip of a source, crop it (a
+:mod:`wan_data.media.frames` (one decoder open per source; frames decoded at the source size
+and resized to ``plan.resized`` after verification by :func:`~wan_data.media.frames.resize_frames`,
+OpenCV's exact area mean at integer factors and torchvision's antialiased bicubic otherwise:
+1.4-1.6x cheaper than torchcodec's decoder-side ``Resize``, see docs/performance.md). What is
+left here is the stage: decode every clip of a source, crop it (a
 tensor slice placed by a seeded generator: torchcodec's ``RandomCrop`` uses the global RNG,
 which would make samples depend on the worker), and hand failures to
 :func:`~wan_data.failures.mechanism.map_stage`.
@@ -217,6 +219,9 @@ class Decode(MapStage[PlanSample, Clip]):
 
     name = "decode"
     accepts = PlanSample
+    # 2: frames resized by resize_frames (OpenCV area / torchvision bicubic) instead of
+    # torchcodec's decoder-side Resize: other pixels, so results cached by v1 are not served.
+    version = 2
 
     def __init__(self, options: DecodeOptions) -> None:
         self.options = options
