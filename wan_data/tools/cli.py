@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from wan_data.config.cli import add_config_arguments
+from wan_data.tools.bench_command import add_bench_parser, run_bench_command
+from wan_data.tools.import_command import add_import_parser, run_import
 
 __all__ = ["format_report", "main"]
 
@@ -110,8 +112,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--json", type=Path, default=None, help="also write the summary here")
     _add_scan_parser(sub)
-    _add_import_parser(sub)
-    _add_bench_parser(sub)
+    add_import_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
@@ -163,9 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "scan":
         return _scan(args, sys.stdout, sys.stderr)
     if args.command == "import":
-        return _import(args, sys.stdout, sys.stderr)
+        return run_import(args, sys.stdout, sys.stderr)
     if args.command == "bench":
-        return _bench(args, sys.stdout, sys.stderr)
+        return run_bench_command(args, sys.stdout, sys.stderr)
     parser.error(f"unknown command {args.command!r}")
     return 2
 
@@ -435,147 +437,6 @@ def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 0
     finally:
         log.setLevel(level)
-
-
-def _add_import_parser(sub: Any) -> None:
-    from wan_data.config.importing import IMPORTERS
-
-    command = sub.add_parser(
-        "import",
-        help="read a musubi-tuner dataset TOML or a OneTrainer concepts JSON into our options",
-        description="Map every option of a musubi-tuner dataset config ([general] + "
-        "[[datasets]]) or a OneTrainer concepts file that has an equivalent, and print the "
-        "Python that builds the same dataset, the wan-data command (when the result can be "
-        "said with flags) and every setting that was not carried over, with why "
-        "(docs/migrating.md). Exit status 0; 2 for a file that cannot be read or is malformed.",
-    )
-    command.add_argument("format", choices=tuple(IMPORTERS), help="whose config the file is")
-    command.add_argument("file", type=Path, help="the dataset TOML / concepts JSON")
-    command.add_argument(
-        "--vae",
-        default=None,
-        help="musubi: the Wan VAE to cache latents with (musubi names it on its caching "
-        "command line); with it, cache_directory becomes --cache-dir",
-    )
-    command.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        default=None,
-        metavar="PATH",
-        help="write the result as JSON to PATH, or to stdout instead of the text when no PATH",
-    )
-
-
-def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """``wan-data import``: the imported config as Python, a command line and a list of what
-    did not map; a malformed file exits 2 with every problem of it."""
-    from wan_data.config.importing import import_config
-    from wan_data.errors import ConfigError
-
-    options = {"vae": args.vae} if args.vae is not None else {}
-    if options and args.format != "musubi":
-        err.write("wan-data import: --vae applies to musubi configs only\n")
-        return 2
-    try:
-        result = import_config(args.format, args.file, **options)
-    except ConfigError as exc:
-        err.write(f"wan-data import: {exc}\n")
-        return 2
-    if args.json == "-":
-        out.write(json.dumps(result.as_dict(), indent=2) + "\n")
-        return 0
-    out.write(_format_import(result))
-    if args.json is not None:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
-        out.write(f"\nresult written to {path}\n")
-    return 0
-
-
-def _format_import(result: Any) -> str:
-    """The text of ``wan-data import``: Python, command line, unmapped settings, notes."""
-    lines = [f"# {result.source} ({result.peer}) as a WanVideoDataset:", "", result.python_code()]
-    command = result.command_line()
-    if command is not None:
-        lines += ["# the same on the command line:", command, ""]
-    else:
-        lines.append("# no wan-data command says the same:")
-        lines += [f"#   - {p}" for p in result.command_line_problems()]
-        lines.append("")
-    if result.unmapped:
-        lines.append(f"# not carried over ({len(result.unmapped)}):")
-        lines += [f"#   - {u}" for u in result.unmapped]
-    else:
-        lines.append("# every setting was carried over")
-    if result.notes:
-        lines += ["", "# notes:"]
-        lines += [f"#   - {n}" for n in result.notes]
-    return "\n".join(lines) + "\n"
-
-
-def _add_bench_parser(sub: Any) -> None:
-    bench = sub.add_parser(
-        "bench",
-        help="measure the performance targets (ratios against same-run baselines) as a table",
-        description="Run the measures of docs/performance.md, each a ratio against a baseline "
-        "measured in the same run (decode path vs decode-only and PyAV+OpenCV, workers 2/0, "
-        "broken files, cached train pass vs bare reads, warm start vs os.stat, planning and "
-        "worker-memory growth, text pass), print measure | baseline | value | ratio | target | "
-        "PASS/FAIL and write JSON with the machine's details. Without --quick the sizes of the "
-        "docs, 1M sources included: tens of minutes. Exit status 0 even when a target is "
-        "missed; 2 for an unknown --only name.",
-    )
-    bench.add_argument(
-        "--quick",
-        action="store_true",
-        help="every measure at its smallest size (seconds; CI checks only that the JSON is "
-        "well formed, the ratios mean little at that size)",
-    )
-    bench.add_argument("--json", type=Path, default=None, help="write the JSON document here")
-    bench.add_argument(
-        "--only",
-        nargs="+",
-        default=None,
-        metavar="NAME",
-        help="run only these groups or measures (pixels, broken, cache, warm_start, plan, "
-        "memory, text, or a measure name such as plan.growth_10x)",
-    )
-
-
-def _bench(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """``wan-data bench``: the table on stdout, progress on stderr, the JSON where asked."""
-    from wan_data.tools.bench import format_table, run_bench
-
-    def log(line: str) -> None:
-        err.write(f"wan-data bench: {line}\n")
-        err.flush()
-
-    try:
-        rows, document = run_bench(quick=args.quick, only=args.only, log=log)
-    except ValueError as exc:
-        err.write(f"wan-data bench: {exc}\n")
-        return 2
-    machine = document["machine"]
-    gpu = machine["gpu"]["name"] if machine.get("gpu") else "no GPU"
-    out.write(
-        f"wan-data bench{' --quick' if args.quick else ''}: {machine['cpu_count']} CPU(s) "
-        f"({machine['cpu_model']}), {machine['ram_gb']} GB RAM, {gpu}, "
-        f"{document['seconds']:.0f} s\n"
-        + (
-            "(--quick: every measure at its smallest size; the ratios mean little)\n"
-            if args.quick
-            else ""
-        )
-        + "\n"
-    )
-    out.write(format_table(rows) + "\n")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-        out.write(f"\nJSON written to {args.json}\n")
-    return 0
 
 
 def _at_least(low: int) -> Any:

@@ -13,13 +13,21 @@ The frame count, resolution and batch size are in OneTrainer's training config, 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
+from wan_data.config.importing.onetrainer_format import (
+    COLORS,
+    CONCEPT_DEFAULTS,
+    IMAGE_DEFAULTS,
+    TEXT_DEFAULTS,
+    get_value,
+    load_concepts,
+    validate_concepts,
+)
 from wan_data.config.importing.result import (
     MANUAL,
     NO_EQUIVALENT,
@@ -38,68 +46,6 @@ from wan_data.sources.metadata_files import split_caption
 __all__ = ["CONCEPT_DEFAULTS", "IMAGE_DEFAULTS", "TEXT_DEFAULTS", "import_onetrainer"]
 
 log = logging.getLogger("wan_data")
-
-# ConceptConfig.default_values() (seed is random there: a file always holds one).
-CONCEPT_DEFAULTS: dict[str, Any] = {
-    "name": "",
-    "path": "",
-    "seed": None,
-    "enabled": True,
-    "type": "STANDARD",
-    "include_subdirectories": False,
-    "image_variations": 1,
-    "text_variations": 1,
-    "balancing": 1.0,
-    "balancing_strategy": "REPEATS",
-    "loss_weight": 1.0,
-    "concept_stats": {},
-}
-IMAGE_DEFAULTS: dict[str, Any] = {
-    "enable_crop_jitter": True,
-    "enable_random_flip": False,
-    "enable_fixed_flip": False,
-    "enable_random_rotate": False,
-    "enable_fixed_rotate": False,
-    "random_rotate_max_angle": 0.0,
-    "enable_random_brightness": False,
-    "enable_fixed_brightness": False,
-    "random_brightness_max_strength": 0.0,
-    "enable_random_contrast": False,
-    "enable_fixed_contrast": False,
-    "random_contrast_max_strength": 0.0,
-    "enable_random_saturation": False,
-    "enable_fixed_saturation": False,
-    "random_saturation_max_strength": 0.0,
-    "enable_random_hue": False,
-    "enable_fixed_hue": False,
-    "random_hue_max_strength": 0.0,
-    "enable_resolution_override": False,
-    "resolution_override": "512",
-    "enable_random_circular_mask_shrink": False,
-    "enable_random_mask_rotate_crop": False,
-}
-TEXT_DEFAULTS: dict[str, Any] = {
-    "prompt_source": "sample",
-    "prompt_path": "",
-    "enable_tag_shuffling": False,
-    "tag_delimiter": ",",
-    "keep_tags_count": 1,
-    "tag_dropout_enable": False,
-    "tag_dropout_mode": "FULL",
-    "tag_dropout_probability": 0.0,
-    "tag_dropout_special_tags_mode": "NONE",
-    "tag_dropout_special_tags": "",
-    "tag_dropout_special_tags_regex": False,
-    "caps_randomize_enable": False,
-    "caps_randomize_mode": "capslock, title, first, random",
-    "caps_randomize_probability": 0.0,
-    "caps_randomize_lowercase": False,
-}
-_TYPES = ("STANDARD", "VALIDATION", "PRIOR_PREDICTION")
-_STRATEGIES = ("REPEATS", "SAMPLES")
-_PROMPT_SOURCES = ("sample", "concept", "filename")
-_COLORS = ("brightness", "contrast", "saturation", "hue")
-_DOC = "see OneTrainer's modules/util/config/ConceptConfig.py"
 
 
 @dataclass
@@ -126,8 +72,8 @@ def import_onetrainer(path: str | os.PathLike[str]) -> ImportResult:
             once, each naming the file and the key path (``[2].text.prompt_source``).
     """
     source = os.fspath(path)
-    raw = _load(source)
-    concepts = _validate(raw, source)
+    raw = load_concepts(source)
+    concepts = validate_concepts(raw, source)
     result = ImportResult(peer="onetrainer", source=source)
     mapped = [m for m in (_map_concept(i, c, result) for i, c in enumerate(concepts)) if m]
     if not mapped:
@@ -162,174 +108,6 @@ def import_onetrainer(path: str | os.PathLike[str]) -> ImportResult:
 
 
 # -- reading and checking ------------------------------------------------------------------
-
-
-def _load(source: str) -> Any:
-    try:
-        text = Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            format_error(
-                "OneTrainer concepts file",
-                source,
-                f"could not be read ({type(exc).__name__}: {exc})",
-                "pass the concepts JSON (training_concepts/concepts.json by default)",
-            )
-        ) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            format_error(
-                "OneTrainer concepts file",
-                source,
-                f"is not valid JSON ({exc})",
-                "fix the line named",
-                path=source,
-            )
-        ) from None
-
-
-def _migrate(concept: dict[str, Any]) -> dict[str, Any]:
-    """ConceptConfig's migrations: version 0 called ``balancing`` ``repeats``, version 1 had
-    ``validation_concept`` (a bool) instead of ``type``."""
-    version = concept.get("__version", 0)
-    data = dict(concept)
-    if version == 0 and "repeats" in data:
-        data.setdefault("balancing", data.pop("repeats"))
-    if version <= 1 and "validation_concept" in data:
-        flag = data.pop("validation_concept")
-        data.setdefault("type", "VALIDATION" if flag else "STANDARD")
-    data.pop("__version", None)
-    return data
-
-
-def _validate(raw: Any, source: str) -> list[dict[str, Any]]:
-    if not isinstance(raw, list):
-        raise ConfigError(
-            format_error(
-                "OneTrainer concepts file",
-                type(raw).__name__,
-                "must be a JSON list of concept objects",
-                'a training config (with "concepts" inside) is not a concepts file: import '
-                "the file its concept_file_name names",
-                path=source,
-            )
-        )
-    problems: list[str] = []
-    concepts = []
-    for index, item in enumerate(raw):
-        where = f"[{index}]"
-        if not isinstance(item, dict):
-            problems.append(
-                format_error(where, type(item).__name__, "must be a concept object", path=source)
-            )
-            continue
-        concept = _migrate(item)
-        problems += _check(concept, where, source)
-        concepts.append(concept)
-    if problems:
-        raise ConfigError(problems)
-    return concepts
-
-
-def _kind(default: Any) -> str:
-    if isinstance(default, bool):
-        return "bool"
-    if isinstance(default, (int, float)):
-        return "number" if isinstance(default, float) else "int"
-    if isinstance(default, dict):
-        return "object"
-    return "str"
-
-
-_RULES = {
-    "bool": "must be true or false",
-    "int": "must be an integer",
-    "number": "must be a number",
-    "object": "must be an object",
-    "str": "must be a string",
-}
-
-
-def _type_ok(value: Any, kind: str) -> bool:
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "object":
-        return isinstance(value, dict)
-    return isinstance(value, str)
-
-
-def _check(concept: dict[str, Any], where: str, source: str) -> list[str]:
-    problems = []
-    for section, defaults in (
-        ("", CONCEPT_DEFAULTS),
-        ("image", IMAGE_DEFAULTS),
-        ("text", TEXT_DEFAULTS),
-    ):
-        values = concept if not section else concept.get(section, {})
-        label = f"{where}.{section}" if section else where
-        if not isinstance(values, dict):
-            problems.append(
-                format_error(label, type(values).__name__, "must be an object", path=source)
-            )
-            continue
-        for key, value in values.items():
-            if key not in defaults:
-                continue  # reported as unmapped: OneTrainer ignores keys it does not know
-            kind = "int" if key == "seed" else _kind(defaults[key])
-            if not _type_ok(value, kind):
-                problems.append(
-                    format_error(f"{label}.{key}", value, _RULES[kind], _DOC, path=source)
-                )
-    path = concept.get("path")
-    if not isinstance(path, str) or not path.strip():
-        problems.append(
-            format_error(
-                f"{where}.path",
-                path if path is not None else "missing",
-                "must name the concept's folder",
-                path=source,
-            )
-        )
-    for key, choices in (("type", _TYPES), ("balancing_strategy", _STRATEGIES)):
-        value = concept.get(key, CONCEPT_DEFAULTS[key])
-        if isinstance(value, str) and value not in choices:
-            problems.append(
-                format_error(
-                    f"{where}.{key}", value, f"must be one of {', '.join(choices)}", path=source
-                )
-            )
-    text = concept.get("text", {})
-    prompt = text.get("prompt_source", "sample") if isinstance(text, dict) else "sample"
-    if isinstance(prompt, str) and prompt not in _PROMPT_SOURCES:
-        problems.append(
-            format_error(
-                f"{where}.text.prompt_source",
-                prompt,
-                f"must be one of {', '.join(_PROMPT_SOURCES)}",
-                path=source,
-            )
-        )
-    balancing = concept.get("balancing", 1.0)
-    weight = concept.get("loss_weight", 1.0)
-    if _type_ok(balancing, "number") and balancing <= 0:
-        problems.append(format_error(f"{where}.balancing", balancing, "must be > 0", path=source))
-    if _type_ok(weight, "number") and weight < 0:
-        problems.append(format_error(f"{where}.loss_weight", weight, "must be >= 0", path=source))
-    return problems
-
-
-# -- mapping -------------------------------------------------------------------------------
-
-
-def _get(concept: dict[str, Any], section: str, key: str) -> Any:
-    defaults = {"image": IMAGE_DEFAULTS, "text": TEXT_DEFAULTS}[section]
-    return concept.get(section, {}).get(key, defaults[key])
 
 
 def _map_concept(index: int, concept: dict[str, Any], result: ImportResult) -> _Mapped | None:
@@ -441,17 +219,19 @@ def _map_fields(concept: dict[str, Any], mapped: _Mapped, result: ImportResult) 
 
 def _map_image(concept: dict[str, Any], mapped: _Mapped, result: ImportResult) -> None:
     where = f"{mapped.where}.image"
-    mapped.options["crop"] = "random" if _get(concept, "image", "enable_crop_jitter") else "center"
-    if _get(concept, "image", "enable_fixed_flip"):
+    mapped.options["crop"] = (
+        "random" if get_value(concept, "image", "enable_crop_jitter") else "center"
+    )
+    if get_value(concept, "image", "enable_fixed_flip"):
         mapped.flip = 1.0
-    elif _get(concept, "image", "enable_random_flip"):
+    elif get_value(concept, "image", "enable_random_flip"):
         mapped.flip = 0.5
-    for color in _COLORS:
-        if _get(concept, "image", f"enable_random_{color}"):
-            strength = float(_get(concept, "image", f"random_{color}_max_strength"))
+    for color in COLORS:
+        if get_value(concept, "image", f"enable_random_{color}"):
+            strength = float(get_value(concept, "image", f"random_{color}_max_strength"))
             # OneTrainer shifts hue by half its strength (mgds RandomHue); ours by `hue`.
             mapped.jitter[color] = strength / 2 if color == "hue" else strength
-        if _get(concept, "image", f"enable_fixed_{color}"):
+        if get_value(concept, "image", f"enable_fixed_{color}"):
             result.unmapped.append(
                 UnmappedOption(
                     f"image.enable_fixed_{color}",
@@ -468,12 +248,12 @@ def _map_image(concept: dict[str, Any], mapped: _Mapped, result: ImportResult) -
         ("enable_random_circular_mask_shrink", "ours has no masked training"),
         ("enable_random_mask_rotate_crop", "ours has no masked training"),
     ):
-        if _get(concept, "image", key):
+        if get_value(concept, "image", key):
             result.unmapped.append(
                 UnmappedOption(f"image.{key}", True, where, NO_EQUIVALENT, detail)
             )
-    if _get(concept, "image", "enable_resolution_override"):
-        text = str(_get(concept, "image", "resolution_override")).strip()
+    if get_value(concept, "image", "enable_resolution_override"):
+        text = str(get_value(concept, "image", "resolution_override")).strip()
         resolution = _resolution(text)
         if resolution is None:
             result.unmapped.append(
@@ -505,10 +285,10 @@ def _resolution(text: str) -> tuple[tuple[int, int], ...] | None:
 
 def _map_text(concept: dict[str, Any], mapped: _Mapped, result: ImportResult) -> None:
     where = f"{mapped.where}.text"
-    source = _get(concept, "text", "prompt_source")
+    source = get_value(concept, "text", "prompt_source")
     mapped.prompt_source = source
     if source == "concept":
-        prompt_path = _get(concept, "text", "prompt_path")
+        prompt_path = get_value(concept, "text", "prompt_path")
         try:
             captions = split_caption(Path(prompt_path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
@@ -529,15 +309,15 @@ def _map_text(concept: dict[str, Any], mapped: _Mapped, result: ImportResult) ->
                 "concept's caption; OneTrainer gives them to every file, ours only to files "
                 "without a caption of their own"
             )
-    shuffle = bool(_get(concept, "text", "enable_tag_shuffling"))
-    dropout = bool(_get(concept, "text", "tag_dropout_enable"))
+    shuffle = bool(get_value(concept, "text", "enable_tag_shuffling"))
+    dropout = bool(get_value(concept, "text", "tag_dropout_enable"))
     mapped.options["shuffle_tags"] = shuffle
     mapped.options["tag_dropout"] = (
-        float(_get(concept, "text", "tag_dropout_probability")) if dropout else 0.0
+        float(get_value(concept, "text", "tag_dropout_probability")) if dropout else 0.0
     )
     if shuffle or dropout:
-        mapped.options["keep_tokens"] = _get(concept, "text", "keep_tags_count")
-        delimiter = _get(concept, "text", "tag_delimiter")
+        mapped.options["keep_tokens"] = get_value(concept, "text", "keep_tags_count")
+        delimiter = get_value(concept, "text", "tag_delimiter")
         if delimiter != ",":
             result.unmapped.append(
                 UnmappedOption(
@@ -545,7 +325,7 @@ def _map_text(concept: dict[str, Any], mapped: _Mapped, result: ImportResult) ->
                 )
             )
     if dropout:
-        mode = _get(concept, "text", "tag_dropout_mode")
+        mode = get_value(concept, "text", "tag_dropout_mode")
         if mode != "FULL":
             result.unmapped.append(
                 UnmappedOption(
@@ -556,7 +336,7 @@ def _map_text(concept: dict[str, Any], mapped: _Mapped, result: ImportResult) ->
                     "ours drops each tag with probability tag_dropout (OneTrainer's FULL mode)",
                 )
             )
-        special = _get(concept, "text", "tag_dropout_special_tags_mode")
+        special = get_value(concept, "text", "tag_dropout_special_tags_mode")
         if special != "NONE":
             result.unmapped.append(
                 UnmappedOption(
@@ -568,7 +348,7 @@ def _map_text(concept: dict[str, Any], mapped: _Mapped, result: ImportResult) ->
                     "the first N)",
                 )
             )
-    if _get(concept, "text", "caps_randomize_enable"):
+    if get_value(concept, "text", "caps_randomize_enable"):
         result.unmapped.append(
             UnmappedOption(
                 "text.caps_randomize_enable",
