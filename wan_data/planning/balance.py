@@ -24,8 +24,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from wan_data.items import PlanSample
 from wan_data.media.sampling import sample_rng
 from wan_data.planning.plan import seeded_permutation
@@ -114,14 +112,6 @@ class Balancing:
                 chosen += rule.optional[source]
         chosen.sort()
         return chosen
-
-    def counts(self, epoch: int) -> dict[str, int]:
-        """Samples planned per balanced concept in ``epoch`` (for reports and tests)."""
-        selected = np.bincount(np.asarray(self.selection(epoch), dtype=np.int64), minlength=1)
-        return {
-            rule.name: int(selected[list(rule.samples)].sum()) if rule.samples else 0
-            for rule in self.rules
-        }
 
 
 def _draw(indices: Sequence[int], k: int, seed: int, epoch: int, key: str) -> list[int]:
