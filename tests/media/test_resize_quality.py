@@ -11,6 +11,7 @@ same ``crops`` and the same region of the picture.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,25 @@ def test_every_fetch_path_resizes_alike(tmp_path: Path, fps: float | None) -> No
     assert torch.equal(sequential.data, batched.data) and sequential.pts == batched.pts
     salvaged, fill = frames_module._salvage(decoder, plan, options.frames)
     assert fill == 33 and torch.equal(salvaged.data, batched.data)
+
+
+class _Resizes(torch.utils.data.IterableDataset[int]):
+    """Resizes at an integer factor (the OpenCV path) inside a DataLoader worker."""
+
+    def __iter__(self) -> Iterator[int]:
+        frames = torch.zeros((2, 3, 96, 160), dtype=torch.uint8)
+        for _ in range(3):
+            yield int(resize_frames(frames, (80, 48)).shape[-1])
+
+
+@pytest.mark.timeout(120)
+def test_opencv_in_workers_forked_after_the_main_process_resized_does_not_hang() -> None:
+    # A num_workers=0 epoch, then a num_workers=2 one: OpenCV must not have started a thread
+    # pool in the main process, or a forked worker's cv2.setNumThreads deadlocks.
+    frames = torch.zeros((4, 3, 480, 832), dtype=torch.uint8)
+    assert resize_frames(frames, (416, 240)).shape == (4, 3, 240, 416)
+    context = torch.multiprocessing.get_context("fork")
+    loader = torch.utils.data.DataLoader(
+        _Resizes(), batch_size=None, num_workers=2, multiprocessing_context=context, timeout=60
+    )
+    assert list(loader) == [80] * 6

@@ -110,12 +110,21 @@ def open_decoder(
 
 
 def _opencv() -> Any:
-    """``cv2``, with one thread inside a DataLoader worker (as torch does for itself there: a
-    worker is meant to use one core, and OpenCV would start one thread per core in each)."""
-    import cv2
-    from torch.utils.data import get_worker_info
+    """``cv2``, set to one thread in every process that uses it, before its first resize.
 
-    if get_worker_info() is not None and cv2.getNumThreads() != 1:
+    One thread because a DataLoader worker is meant to use one core (as torch sets itself
+    there), and *in every process*, the main one included, because of fork: once OpenCV has
+    started its thread pool in a process, a forked child that calls ``cv2.setNumThreads``
+    deadlocks on the pool's threads, which do not exist in the child. Setting it in the main
+    process before its first resize means no pool is ever started there, and a worker forked
+    after an epoch with ``num_workers=0`` inherits one thread and never calls it (a measured
+    hang before: the first ``num_workers=2`` epoch after a ``num_workers=0`` one).
+    The integer-factor resizes it serves are a fraction of a millisecond per frame; the pool
+    bought little there.
+    """
+    import cv2
+
+    if cv2.getNumThreads() != 1:
         cv2.setNumThreads(1)
     return cv2
 
