@@ -414,7 +414,14 @@ def fuzz_probe_decode(pool: Pool, work: Path, case: Case, outcomes: Counter[str]
     event(outcome)
 
 
-def run_probe_decode(pool: Pool, work: Path, examples: int, seed_value: int) -> Counter[str]:
+def _run(
+    pool: Pool,
+    work: Path,
+    examples: int,
+    seed_value: int,
+    body: Callable[[Pool, Path, Case, Counter[str]], None],
+) -> Counter[str]:
+    """Run ``body`` on ``examples`` seeded cases (no example database: CI replays the same)."""
     outcomes: Counter[str] = Counter()
     runs = Counter[str]()
 
@@ -427,12 +434,16 @@ def run_probe_decode(pool: Pool, work: Path, examples: int, seed_value: int) -> 
     )
     @given(case=cases(pool.bases, tuple(n for n in DONOR_NAMES if n in pool.files)))
     def fuzz(case: Case) -> None:
-        fuzz_probe_decode(pool, work, case, outcomes)
+        body(pool, work, case, outcomes)
         runs["examples"] += 1
 
     fuzz()
     assert runs["examples"] >= examples
     return outcomes
+
+
+def run_probe_decode(pool: Pool, work: Path, examples: int, seed_value: int) -> Counter[str]:
+    return _run(pool, work, examples, seed_value, fuzz_probe_decode)
 
 
 def _report(outcomes: Counter[str], record: Callable[[str, object], None]) -> None:
@@ -526,24 +537,7 @@ def fuzz_dataset(pool: Pool, work: Path, case: Case, outcomes: Counter[str]) -> 
 
 
 def run_dataset(pool: Pool, work: Path, examples: int, seed_value: int) -> Counter[str]:
-    outcomes: Counter[str] = Counter()
-    runs = Counter[str]()
-
-    @seed(seed_value)
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-    @given(case=cases(pool.bases, tuple(n for n in DONOR_NAMES if n in pool.files)))
-    def fuzz(case: Case) -> None:
-        fuzz_dataset(pool, work, case, outcomes)
-        runs["examples"] += 1
-
-    fuzz()
-    assert runs["examples"] >= examples
-    return outcomes
+    return _run(pool, work, examples, seed_value, fuzz_dataset)
 
 
 def test_fuzz_dataset(
