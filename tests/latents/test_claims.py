@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
 
-from wan_data.latents.claims import ClaimOwner, Claims, settle
+import pytest
+
+from wan_data.latents import claims as claims_module
+from wan_data.latents.claims import TORN_CLAIM_SECONDS, ClaimOwner, Claims, settle
 
 KEY_A = "a" * 64
 KEY_B = "b" * 64
@@ -85,6 +89,56 @@ def test_an_unwritten_claim_is_judged_by_its_age(tmp_path: Path) -> None:
     assert me.state(KEY_A) == "live"
     clock.now += 3600
     assert me.state(KEY_A) == "stale" and me.claim(KEY_A)
+
+
+def test_a_writer_killed_mid_claim_leaves_no_claim_and_its_leftover_is_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the kill-point test: a pass killed between creating its claim and writing it
+    left an empty claim that held the key for the whole timeout (30 min). The record is now
+    written aside and linked into place: the claim is whole or absent."""
+    clock = Clock(now=os.stat(tmp_path).st_mtime)
+    dying = claims(tmp_path, os.getpid(), "here", clock)
+
+    class Killed(BaseException):
+        pass
+
+    def killed_in_write(fd: int, data: bytes) -> int:
+        raise Killed
+
+    monkeypatch.setattr(claims_module.os, "write", killed_in_write)
+    monkeypatch.setattr(claims_module.Path, "unlink", lambda *a, **k: None)  # no cleanup: dead
+    with pytest.raises(Killed):
+        dying.claim(KEY_A)
+    monkeypatch.undo()
+    leftovers = [p.name for p in dying.folder.iterdir()]
+    assert len(leftovers) == 1 and leftovers[0].endswith(".tmp"), leftovers
+    other = claims(tmp_path, os.getpid(), "there", clock)
+    assert other.state(KEY_A) == "free" and other.claim(KEY_A)
+
+    assert other.sweep() == 0  # young: its writer may still be between write and link
+    clock.now += TORN_CLAIM_SECONDS + 1
+    assert other.sweep() == 1
+    assert [p.name for p in other.folder.iterdir()] == [f"{KEY_A}.claim"]
+
+
+def test_without_hard_links_claims_are_still_exclusive_and_a_torn_one_expires_soon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(claims_module.os, "link", no_links)
+    clock = Clock(now=os.stat(tmp_path).st_mtime)
+    mine = claims(tmp_path, os.getpid(), "here", clock, timeout=1800.0)
+    other = claims(tmp_path, os.getpid(), "there", clock, timeout=1800.0)
+    assert mine.claim(KEY_A) and not other.claim(KEY_A)
+    assert json.loads(mine.path(KEY_A).read_text())["host"] == "here"
+    assert [p.name for p in mine.folder.iterdir()] == [f"{KEY_A}.claim"]  # no temporaries left
+    other.path(KEY_B).write_bytes(b"")  # torn: its writer died between create and write
+    assert other.state(KEY_B) == "live"
+    clock.now += TORN_CLAIM_SECONDS + 1  # far below the 1800 s timeout
+    assert mine.state(KEY_B) == "stale" and mine.claim(KEY_B)
 
 
 def test_settle_waits_for_a_live_claim_then_takes_over_when_it_goes_stale(

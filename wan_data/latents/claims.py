@@ -31,7 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["CLAIMS_DIR", "STALE_CLAIM_SECONDS", "ClaimOwner", "Claims", "pid_alive", "settle"]
+__all__ = [
+    "CLAIMS_DIR",
+    "STALE_CLAIM_SECONDS",
+    "TORN_CLAIM_SECONDS",
+    "ClaimOwner",
+    "Claims",
+    "pid_alive",
+    "settle",
+]
 
 logger = logging.getLogger("wan_data")
 
@@ -39,6 +47,11 @@ CLAIMS_DIR = "claims"
 # A claim covers decoding and encoding one chunk of clips, seconds to a few minutes; a claim
 # this old belongs to a pass that died on another host (same-host deaths are seen at once).
 STALE_CLAIM_SECONDS = 1800.0
+# A claim file with no readable record (created by O_EXCL but not yet written, or torn by a
+# crash) this old is stale: its writer needs microseconds between the create and the write.
+TORN_CLAIM_SECONDS = 30.0
+# Temporary claim records: ``.<key>.<token>.<random>.tmp`` in the claims folder.
+_TMP_SUFFIX = ".tmp"
 
 ClaimState = Literal["free", "mine", "live", "stale"]
 
@@ -145,12 +158,41 @@ class Claims:
         if state == "mine":
             self.path(key).unlink(missing_ok=True)
 
+    def sweep(self) -> int:
+        """Remove the leftovers of passes killed mid-claim (temporary records, claims set
+        aside for a takeover) older than ``TORN_CLAIM_SECONDS``; how many were removed.
+
+        Their writers remove them within microseconds, so an old one has no owner left.
+        Called at the start of every cache pass, so a folder never fills with them.
+        """
+        removed = 0
+        try:
+            names = os.listdir(self.folder)
+        except OSError:
+            return 0  # no claims folder yet (or none readable): nothing to sweep
+        for name in names:
+            if not (name.endswith(_TMP_SUFFIX) or ".claim.stale." in name):
+                continue
+            path = self.folder / name
+            try:
+                if self.clock() - path.lstat().st_mtime > TORN_CLAIM_SECONDS:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue  # gone already, or not ours to remove: harmless either way
+        if removed:
+            logger.info("cache pass: removed %d leftover claim file(s) of killed passes", removed)
+        return removed
+
     def is_stale(self, record: dict[str, Any]) -> bool:
         """Whether a claim record no longer protects its key (see the module docstring)."""
         claimed_at = record.get("time")
         if not isinstance(claimed_at, (int, float)):
             return True
-        if self.clock() - float(claimed_at) > self.timeout:
+        age = self.clock() - float(claimed_at)
+        if age > self.timeout or (
+            record.get("torn") and age > min(TORN_CLAIM_SECONDS, self.timeout)
+        ):
             return True
         pid = record.get("pid")
         if record.get("host") == self.owner.host and isinstance(pid, int):
@@ -164,6 +206,7 @@ class Claims:
     # -- internals -----------------------------------------------------------------------
 
     def _create(self, key: str) -> bool:
+        """Create the claim on ``key`` with this pass's record; ``False`` if a claim exists."""
         record = {
             "pid": self.owner.pid,
             "host": self.owner.host,
@@ -172,18 +215,29 @@ class Claims:
         }
         data = json.dumps(record).encode("utf-8")
         path = self.path(key)
+        tmp = self.folder / f".{key}.{self.owner.token}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except FileExistsError:
-            return False
+            _write_new(tmp, data)
         except FileNotFoundError:
             self.folder.mkdir(parents=True, exist_ok=True)
-            return self._create(key)
+            _write_new(tmp, data)
         try:
-            os.write(fd, data)
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS:
+                raise
+            # No hard links here (some FUSE and SMB mounts): create and write in place; a
+            # claim torn by a crash in between goes stale after TORN_CLAIM_SECONDS.
+            try:
+                _write_new(path, data)
+            except FileExistsError:
+                return False
+            return True
         finally:
-            os.close(fd)
-        return True
+            tmp.unlink(missing_ok=True)
 
     def _read(self, key: str) -> tuple[ClaimState, dict[str, Any]]:
         path = self.path(key)
@@ -196,9 +250,9 @@ class Claims:
             if not isinstance(record, dict):
                 raise ValueError("not an object")
         except (ValueError, RecursionError):
-            # Created but not yet written (its writer is between open and write), or torn by
-            # a crash: judged by its age alone.
-            record = {"time": mtime}
+            # Created but not yet written (only where claims cannot be hard-linked whole), or
+            # torn by a crash: judged by its age alone, with the short torn-claim limit.
+            record = {"time": mtime, "torn": True}
         if record.get("token") == self.owner.token and record.get("host") == self.owner.host:
             return "mine", record
         return ("stale" if self.is_stale(record) else "live"), record
@@ -234,6 +288,24 @@ class Claims:
             seen.get("host"),
         )
         return True
+
+
+# ``link`` errors meaning the filesystem has no hard links (not that the claim exists).
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS}
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` exclusively and write ``data`` to it.
+
+    Raises:
+        FileExistsError: ``path`` exists.
+        FileNotFoundError: its folder does not.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _read_claim(path: Path) -> tuple[bytes, float]:

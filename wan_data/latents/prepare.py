@@ -459,6 +459,7 @@ def prepare_cache(
     present = len(tasks_all) - len(missing)
     size = max(1, int(getattr(encoder, "encode_batch_size", 1)))
     claims = Claims(Path(spec.root), ClaimOwner.current())
+    claims.sweep()
     encoded = skipped_encode = written = 0
     context = StageContext(
         metrics=Metrics(),
