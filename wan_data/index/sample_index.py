@@ -47,6 +47,7 @@ import numpy as np
 from wan_data.errors import SampleError, format_error
 from wan_data.items import Bucket, Probed, Source, VideoMetadata
 from wan_data.planning.batches import PlanSample
+from wan_data.planning.columns import BucketColumn
 from wan_data.sources.metadata_files import split_caption
 
 __all__ = [
@@ -255,9 +256,9 @@ class SampleTable(_Table):
     """``WanVideoDataset.samples`` of a warm start; :attr:`buckets` without building samples."""
 
     @property
-    def buckets(self) -> list[Bucket]:
-        table = self._columns.buckets
-        return [table[b] for b in self._columns.sample_bucket.tolist()]
+    def buckets(self) -> BucketColumn:
+        """Each sample's bucket, as the stored codes (no per-sample object is built)."""
+        return BucketColumn(self._columns.sample_bucket, self._columns.buckets)
 
 
 # --------------------------------------------------------------------------------------------

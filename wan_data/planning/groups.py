@@ -50,30 +50,31 @@ def check_per_sample(
 
 
 def batch_groups(
-    groups: dict[Bucket, list[int]],
+    groups: dict[Bucket, np.ndarray],
     buckets: Sequence[Bucket],
     batch_size: int,
     batch_sizes: Sequence[int] | None,
     selection: Sequence[int] | None,
-) -> dict[tuple[Bucket, int], list[int]]:
+) -> dict[tuple[Bucket, int], Sequence[int] | np.ndarray]:
     """The samples planned per (bucket, batch size), in bucket order then size order, indices
     ascending: every sample once, or the epoch's ``selection`` (with its repeats)."""
     if selection is None and batch_sizes is None:
         return {(b, batch_size): indices for b, indices in groups.items()}
+    per_bucket: dict[Bucket, Sequence[int] | np.ndarray]
     if selection is None:
-        per_bucket = groups
+        per_bucket = dict(groups)
     else:
         chosen: dict[Bucket, list[int]] = {b: [] for b in groups}
         for index in sorted(int(i) for i in selection):
             chosen[buckets[index]].append(index)
         per_bucket = {b: v for b, v in chosen.items() if v}
-    out: dict[tuple[Bucket, int], list[int]] = {}
+    out: dict[tuple[Bucket, int], Sequence[int] | np.ndarray] = {}
     for bucket, indices in per_bucket.items():
         if batch_sizes is None:
             out[(bucket, batch_size)] = indices
             continue
         by_size: dict[int, list[int]] = {}
-        for index in indices:
+        for index in np.asarray(indices).tolist():
             by_size.setdefault(int(batch_sizes[index]), []).append(index)
         for size in sorted(by_size):
             out[(bucket, size)] = by_size[size]

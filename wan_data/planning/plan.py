@@ -49,6 +49,8 @@ whenever a sample's failure is deterministic.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import gc
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
@@ -59,6 +61,7 @@ import numpy as np
 from wan_data.errors import ConfigError, format_error
 from wan_data.items import Bucket
 from wan_data.media.sampling import sample_rng
+from wan_data.planning.columns import BucketColumn, IndexPool, bucket_order, group_by_bucket
 from wan_data.planning.groups import batch_groups, check_per_sample
 
 __all__ = [
@@ -78,8 +81,6 @@ logger = logging.getLogger("wan_data")
 SMALL_BUCKET_MODES = ("repeat", "drop", "partial")
 
 _LOG_BUCKETS = 8  # buckets named in one log line; the rest are summarised as "+N more"
-_BAD_ITEMS_SHOWN = 5  # non-Bucket entries named in the error; a million bad entries is one fault
-_ID_CACHE = 4096  # distinct Bucket objects looked up by identity before grouping by value only
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ class EpochPlan:
         batches: this rank's batches in order, positions ``0..n-1``; ``n`` is the same on every
             rank.
         pools: every sample index of each bucket, over all ranks, ascending: the candidates a
-            failed member can be replaced with.
+            failed member can be replaced with (an :class:`IndexPool`: a read-only int
+            sequence over one array, equal to the tuple of its ints).
         stats: JSON-serialisable counts, identical on every rank: per bucket (``"buckets"``,
             keyed ``"FxWxH"``) ``samples``, ``batches``, ``repeated``, ``dropped``; the same
             totals at the top level plus ``padding_batches``, ``batches_per_rank`` and
@@ -137,7 +139,7 @@ class EpochPlan:
     rank: int
     world_size: int
     batches: tuple[PlannedBatch, ...]
-    pools: dict[Bucket, tuple[int, ...]] = field(default_factory=dict)
+    pools: dict[Bucket, IndexPool] = field(default_factory=dict)
     stats: dict[str, object] = field(default_factory=dict)
 
 
@@ -184,69 +186,32 @@ def check_plan_options(
     return problems
 
 
-def _group(buckets: Sequence[Bucket]) -> dict[Bucket, list[int]]:
-    """Sample indices per bucket, ascending, in sorted bucket order.
-
-    Looked up by object identity first: callers usually share a handful of ``Bucket`` objects
-    among millions of samples, and ``id`` skips the dataclass's Python-level ``__hash__`` per
-    sample. Each cached object is kept alive in ``keep``, so its id cannot be reused by another
-    object while grouping. A caller that makes a fresh object per sample fills the id cache
-    quickly; past ``_ID_CACHE`` entries the rest are grouped by value alone.
-    """
-    by_value: dict[Bucket, list[int]] = {}
-    by_id: dict[int, list[int]] = {}
-    keep: list[object] = []
-    bad: list[tuple[int, object]] = []
-    bad_count = 0
-    for i, b in enumerate(buckets):
-        group = by_id.get(id(b))
-        if group is None:
-            if not isinstance(b, Bucket):
-                bad_count += 1
-                if len(bad) < _BAD_ITEMS_SHOWN:
-                    bad.append((i, b))
-                continue
-            group = by_value.get(b)
-            if group is None:
-                by_value[b] = group = []
-            if len(keep) < _ID_CACHE:
-                by_id[id(b)] = group
-                keep.append(b)
-        group.append(i)
-    if bad:
-        problems = [
-            format_error(f"buckets[{i}]", repr(v), "must be a wan_data.items.Bucket")
-            for i, v in bad
-        ]
-        if bad_count > len(bad):
-            problems.append(f"... and {bad_count - len(bad)} more entries that are not a Bucket")
-        raise ConfigError(problems)
-    return {b: by_value[b] for b in sorted(by_value, key=_bucket_order)}
-
-
 def seeded_permutation(n: int, seed: int, epoch: int, key: str, purpose: str) -> list[int]:
     """A permutation of ``range(n)`` seeded like :func:`sample_rng` (SHA-256 of the inputs).
 
     numpy's generator, not ``random.shuffle``: the plan is computed at the start of every epoch
     before the first batch, and a Python shuffle (0.8 µs per element) was most of it.
     """
-    # surrogateescape: a key from a file name that is not UTF-8 (os.listdir's escapes)
+    # surrogateescape (in _permutation_array): a key from a file name that is not UTF-8
+    return _permutation_array(n, seed, epoch, key, purpose).tolist()
+
+
+def _permutation_array(n: int, seed: int, epoch: int, key: str, purpose: str) -> np.ndarray:
+    """:func:`seeded_permutation` as an int64 array (the planner permutes arrays)."""
     text = f"{seed}\x00{epoch}\x00{key}\x00{purpose}".encode("utf-8", "surrogateescape")
     digest = hashlib.sha256(text).digest()
     generator = np.random.Generator(np.random.PCG64(int.from_bytes(digest[:16], "big")))
-    return generator.permutation(n).tolist() if n else []
+    return generator.permutation(n) if n else np.zeros(0, dtype=np.int64)
 
 
-def _shuffled(indices: list[int], seed: int, epoch: int, key: str, purpose: str) -> list[int]:
-    """``indices`` in the order of :func:`seeded_permutation`."""
-    if len(indices) < 2:
-        return list(indices)
-    perm = seeded_permutation(len(indices), seed, epoch, key, purpose)
-    return np.asarray(indices, dtype=np.int64)[perm].tolist()
-
-
-def _bucket_order(bucket: Bucket) -> tuple[int, int, int]:
-    return (bucket.frames, bucket.width, bucket.height)
+def _shuffled(
+    indices: Sequence[int] | np.ndarray, seed: int, epoch: int, key: str, purpose: str
+) -> np.ndarray:
+    """``indices`` in the order of :func:`seeded_permutation`, as an int64 array."""
+    array = np.asarray(indices, dtype=np.int64)
+    if array.size < 2:
+        return array.copy()
+    return array[_permutation_array(array.size, seed, epoch, key, purpose)]
 
 
 def _bucket_key(bucket: Bucket) -> str:
@@ -271,7 +236,8 @@ class _Segment:
     Attributes:
         first: global id of the bucket's first batch; its batches are ``first..first+count-1``.
         bucket: the bucket.
-        order: its sample indices, shuffled; batch ``j < full`` is ``order[j*bs:(j+1)*bs]``.
+        order: its sample indices, shuffled (int64); batch ``j < full`` is
+            ``order[j*bs:(j+1)*bs]``.
         full: how many full batches it cuts into.
         tail: the remainder batch (members, repeats) when the mode keeps one.
         size: the batch size of its samples.
@@ -279,14 +245,14 @@ class _Segment:
 
     first: int
     bucket: Bucket
-    order: list[int]
+    order: np.ndarray
     full: int
     tail: tuple[tuple[int, ...], int] | None
     size: int
 
     def batch(self, j: int) -> tuple[tuple[int, ...], int]:
         if j < self.full:
-            return tuple(self.order[j * self.size : (j + 1) * self.size]), 0
+            return tuple(self.order[j * self.size : (j + 1) * self.size].tolist()), 0
         assert self.tail is not None
         return self.tail
 
@@ -337,8 +303,9 @@ def plan_epoch(
     if problems:
         raise ConfigError(problems)
 
-    groups = _group(buckets)
-    planned_groups = batch_groups(groups, buckets, batch_size, batch_sizes, selection)
+    column = BucketColumn.of(buckets)  # ConfigError naming entries that are not a Bucket
+    groups = group_by_bucket(column)
+    planned_groups = batch_groups(groups, column, batch_size, batch_sizes, selection)
     segments: list[_Segment] = []
     planned = 0  # batches of all ranks, before padding
     per_bucket: dict[str, dict[str, int]] = {}
@@ -352,14 +319,14 @@ def plan_epoch(
         name = str(bucket) if size == batch_size else f"{bucket}/bs{size}"
         order = _shuffled(indices, seed, epoch, key, "plan")
         n_full = len(order) // size
-        rest = order[n_full * size :]
+        rest = order[n_full * size :].tolist()
         tail: tuple[tuple[int, ...], int] | None = None
         n_repeated = n_dropped = 0
         if rest:
             if small_buckets == "repeat":
                 n_repeated = size - len(rest)
                 # Prefer samples outside the remainder so a filler never duplicates a member.
-                pool = order[: n_full * size] or rest
+                pool = order[: n_full * size].tolist() or rest
                 rng = sample_rng(seed, epoch, key, "repeat")
                 picks = rng.sample(pool, min(n_repeated, len(pool)))
                 fill = [picks[i % len(picks)] for i in range(n_repeated)]
@@ -391,18 +358,19 @@ def plan_epoch(
     padded = ids + [ids[i % planned] for i in range(padding)]
     firsts = [seg.first for seg in segments]
     batches = []
-    for p, g in enumerate(padded[rank::world_size]):
-        seg = segments[bisect.bisect_right(firsts, g) - 1]
-        members, repeats = seg.batch(g - seg.first)
-        batches.append(
-            PlannedBatch(
-                position=p,
-                bucket=seg.bucket,
-                members=members,
-                repeats=repeats,
-                padding=rank + p * world_size >= planned,
+    with _collector_paused():
+        for p, g in enumerate(padded[rank::world_size]):
+            seg = segments[bisect.bisect_right(firsts, g) - 1]
+            members, repeats = seg.batch(g - seg.first)
+            batches.append(
+                PlannedBatch(
+                    position=p,
+                    bucket=seg.bucket,
+                    members=members,
+                    repeats=repeats,
+                    padding=rank + p * world_size >= planned,
+                )
             )
-        )
 
     stats: dict[str, object] = {
         "epoch": epoch,
@@ -424,9 +392,28 @@ def plan_epoch(
         rank=rank,
         world_size=world_size,
         batches=tuple(batches),
-        pools={b: tuple(indices) for b, indices in groups.items()},
+        pools={b: IndexPool(indices) for b, indices in groups.items()},
         stats=stats,
     )
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while the plan's batches are allocated.
+
+    A million-sample epoch allocates a quarter of a million small objects per rank; each 700
+    allocations start a collection, and the older generations' collections walk every tracked
+    object of the process, so the planning time grew faster than the samples (14x for 10x,
+    measured by ``benchmarks/bench_plan.py``; 7x with the collector paused). The batches hold
+    no reference cycles, so nothing is left for the collector; its previous state is restored.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _log(
@@ -507,7 +494,7 @@ def replacement_candidates(plan: EpochPlan, batch: PlannedBatch, *, seed: int) -
             format_error("batch.bucket", str(batch.bucket), "has no pool in this epoch plan")
         )
     members = set(batch.members)
-    pool = [i for i in plan.pools[batch.bucket] if i not in members]
+    pool = [i for i in plan.pools[batch.bucket].tolist() if i not in members]
     rng = sample_rng(seed, plan.epoch, _stream_key(plan, batch), "replace")
     for i in range(len(pool)):
         j = rng.randrange(i, len(pool))
@@ -523,7 +510,7 @@ def fallback_buckets(plan: EpochPlan, batch: PlannedBatch, *, seed: int) -> list
     fewer batches than the other ranks (a DDP hang). Uniformly shuffled, seeded by (seed, epoch,
     rank, position), so the choice is the same on a resumed run.
     """
-    others = sorted((b for b in plan.pools if b != batch.bucket), key=_bucket_order)
+    others = sorted((b for b in plan.pools if b != batch.bucket), key=bucket_order)
     key = f"rank:{plan.rank}/batch:{batch.position}"
     sample_rng(seed, plan.epoch, key, "fallback").shuffle(others)
     return others

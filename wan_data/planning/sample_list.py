@@ -29,6 +29,7 @@ from wan_data.media.buckets import BucketSet
 from wan_data.observe.metrics import write_snapshot
 from wan_data.observe.report import static_bucket_stats
 from wan_data.planning.clips import DecodeOptions
+from wan_data.planning.columns import BucketColumn
 from wan_data.planning.construction import Construction, construct, probe_limits
 from wan_data.sources.captions import fallback_captions
 from wan_data.stages.base import Stage
@@ -197,7 +198,7 @@ def load_or_construct(
         sources=built.sources,
         probed=built.probed,
         samples=built.samples,
-        buckets=[s.bucket for s in built.samples],
+        buckets=BucketColumn.of([s.bucket for s in built.samples]),
         static_stats=static_bucket_stats(built.samples, built.probed, decode),
         digest=samples_digest(built.samples),
         index_folder=folder,

@@ -1,6 +1,6 @@
 """How costs grow with the dataset: epoch planning and a DataLoader worker's memory.
 
-Both call ``benchmarks/``' own measuring functions: ``bench_plan.measure`` (median of 3
+Both call ``benchmarks/``' own measuring functions: ``bench_plan.measure`` (median of 5
 ``plan_epoch`` calls over a seeded, skewed synthetic sample list) and ``bench_memory.
 worker_memory`` (two fork workers iterate some batches, then psutil reads each worker's unique
 set size). The bench divides the larger size by the smaller, 10x apart: 10 is linear for the
@@ -39,10 +39,12 @@ MEMORY_SPECS = (WORKER_MEMORY,)
 
 
 def run_plan(ctx: BenchContext) -> list[Measure]:
+    """Seconds of ``plan_epoch`` at 10x the samples against 1x (``plan.growth_10x``; 10 is
+    linear): 100k and 1M samples, 1k and 10k with ``--quick``."""
     measure = benchmark_function("bench_plan", "measure")
     small, large = (1_000, 10_000) if ctx.quick else (100_000, 1_000_000)
     rows = {n: measure(n) for n in (small, large)}
-    keep = ("seconds", "us_per_sample", "runs_s", "pickled_bytes", "buckets")
+    keep = ("seconds", "us_per_sample", "runs_s", "column_s", "pickled_bytes", "buckets")
     return [
         Measure.of(
             PLAN_GROWTH,
@@ -55,6 +57,8 @@ def run_plan(ctx: BenchContext) -> list[Measure]:
 
 
 def run_memory(ctx: BenchContext) -> list[Measure]:
+    """The largest DataLoader worker's unique set size (MB) at 10x the sources against 1x
+    (``memory.worker_uss_10x``; 1 is flat): 1k and 10k sources, 100 and 1k with ``--quick``."""
     from wan_data import WanVideoDataset
 
     worker_memory = benchmark_function("bench_memory", "worker_memory")
