@@ -1,4 +1,4 @@
-"""``wan-data import``: a musubi-tuner or OneTrainer dataset config as our options.
+"""``wan-data import``: a musubi-tuner, OneTrainer or diffusion-pipe dataset config as ours.
 
 The subcommand's parser and its output (the Python that builds the same dataset, the command
 line when flags can say it, every setting not carried over); the mapping itself is
@@ -20,9 +20,12 @@ def add_import_parser(sub: Any) -> None:
 
     command = sub.add_parser(
         "import",
-        help="read a musubi-tuner dataset TOML or a OneTrainer concepts JSON into our options",
+        help="read a musubi-tuner or diffusion-pipe dataset TOML or a OneTrainer concepts JSON "
+        "into our options",
         description="Map every option of a musubi-tuner dataset config ([general] + "
-        "[[datasets]]) or a OneTrainer concepts file that has an equivalent, and print the "
+        "[[datasets]]), a OneTrainer concepts file or a diffusion-pipe dataset config "
+        "([[directory]]; or its training config, whose `dataset` names it) that has an "
+        "equivalent, and print the "
         "Python that builds the same dataset, the wan-data command (when the result can be "
         "said with flags) and every setting that was not carried over, with why "
         "(docs/migrating.md). Exit status 0; 2 for a file that cannot be read or is malformed.",

@@ -1,6 +1,7 @@
-"""Import the dataset configs users bring from musubi-tuner and OneTrainer.
+"""Import the dataset configs users bring from musubi-tuner, OneTrainer and diffusion-pipe.
 
-``import_musubi("dataset.toml")`` and ``import_onetrainer("concepts.json")`` return an
+``import_musubi("dataset.toml")``, ``import_onetrainer("concepts.json")`` and
+``import_diffusion_pipe("dataset.toml")`` return an
 :class:`ImportResult`: the :class:`~wan_data.sources.concepts.Concept` list and dataset options
 that mean what the peer's file meant, a runnable Python snippet and the ``wan-data`` command
 saying the same, and every peer setting that was not carried over with where it was and why
@@ -16,6 +17,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from wan_data.config.importing.diffusion_pipe import import_diffusion_pipe
 from wan_data.config.importing.musubi import import_musubi
 from wan_data.config.importing.onetrainer import import_onetrainer
 from wan_data.config.importing.result import (
@@ -38,6 +40,7 @@ __all__ = [
     "StageSpec",
     "UnmappedOption",
     "import_config",
+    "import_diffusion_pipe",
     "import_musubi",
     "import_onetrainer",
 ]
@@ -45,6 +48,7 @@ __all__ = [
 IMPORTERS: dict[str, Callable[..., ImportResult]] = {
     "musubi": import_musubi,
     "onetrainer": import_onetrainer,
+    "diffusion-pipe": import_diffusion_pipe,
 }
 """The importer of each peer format, by the name ``wan-data import`` takes."""
 
