@@ -77,6 +77,8 @@ class ProgressLoader(DataLoader[Batch]):
             if self._heartbeats is None or self._heartbeats.size != self.num_workers:
                 self._heartbeats = HeartbeatTable(self.num_workers)
             progress.heartbeats = self._heartbeats
+        if self.num_workers > 0:
+            dataset.plan()  # planned once here: forked workers read it (WanVideoDataset.plan)
         batches = super().__iter__()
         supervisor = self._supervisor(batches)
         counter = None

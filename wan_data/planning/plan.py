@@ -83,7 +83,7 @@ SMALL_BUCKET_MODES = ("repeat", "drop", "partial")
 _LOG_BUCKETS = 8  # buckets named in one log line; the rest are summarised as "+N more"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedBatch:
     """One batch of one rank's epoch plan.
 
@@ -225,7 +225,7 @@ def _summary(counts: dict[str, int]) -> str:
     return ", ".join(parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Segment:
     """One bucket's batches before the global shuffle, kept as its shuffled order.
 
