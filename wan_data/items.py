@@ -187,10 +187,12 @@ class Probed:
 
     @property
     def key(self) -> str:
+        """The source's key: a probed file is named as its source."""
         return self.source.key
 
     @property
     def path(self) -> str:
+        """The source file's absolute path."""
         return self.source.path
 
 
@@ -234,6 +236,8 @@ class CropBox:
     height: float
 
     def as_list(self) -> list[float]:
+        """``[x, y, width, height]``: the crop as a batch's ``crops`` entry holds it (plain
+        floats, JSON-ready)."""
         return [self.x, self.y, self.width, self.height]
 
 
@@ -329,10 +333,13 @@ class PlanSample:
 
     @property
     def key(self) -> str:
+        """``<source key>#<clip index>``: the sample's identity, and the key of the clip it
+        becomes."""
         return f"{self.probed.key}#{self.clip_index}"
 
     @property
     def path(self) -> str:
+        """The source file's absolute path (what a skip record names)."""
         return self.probed.path
 
 
@@ -355,6 +362,7 @@ class CachedClip:
 
     @property
     def path(self) -> str:
+        """The source file's absolute path (what a skip record names)."""
         return self.source.path
 
 
@@ -392,10 +400,13 @@ class EncodeJob:
 
     @property
     def key(self) -> str:
+        """The first clip's key, plus ``(+N)`` for the N others: one name for the job in a skip
+        record or a log line."""
         return self.keys[0] if len(self.keys) == 1 else f"{self.keys[0]} (+{len(self.keys) - 1})"
 
     @property
     def path(self) -> str:
+        """The first clip's source file: a skip record of the job names one path."""
         return self.paths[0]
 
 

@@ -43,10 +43,14 @@ class ConditionSpec:
 
     @property
     def cached(self) -> bool:
+        """Whether the mode puts anything in the cache: ``i2v`` and ``flf2v`` do (the condition
+        latents, and the CLIP embedding with ``clip``; the mask is built with the batch);
+        ``none`` and ``ti2v`` do not."""
         return self.mode in ("i2v", "flf2v")
 
     @property
     def last_frame(self) -> bool:
+        """Whether the condition holds the clip's last frame as well as its first (``flf2v``)."""
         return self.mode == "flf2v"
 
     def keys(self, key: str) -> dict[str, str]:

@@ -177,10 +177,14 @@ class TextJob:
 
     @property
     def key(self) -> str:
+        """The first caption's key, plus ``(+N)`` for the N others: one name for the job in a
+        skip record or a log line."""
         return self.keys[0] if len(self.keys) == 1 else f"{self.keys[0]} (+{len(self.keys) - 1})"
 
     @property
     def path(self) -> str:
+        """What a skip record shows in place of a file: ``caption '<first 40 characters>'`` of the
+        first caption (a caption has no path of its own)."""
         first = self.captions[0]
         return f"caption {first[:40]!r}"
 

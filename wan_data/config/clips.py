@@ -250,9 +250,12 @@ class ShapeConfig(ConfigGroup):
 
     @property
     def resolutions(self) -> tuple[tuple[int, int], ...]:
+        """The ``(width, height)`` bucket tiers: ``resolution``, which is always kept as pairs."""
         return self.resolution
 
     def bucket_set(self) -> BucketSet:
+        """The spatial buckets of these options (``resolution``, ``step``, ``max_aspect``; see
+        :func:`~wan_data.media.buckets.make_bucket_set`), built anew on each call."""
         return make_bucket_set(self.resolution, step=self.step, max_aspect=self.max_aspect)
 
 

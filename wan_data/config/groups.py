@@ -83,4 +83,6 @@ GROUPS: tuple[type[ConfigGroup], ...] = (
 
 
 def group_fields(group: type[ConfigGroup]) -> tuple[dataclasses.Field[Any], ...]:
+    """The options of a config group, in declaration order (each declared with
+    :func:`~wan_data.config.fields.option`: default, help and flag)."""
     return dataclasses.fields(group)  # type: ignore[arg-type]

@@ -149,6 +149,8 @@ class LatentsConfig(ConfigGroup):
 
     @property
     def enabled(self) -> bool:
+        """Whether the latent cache is on: both ``vae`` and ``cache_dir`` are set (one without the
+        other is a configuration error)."""
         return self.vae is not None and self.cache_dir is not None
 
 
@@ -230,6 +232,7 @@ class ObserveConfig(ConfigGroup):
         return problems
 
     def alert_callbacks(self) -> list[Any]:
+        """``on_alert`` as a list: empty for ``None``, one callable or the sequence given."""
         on_alert = self.on_alert
         if on_alert is None:
             return []

@@ -42,6 +42,7 @@ def parse_fps(text: str) -> float | None:
 
 
 def show_fps(value: float | None) -> list[str]:
+    """``fps`` as typed: ``native`` for ``None``, else the number (``16``, ``23.976``)."""
     return ["native" if value is None else _number(value)]
 
 
@@ -66,6 +67,7 @@ def parse_optional_int(text: str) -> int | None:
 
 
 def show_optional(value: object) -> list[str]:
+    """An optional number as typed: ``none`` for ``None``, else the number."""
     return ["none" if value is None else _number(value)]
 
 
@@ -79,6 +81,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def show_sizes(value: Sequence[Sequence[int]]) -> list[str]:
+    """``(width, height)`` pairs as ``WxH`` words (``832x480 480x832``)."""
     return [f"{int(w)}x{int(h)}" for w, h in value]
 
 
@@ -96,6 +99,8 @@ def show_frame_batch_sizes(value: Sequence[Sequence[int]]) -> list[str]:
 
 
 def parse_dtype(text: str) -> torch.dtype:
+    """``float32``, ``bfloat16`` or ``float16`` (the keys of :data:`DTYPES`); anything else is an
+    argparse error naming them."""
     try:
         return DTYPES[text]
     except KeyError:
@@ -103,6 +108,8 @@ def parse_dtype(text: str) -> torch.dtype:
 
 
 def show_dtype(value: torch.dtype) -> list[str]:
+    """A dtype as typed: its :data:`DTYPES` name (``bfloat16``), else torch's name without
+    ``torch.``."""
     for name, dtype in DTYPES.items():
         if dtype == value:
             return [name]

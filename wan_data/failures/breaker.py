@@ -100,6 +100,7 @@ class CircuitBreaker:
 
     @property
     def failure_rate(self) -> float:
+        """Failures per outcome in the current window (0.0 before any outcome)."""
         if not self._outcomes:
             return 0.0
         return self._bad / len(self._outcomes)

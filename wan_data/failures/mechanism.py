@@ -95,6 +95,8 @@ class StageContext:
     watchdog: StallWatchdog | None = None
 
     def breaker(self, stage: str, *, mandatory: bool = True) -> CircuitBreaker:
+        """The circuit breaker of ``stage`` in this process, made on first use from
+        ``breaker_config`` (``mandatory`` is taken then); every later call returns the same one."""
         if stage not in self.breakers:
             self.breakers[stage] = CircuitBreaker(
                 stage, config=self.breaker_config, mandatory=mandatory

@@ -103,6 +103,10 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True)
 class Decision:
+    """What :meth:`ErrorPolicy.classify` makes of one exception: the ``action`` and the skip
+    ``reason`` it is recorded under (``decode_error``, ``transient``...; the exception class
+    name for a fatal error)."""
+
     action: Action
     reason: str
 

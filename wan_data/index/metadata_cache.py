@@ -93,6 +93,9 @@ class MetadataCache:
         return meta
 
     def put(self, path: str, meta: VideoMetadata) -> None:
+        """Remember ``meta`` for the file's current size and mtime (a file that vanished is not
+        stored).
+        """
         self._store(self._entries, path, meta)
 
     def get_integrity(self, path: str) -> Verdict | None:

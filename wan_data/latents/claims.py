@@ -80,6 +80,7 @@ class ClaimOwner:
 
     @classmethod
     def current(cls) -> ClaimOwner:
+        """This process, this host and a fresh random token: the owner of a new pass's claims."""
         return cls(os.getpid(), socket.gethostname(), secrets.token_hex(8))
 
 
@@ -103,9 +104,11 @@ class Claims:
 
     @property
     def folder(self) -> Path:
+        """``<root>/claims``, where the claim files are."""
         return self.root / CLAIMS_DIR
 
     def path(self, key: str) -> Path:
+        """The claim file of ``key``: ``claims/<key>.claim``."""
         return self.folder / f"{key}.claim"
 
     def claim(self, key: str) -> bool:

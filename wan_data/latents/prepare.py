@@ -249,11 +249,18 @@ class LatentBatcher:
         return arena[self._used]
 
     def read(self, sample: PlanSample, epoch: int) -> CachedClip:
+        """One member's latents, read and verified straight into the next slot of the batch tensor.
+
+        Raises what :func:`read_cached` raises.
+        """
         clip = read_cached(sample, epoch, self.options, self.spec, self.cache, into=self._slot)
         self._used += 1  # only once verified: a failed read leaves its slot to the next one
         return clip
 
     def collate(self, clips: Sequence[CachedClip]) -> Batch:
+        """The batch of ``clips``: the slot tensor itself when the clips fill its slots in order,
+        else their latents stacked.
+        """
         arena, self._arena, self._used = self._arena, None, 0
         n = len(clips)
         latents = None

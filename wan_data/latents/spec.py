@@ -68,6 +68,9 @@ class CacheSpec:
         text: TextSpec | None = None,
         conditions: ConditionSpec | None = None,
     ) -> CacheSpec:
+        """The spec of a cache under ``root`` for the VAE described by ``info`` (its files'
+        hashes, latent shape factors and normalisation; see :func:`vae_info_from_files`), with
+        latents stored as ``latent_dtype``."""
         return cls(
             root=root,
             vae={

@@ -35,6 +35,7 @@ class CacheStats:
 
     @property
     def reads(self) -> int:
+        """Lookups counted: ``hits + misses`` (a corrupt entry is a miss)."""
         return self.hits + self.misses
 
     @property

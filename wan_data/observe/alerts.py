@@ -250,9 +250,9 @@ class AlertMonitor:
         _deliver(alert, self.callbacks)
 
     def stall_watchdog(self, poll_seconds: float | None = None) -> StallWatchdog | None:
+        """A :class:`StallWatchdog` that emits through this monitor (``None`` when disabled)."""
         from wan_data.observe.watchdog import StallWatchdog  # it builds this module's Alerts
 
-        """A :class:`StallWatchdog` that emits through this monitor (``None`` when disabled)."""
         if self.config.stall_seconds is None:
             return None
         return StallWatchdog(self.config.stall_seconds, self.emit, poll_seconds=poll_seconds)

@@ -116,6 +116,7 @@ class Heartbeat:
 
     @property
     def state_name(self) -> str:
+        """``unused``, ``idle``, ``busy`` or ``done`` (the number itself for an unknown state)."""
         return _STATE_NAMES.get(self.state, str(self.state))
 
     def describe(self, now: float | None = None) -> str:

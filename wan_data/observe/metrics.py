@@ -70,6 +70,8 @@ class StageStats:
     by_error_type: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def as_dict(self) -> dict[str, Any]:
+        """The counters as a report's ``stages`` entry (JSON-ready; ``seconds`` of work,
+        rounded to microseconds)."""
         return {
             "in": self.items_in,
             "out": self.items_out,
@@ -103,6 +105,7 @@ class Metrics:
     in_worker: bool = field(default_factory=lambda: get_worker_info() is not None)
 
     def stage(self, name: str) -> StageStats:
+        """The counters of stage ``name``, made empty on first use."""
         if name not in self.stages:
             self.stages[name] = StageStats()
         return self.stages[name]
@@ -197,6 +200,9 @@ class YieldCounter:
             self._write()
 
     def snapshot(self) -> dict[str, Any]:
+        """This counter as a report part (``kind`` names it for :func:`merge_reports`): what the
+        trainer received, the workers it came from, and who wrote it and when (``time``: seconds
+        since the epoch)."""
         return {
             "kind": YIELD_PART_KIND,
             "part": self.name,

@@ -61,6 +61,9 @@ class Balancing:
     def from_samples(
         cls, samples: Sequence[PlanSample], concepts: Sequence[Concept], *, seed: int
     ) -> Balancing | None:
+        """The balancing of ``samples`` by the balanced concepts, drawn with ``seed``; ``None`` when
+        no concept balances.
+        """
         balanced = {c.name: c for c in concepts if c.balanced}
         if not balanced:
             return None

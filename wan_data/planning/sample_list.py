@@ -62,6 +62,9 @@ class SampleList:
 
 
 def samples_digest(samples: Sequence[PlanSample]) -> str:
+    """SHA-256 of every sample's key, bucket, frame count and duration: it changes when the sample
+    list would. Part of the resume fingerprint.
+    """
     digest = hashlib.sha256()
     for sample in samples:
         meta = sample.probed.metadata

@@ -136,6 +136,8 @@ class SplitSources(Stage[Source, Source]):
         return cls(split, held)
 
     def keeps(self, source: Source) -> bool:
+        """Whether ``source`` is on the chosen side (every repeat of a file is on the same side:
+        the split is by :func:`base_key`)."""
         if self.split == "all":
             return True
         return (base_key(source) in self.held_out) == (self.split == "val")

@@ -15,6 +15,7 @@ __all__ = ["add_bench_parser", "run_bench_command"]
 
 
 def add_bench_parser(sub: Any) -> None:
+    """Add ``wan-data bench`` and its options to the ``add_subparsers()`` object ``sub``."""
     bench = sub.add_parser(
         "bench",
         help="measure the performance targets (ratios against same-run baselines) as a table",
@@ -22,17 +23,20 @@ def add_bench_parser(sub: Any) -> None:
         "measured in the same run (decode path vs decode-only and PyAV+OpenCV, workers 2/0, "
         "broken files, cached train pass vs bare reads, warm start vs os.stat, planning and "
         "worker-memory growth, text pass), print measure | baseline | value | ratio | target | "
-        "PASS/FAIL and write JSON with the machine's details. Without --quick the sizes of the "
-        "docs, 1M sources included: tens of minutes. Exit status 0 even when a target is "
-        "missed; 2 for an unknown --only name.",
+        "PASS/FAIL and write JSON with the machine's details. Without --quick the sizes are those "
+        "of the docs, 1M sources included: tens of minutes. The measures call benchmarks/*.py, "
+        "so they need a source checkout; elsewhere their rows are SKIP. Exit status 0 even when "
+        "a target is missed; 2 for an unknown --only name.",
     )
     bench.add_argument(
         "--quick",
         action="store_true",
-        help="every measure at its smallest size (seconds; CI checks only that the JSON is "
-        "well formed, the ratios mean little at that size)",
+        help="every measure at its smallest size (about a minute; what CI runs, to check that the "
+        "JSON is well formed and nothing crashed: the ratios mean little at that size)",
     )
-    bench.add_argument("--json", type=Path, default=None, help="write the JSON document here")
+    bench.add_argument(
+        "--json", type=Path, default=None, help="also write the rows and the machine as JSON here"
+    )
     bench.add_argument(
         "--only",
         nargs="+",

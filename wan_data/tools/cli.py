@@ -79,9 +79,18 @@ def _build_parser() -> argparse.ArgumentParser:
         help="keep the dataset, VAE and cache in this folder (default: a temporary folder); "
         "a second run reuses the cache",
     )
-    demo.add_argument("--workers", type=int, default=2, help="DataLoader workers (default 2)")
-    demo.add_argument("--videos", type=int, default=8, help="good videos to generate")
-    demo.add_argument("--batch-size", type=int, default=2)
+    demo.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="DataLoader workers for the cache pass and the epoch (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--videos", type=int, default=8, help="good videos to generate (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--batch-size", type=int, default=2, help="samples per batch (default: %(default)s)"
+    )
     demo.add_argument(
         "--pixels",
         action="store_true",
@@ -99,18 +108,26 @@ def _build_parser() -> argparse.ArgumentParser:
         help="encode a dataset's clips with a Wan VAE into the latent cache (resumable)",
         description="Decode every planned clip (in worker processes), encode it with the VAE in "
         "this process and write it to the cache; present entries are skipped, so an interrupted "
-        "run is simply rerun. Use the same options as the WanVideoDataset that will read it.",
+        "run is simply rerun. --vae and --cache-dir are required; use the same options as the "
+        "WanVideoDataset that will read the cache. Exit status 2 for a bad configuration.",
     )
     cache.add_argument("roots", nargs="+", help="folders or .jsonl/.csv metadata files")
     add_config_arguments(cache, "cache")
     run = cache.add_argument_group("cache pass")
-    run.add_argument("--workers", type=int, default=2, help="decoding worker processes")
-    run.add_argument("--verify", action="store_true", help="verify every entry afterwards")
+    run.add_argument(
+        "--workers", type=int, default=2, help="decoding worker processes (default: %(default)s)"
+    )
+    run.add_argument(
+        "--verify",
+        action="store_true",
+        help="afterwards, read and check every entry of the cache (checksum, finite values) and "
+        "quarantine the bad ones",
+    )
     run.add_argument(
         "--prune", action="store_true", help="delete entries no clip of this dataset uses (orphans)"
     )
-    run.add_argument("--no-progress", action="store_true")
-    run.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (on stderr)")
+    run.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
     _add_scan_parser(sub)
     add_import_parser(sub)
     add_bench_parser(sub)
@@ -124,21 +141,51 @@ def _add_scan_parser(sub: Any) -> None:
         description="Collect, probe and bucket every file exactly as WanVideoDataset would with "
         "the same options, and report what training would do with each: good (its bucket) or "
         "bad (the reason it is skipped). Exit status 0 even when bad files exist; 2 for a bad "
-        "configuration.",
+        "configuration (every problem listed on stderr); 1 for a fault of the environment, such "
+        "as missing FFmpeg libraries (docs/scan.md).",
     )
     scan.add_argument("roots", nargs="+", help="folders or .jsonl/.csv metadata files")
     add_config_arguments(scan, "scan")
-    scan.add_argument("--json", type=Path, default=None, help="write the full report here")
     scan.add_argument(
-        "--plots", type=Path, default=None, help="write buckets.png and contact_sheet.png here"
+        "--json", type=Path, default=None, help="write the full report, file by file, as JSON here"
     )
     scan.add_argument(
-        "--max-rows", type=_at_least(1), default=20, help="rows per list in the table"
+        "--plots",
+        type=Path,
+        default=None,
+        help="write buckets.png (samples per bucket) and contact_sheet.png (samples of each "
+        "bucket, decoded as training decodes them) into this folder",
     )
-    scan.add_argument("--sheet-buckets", type=_at_least(1), default=12, help="contact sheet rows")
-    scan.add_argument("--sheet-samples", type=_at_least(1), default=3, help="samples per row")
-    scan.add_argument("--sheet-frames", type=_at_least(1), default=4, help="frames per sample")
-    scan.add_argument("--thumb-height", type=_at_least(8), default=64, help="thumbnail height (px)")
+    scan.add_argument(
+        "--max-rows",
+        type=_at_least(1),
+        default=20,
+        help="rows per list in the printed table; the JSON has all (default: %(default)s)",
+    )
+    scan.add_argument(
+        "--sheet-buckets",
+        type=_at_least(1),
+        default=12,
+        help="contact sheet: rows, one bucket each (default: %(default)s)",
+    )
+    scan.add_argument(
+        "--sheet-samples",
+        type=_at_least(1),
+        default=3,
+        help="contact sheet: samples per row (default: %(default)s)",
+    )
+    scan.add_argument(
+        "--sheet-frames",
+        type=_at_least(1),
+        default=4,
+        help="contact sheet: frames per sample (default: %(default)s)",
+    )
+    scan.add_argument(
+        "--thumb-height",
+        type=_at_least(8),
+        default=64,
+        help="contact sheet: thumbnail height in pixels (default: %(default)s)",
+    )
     scan.add_argument(
         "--sheet-augment",
         default="",
@@ -147,10 +194,15 @@ def _add_scan_parser(sub: Any) -> None:
         "'crop_jitter,flip,color_jitter' or 'crop_jitter:min_scale=0.9,flip:p=1' "
         "(docs/composing.md, Augmentations)",
     )
-    scan.add_argument("--no-progress", action="store_true")
+    scan.add_argument("--no-progress", action="store_true", help="no progress bar (on stderr)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``wan-data`` with ``argv`` (default: the process's arguments); returns the exit status.
+
+    Without a subcommand it prints the help and returns 0. A malformed command line raises
+    ``SystemExit(2)`` (argparse); a subcommand returns 2 for a bad configuration or input file,
+    and ``scan`` returns 1 when a fatal error stops the scan."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else 10

@@ -16,6 +16,7 @@ __all__ = ["add_import_parser", "format_import", "run_import"]
 
 
 def add_import_parser(sub: Any) -> None:
+    """Add ``wan-data import`` and its options to the ``add_subparsers()`` object ``sub``."""
     from wan_data.config.importing import IMPORTERS
 
     command = sub.add_parser(

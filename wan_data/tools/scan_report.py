@@ -91,6 +91,7 @@ class ScanRow:
 
     @property
     def good(self) -> bool:
+        """Whether training plans samples for this file (``status == "good"``)."""
         return self.status == "good"
 
     def as_dict(self) -> dict[str, Any]:
@@ -117,9 +118,11 @@ class BucketCount:
 
     @property
     def label(self) -> str:
+        """``832x480, 81 frames``: the bucket as the table and the plots name it."""
         return f"{self.width}x{self.height}, {self.frames} frames"
 
     def as_dict(self) -> dict[str, Any]:
+        """The bucket's fields as a JSON object (``buckets`` of the scan JSON)."""
         return dataclasses.asdict(self)
 
 
@@ -152,19 +155,25 @@ class ScanReport:
 
     @property
     def good(self) -> list[ScanRow]:
+        """The rows of the files training uses, in path order."""
         return [r for r in self.rows if r.good]
 
     @property
     def bad(self) -> list[ScanRow]:
+        """The rows of the files training skips, in path order."""
         return [r for r in self.rows if not r.good]
 
     @property
     def bad_by_reason(self) -> dict[str, int]:
+        """Bad files per skip reason, the most frequent first (ties by reason)."""
         counts = Counter(str(r.reason) for r in self.bad)
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     @property
     def vfr_files(self) -> list[str]:
+        """Good videos with a variable frame rate (content average fps more than 1 % off the
+        header's rate): training samples by presentation time, so they are correct, but motion
+        in them may look uneven."""
         return [r.path for r in self.good if r.vfr]
 
     @property
@@ -206,6 +215,8 @@ class ScanReport:
         return sum(r.frames_unused_by_sampling or 0 for r in self.rows)
 
     def totals(self) -> dict[str, Any]:
+        """The counts of the report (files, good, bad, good videos and images, samples per epoch)
+        and ``bad_by_reason``: the ``totals`` of the JSON."""
         good = self.good
         return {
             "files": len(self.rows),

@@ -111,10 +111,12 @@ class Directory:
 
     @property
     def where(self) -> str:
+        """``directory[<index>]``: where the entry is, as problems and unmapped settings name it."""
         return f"directory[{self.index}]"
 
     @property
     def path(self) -> str:
+        """The entry's ``path`` as a string."""
         return str(self.values["path"])
 
 
@@ -141,6 +143,9 @@ def get_value(directory: Directory, top: dict[str, Any], key: str) -> tuple[Any,
 
 
 def suggest(key: str, known: list[str] | tuple[str, ...]) -> str:
+    """``did you mean a or b`` for the (at most two) known keys closest to a misspelt ``key``; empty
+    when none is close.
+    """
     close = difflib.get_close_matches(key, list(known), n=2)
     return f"did you mean {' or '.join(close)}" if close else ""
 

@@ -89,6 +89,11 @@ _DOC = "see OneTrainer's modules/util/config/ConceptConfig.py"
 
 
 def load_concepts(source: str) -> Any:
+    """The parsed JSON of a OneTrainer concepts file.
+
+    Raises:
+        ConfigError: the file cannot be read or is not JSON.
+    """
     try:
         text = Path(source).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -129,6 +134,11 @@ def _migrate(concept: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate_concepts(raw: Any, source: str) -> list[dict[str, Any]]:
+    """The concepts of ``raw`` as dicts, checked against OneTrainer's schema.
+
+    Raises:
+        ConfigError: not a list of concept objects, with every problem of the file.
+    """
     if not isinstance(raw, list):
         raise ConfigError(
             format_error(
@@ -252,5 +262,8 @@ def _check(concept: dict[str, Any], where: str, source: str) -> list[str]:
 
 
 def get_value(concept: dict[str, Any], section: str, key: str) -> Any:
+    """A concept's ``section`` (``image``/``text``) value of ``key``, or OneTrainer's default for
+    it.
+    """
     defaults = {"image": IMAGE_DEFAULTS, "text": TEXT_DEFAULTS}[section]
     return concept.get(section, {}).get(key, defaults[key])

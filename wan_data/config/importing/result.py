@@ -62,6 +62,7 @@ class UnmappedOption:
     detail: str
 
     def as_dict(self) -> dict[str, Any]:
+        """The setting as JSON (``value`` made JSON-native), for ``wan-data import --json``."""
         return {
             "key": self.key,
             "value": option_json(self.value),
@@ -84,10 +85,12 @@ class StageSpec:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def code(self) -> str:
+        """The stage as Python source (``CropJitter(min_scale=0.9)``) for the printed snippet."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
         return f"{self.name}({args})"
 
     def make(self) -> Any:
+        """The stage object: the class of :mod:`wan_data.stages.augment` called with ``kwargs``."""
         from wan_data.stages import augment
 
         return getattr(augment, self.name)(**self.kwargs)

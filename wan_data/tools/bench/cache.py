@@ -72,6 +72,8 @@ class WanShapeEncoder:
         self.generator = torch.Generator().manual_seed(0)
 
     def encode_each(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """One latent per clip of ``pixels`` ``(B, 3, F, H, W)``: seeded random values of shape
+        ``(16, (F - 1) // 4 + 1, H // 8, W // 8)`` in ``dtype``, as Wan 2.1's VAE would return."""
         _, _, frames, height, width = pixels.shape
         shape = (16, (frames - 1) // 4 + 1, height // 8, width // 8)
         return [
@@ -81,6 +83,12 @@ class WanShapeEncoder:
 
 
 def run_cache(ctx: BenchContext) -> list[Measure]:
+    """Clips/s of the cached train pass (``ds.loader(num_workers=0)``) against bare safetensors
+    reads of the same entries stacked per batch (``cache.train_vs_bare_reads``).
+
+    The cache is filled first by a cache pass with :class:`WanShapeEncoder` in place of the VAE;
+    the first batch of both sides is checked to hold the same tensors. 8 sources with
+    ``--quick``, 200 without."""
     from wan_data.tools.synthetic import make_tiny_wan_vae
 
     replicate = benchmark_function("bench_cache", "replicate")
@@ -141,6 +149,10 @@ def run_cache(ctx: BenchContext) -> list[Measure]:
 
 
 def run_warm_start(ctx: BenchContext) -> list[Measure]:
+    """Seconds to a first batch of a fresh dataset over a warm metadata cache and sample index,
+    against an ``os.stat`` of every source (``warm_start.vs_stat``), and the same warm start at
+    10x the sources (``warm_start.growth_10x``): 100k and 1M sources, 30 and 300 with
+    ``--quick``."""
     from wan_data import WanVideoDataset
 
     replicate = benchmark_function("bench_cache", "replicate")

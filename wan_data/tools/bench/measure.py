@@ -79,6 +79,8 @@ class Measure:
         return cls(spec, status=status, note=note)
 
     def judge(self) -> str:
+        """``PASS``/``FAIL``: the ratio against the spec's target in its direction; ``INFO`` without
+        a target, ``ERROR`` with a target but no ratio."""
         target = self.spec.target
         if target is None:
             return "INFO"
@@ -88,6 +90,8 @@ class Measure:
         return "PASS" if ok else "FAIL"
 
     def as_dict(self) -> dict[str, Any]:
+        """The row as the bench JSON holds it: the spec's fields, then value, baseline and ratio (6
+        significant digits, ``None`` when missing or not finite), status, note and details."""
         spec = asdict(self.spec)
         return {
             "name": spec.pop("name"),
@@ -122,4 +126,5 @@ class BenchContext:
 
     @property
     def repeats(self) -> int:
+        """Rounds per measure: 1 with ``quick``, else 3 (the medians are taken over them)."""
         return 1 if self.quick else 3

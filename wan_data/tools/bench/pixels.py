@@ -85,6 +85,10 @@ def _rate(result: tuple[int, float]) -> float:
 
 
 def run_pixels(ctx: BenchContext) -> list[Measure]:
+    """Clips/s of the pixel stream (``DataLoader(num_workers=0)``, one FFmpeg thread) against
+    decode-only, torchcodec with its ``Resize`` and PyAV+OpenCV on the same clips, and
+    ``num_workers=2`` against 0: the four ``pixels.*`` rows. Without PyAV the rows that need it
+    are ``SKIP``."""
     from wan_data import WanVideoDataset
 
     bare = benchmark_function("bench_pixel_stream", "bare_torchcodec")

@@ -26,6 +26,9 @@ TEXT_SPECS = (TEXT_RATE,)
 
 
 def run_text(ctx: BenchContext) -> list[Measure]:
+    """Captions/s of ``TextEncoder.encode`` against the tokenizer and encoder called as diffusers
+    does, with a tiny UMT5 (``text.captions_per_s``); ``SKIP`` without transformers (the
+    ``text`` extra)."""
     import importlib.util
 
     import torch
