@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, TypedDict
 
 import torch
@@ -397,6 +397,12 @@ class EncodeJob:
             tuple(self.pixels.shape),
             f"must be ({count}, 3, F, H, W)",
         )
+
+    def pin_memory(self) -> EncodeJob:
+        """The job with its pixels in page-locked memory (what ``DataLoader(pin_memory=True)``
+        calls): the copy to a CUDA device is then a DMA that ``non_blocking=True`` overlaps with
+        the host, instead of a staged copy through a pinned bounce buffer."""
+        return replace(self, pixels=self.pixels.pin_memory())
 
     @property
     def key(self) -> str:

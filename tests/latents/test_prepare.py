@@ -391,3 +391,55 @@ def test_clip_stages_run_in_the_cache_pass_and_key_its_entries(
         with torch.no_grad():
             expected = normalise(model.encode(pixel_batch["pixels"]).latent_dist.mode(), info)
         torch.testing.assert_close(batch["latents"], expected, atol=1e-5, rtol=1e-5)
+
+
+def _job(pixels: torch.Tensor) -> Any:
+    from wan_data.items import EncodeJob
+
+    entries = tuple({"path": f"/v{i}.mp4"} for i in range(pixels.shape[0]))
+    keys = tuple(f"{i:064d}" for i in range(pixels.shape[0]))
+    return EncodeJob(
+        keys=keys, paths=tuple(e["path"] for e in entries), pixels=pixels, entries=entries
+    )
+
+
+def test_the_cache_pass_pins_pixels_only_for_a_cuda_encoder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Host-to-device copies of decoded pixels overlap the host only from pinned memory: the
+    pass's DataLoader pins them (EncodeJob.pin_memory) for a CUDA encoder, never on CPU."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    from wan_data.latents.prepare import pin_for
+
+    class Encoder:
+        def __init__(self, device: str) -> None:
+            self.device = torch.device(device)
+
+    assert not pin_for(Encoder("cpu")) and not pin_for(object())
+    assert pin_for(Encoder("cuda")) == torch.cuda.is_available()
+
+    pinned: list[torch.Tensor] = []
+
+    def fake_pin(self: torch.Tensor, *args: Any) -> torch.Tensor:  # no accelerator here
+        pinned.append(self)
+        return self.clone()
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    job = _job(torch.zeros(2, 3, 5, 16, 16, dtype=torch.uint8))
+    out = pin_memory(job)  # what DataLoader(pin_memory=True) does to each batch
+    assert type(out) is type(job) and out.keys == job.keys and out.entries == job.entries
+    assert pinned == [job.pixels] and out.pixels is not job.pixels
+    assert torch.equal(out.pixels, job.pixels)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pinned_pixels_reach_the_gpu_encoder_unchanged(vae21: Path) -> None:
+    from wan_data.latents.encoder import VaeEncoder
+
+    pixels = torch.randint(0, 256, (1, 3, 5, 32, 32), dtype=torch.uint8)
+    encoder = VaeEncoder(vae21, device="cuda", latent_dtype=torch.float32)
+    pinned = _job(pixels).pin_memory().pixels
+    assert pinned.is_pinned()
+    assert torch.equal(encoder.encode(pinned), encoder.encode(pixels))

@@ -260,7 +260,9 @@ class VaeEncoder:
                 )
 
     def _to_model_input(self, part: torch.Tensor) -> torch.Tensor:
-        x = part.to(self.device)
+        # Pinned pixels (the cache pass's DataLoader pins them for a CUDA device) are copied
+        # without blocking the host; a pageable tensor is copied synchronously, as before.
+        x = part.to(self.device, non_blocking=self.device.type == "cuda" and part.is_pinned())
         if x.dtype == torch.uint8:
             x = x.to(torch.float32).div_(127.5).sub_(1.0)  # a new tensor: in place is safe
         return x.to(self.vae_dtype)

@@ -404,6 +404,14 @@ def _job(clips: list[Clip], tasks: list[_Task], samples: Sequence[PlanSample]) -
     )
 
 
+def pin_for(encoder: object) -> bool:
+    """Whether the cache pass pins decoded pixels: only for an encoder on a CUDA device with
+    workers' batches to copy (torch pins them in a thread of this process while the VAE runs),
+    never on CPU, where pinning is a wasted copy (and warns without an accelerator)."""
+    device = getattr(encoder, "device", None)
+    return isinstance(device, torch.device) and device.type == "cuda" and torch.cuda.is_available()
+
+
 def prepare_cache(
     samples: Sequence[PlanSample],
     *,
@@ -499,7 +507,12 @@ def prepare_cache(
                 claims,
                 spec,
             )
-            loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
+            loader = DataLoader(
+                stream,
+                batch_size=None,
+                num_workers=num_workers,
+                pin_memory=pin_for(encoder),
+            )
             for out in encode(iter(loader), context):
                 if isinstance(out, Failed):
                     context.metrics.record_failed(out)
