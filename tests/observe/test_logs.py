@@ -194,3 +194,13 @@ def test_two_processes_never_interleave(tmp_path: Path) -> None:
         assert all(line["message"].endswith(tag * 1000) for line in mine)
     assert lines[-1]["message"] == "parent still writes"
     assert os.path.getsize(path) > 400 * 1000
+
+
+def test_the_log_file_folder_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "runs" / "exp1" / "wan_data.jsonl"
+    handler = log_to_jsonl(path)
+    try:
+        wan_logger.warning("first line")
+    finally:
+        remove_jsonl(handler)
+    assert [line["message"] for line in _lines(path)] == ["first line"]

@@ -83,6 +83,9 @@ class JsonLinesHandler(logging.Handler):
 
     def _open(self) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        # Its folder is made as the ledger's is: log_jsonl="runs/exp1/log.jsonl" must not need
+        # a mkdir first (found by the docs' snippet test).
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, flags, 0o644)
         self._pid = os.getpid()
 
