@@ -98,18 +98,10 @@ def check_same_dataset(ds: WanVideoDataset) -> None:
 
     Each rank builds its own (collect and probe, or the sample index): a file that appeared,
     changed or failed to open on one rank only would give that rank another plan, so samples
-    would overlap or go missing, or batch counts would differ and DDP would hang. The
-    fingerprint covers the options and the sample list; one ``all_gather_object`` at start-up
-    compares them."""
-    mine = (ds.fingerprint, len(ds.samples))
-    every: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(every, mine)
-    if any(tuple(other) != mine for other in every):
-        raise RuntimeError(
-            f"ranks built different sample lists (fingerprint, samples per rank): {every}; "
-            "give every rank the same files, options and seed (build the sample index once "
-            "before launching: docs/integrations.md)"
-        )
+    would overlap or go missing, or batch counts would differ and DDP would hang. ``ds.loader()``
+    checks this itself before the first batch (one ``all_gather_object`` of the fingerprint and
+    counts); calling it here, before the model is built, fails before any other work."""
+    ds.check_ranks_once()  # raises wan_data.RankMismatchError on every rank alike
 
 
 def step_generator(seed: int, rank: int, step: int) -> torch.Generator:

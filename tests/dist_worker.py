@@ -49,3 +49,32 @@ def rank_main(rank: int, world: int, root: str, out_dir: str, init_file: str, wo
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
     finally:
         dist.destroy_process_group()
+
+
+def mismatch_main(rank: int, world: int, roots: list[str], out_dir: str, init_file: str) -> None:
+    """One rank of the rank-agreement test: each rank reads its own root (rank 1's has one file
+    more, as a shared folder still syncing would) and records what its first batch raised."""
+    from wan_data import RankMismatchError
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        ds = WanVideoDataset(
+            roots[rank],
+            frames=[5],
+            fps=8,
+            resolution=(32, 32),
+            batch_size=1,
+            seed=0,
+            report_dir=str(Path(out_dir) / f"reports{rank}"),
+        )
+        result: dict[str, Any] = {"samples": len(ds.samples)}
+        try:
+            next(iter(ds.loader(num_workers=0)))
+            result["error"] = None
+        except RankMismatchError as exc:
+            result["error"] = str(exc)
+        # The check passed or failed on both ranks alike: a second collective still pairs up.
+        dist.barrier()
+        (Path(out_dir) / f"mismatch{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()

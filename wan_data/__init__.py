@@ -40,6 +40,7 @@ from wan_data.observe.logs import log_to_jsonl
 from wan_data.observe.memory import MemoryStats
 from wan_data.observe.metrics import scalars
 from wan_data.observe.watchdog import StallWatchdog
+from wan_data.planning.rank_check import RankMismatchError
 from wan_data.sources.concepts import Concept
 from wan_data.stages.collate import collate
 from wan_data.tools.scan import ScanReport, scan_dataset
@@ -73,6 +74,7 @@ __all__ = [
     "PipelineHealthError",
     "Preset",
     "Probed",
+    "RankMismatchError",
     "SampleError",
     "ScanReport",
     "Source",

@@ -59,6 +59,7 @@ from wan_data.planning.batches import build_batches, pixel_reader
 from wan_data.planning.construction import decode_options, probe_limits
 from wan_data.planning.epochs import SharedProgress
 from wan_data.planning.plan import EpochPlan, plan_epoch
+from wan_data.planning.rank_check import check_ranks_agree
 from wan_data.planning.sample_list import load_or_construct
 from wan_data.sources.concepts import RootsLike
 from wan_data.stages.base import Stage
@@ -147,6 +148,7 @@ class WanVideoDataset(IterableDataset[Batch]):
             self.report_dir.mkdir(parents=True, exist_ok=True)
         self._iterations = 0  # per process: names this process's report parts
         self._plan_memo: tuple[tuple[int, int, int], EpochPlan] | None = None  # see plan()
+        self._ranks_checked = False  # see check_ranks_once()
         self._reporter = reporting.DatasetReporter(self.report_dir)
         self.metrics_enabled = bool(observe.metrics)
         self.alert_monitor = (
@@ -375,6 +377,7 @@ class WanVideoDataset(IterableDataset[Batch]):
             freeze_inherited_objects()
         else:
             self._prepare_if_needed()
+            self.check_ranks_once()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         rank, _ = self.rank_and_world_size()
         self._iterations += 1
@@ -541,6 +544,18 @@ class WanVideoDataset(IterableDataset[Batch]):
         self.rank_and_world_size()
         self._prepare_if_needed()
         return ProgressLoader(self, **kwargs)
+
+    def check_ranks_once(self) -> None:
+        """Check, once, that every rank built the same sample list and plan (a collective:
+        :func:`~wan_data.planning.rank_check.check_ranks_agree`). ``loader()`` and a
+        ``num_workers=0`` iteration call it before the first batch; with a plain multi-worker
+        ``DataLoader``, call it on every rank after construction.
+
+        Raises:
+            RankMismatchError: the ranks differ (on every rank), instead of a DDP hang later.
+        """
+        if not self._ranks_checked:
+            self._ranks_checked = check_ranks_agree(self)
 
     # -- exact resume (planning/state.py) ------------------------------------------------
 

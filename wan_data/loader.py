@@ -66,6 +66,7 @@ class ProgressLoader(DataLoader[Batch]):
         # Begin the pass here, in the main process, so the progress recorded below and every
         # worker agree on its epoch.
         dataset.set_epoch(dataset.next_epoch())
+        dataset.check_ranks_once()  # before any worker: a mismatch is an error, not a DDP hang
         progress.record_progress(dataset.epoch, progress.start_position(dataset.epoch))
         every = dataset.metrics_every
         watch = dataset.metrics_enabled and (

@@ -119,6 +119,7 @@ def run_cache(ctx: BenchContext) -> list[Measure]:
     first = next(iter(ds.loader(num_workers=0)))
     same = bool(torch.equal(first["latents"], read_bare(batches[0])))
     pipeline(ds, 0)  # warm-up
+    bare_safetensors(batches)  # and the baseline's (see bench_cache.py: malloc's state)
     bare_runs: list[float] = []
     pipe_runs: list[float] = []
     for _ in range(ctx.repeats):  # interleaved: a burst of load hits both sides alike
