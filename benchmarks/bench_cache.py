@@ -398,6 +398,10 @@ def main() -> int:
         same = bool(torch.equal(first["latents"], read_bare(batches[0])))
         if not args.first_batch_only:
             pipeline(ds, 0)  # warm-up: page cache, lazy imports
+            # and the bare reader's: its first pass page-faults a fresh mmap'd 4 MB bytes object
+            # per read until glibc raises its mmap threshold (measured 4x slower than later
+            # passes in one process): unwarmed, the baseline was whatever state malloc was in.
+            bare_safetensors(batches)
         # Interleaved rounds (bare, workers0, workers2), ratios taken within a round: the
         # machines here are noisy, and a burst of load then hits both sides of a ratio alike.
         bare_runs, pipe0_runs, pipe2_runs = [], [], []
