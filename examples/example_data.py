@@ -1,10 +1,12 @@
 """The examples' data: the folder given on the command line, or a small generated one.
 
-``python examples/example_data.py OUT`` writes the generated dataset into ``OUT``:
+``python examples/example_data.py OUT [--vae VAE_DIR]`` writes the generated dataset into ``OUT``
+(and a tiny random Wan 2.1 VAE into ``VAE_DIR``):
 
 - ``videos/``: 7 clips of 2.5 s with captions, 96x64, 64x96 and 64x64 (three buckets at
   ``resolution=(64, 64)``), at 16 and 24 fps;
-- ``short/videos/``: 3 clips of 1.25 s (long enough for 17 frames, dropped by a 2 s filter);
+- ``short/videos/``: 3 clips of 1.25 s at 24, 25 and 30 fps (long enough for 17 frames, dropped
+  by a 2 s filter);
 - ``broken/``: 4 files no decoder opens (empty, random bytes, text, a cut mp4).
 """
 
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -54,7 +55,19 @@ def data_root(description: str) -> Path:
     return make_example_data(folder)
 
 
+def main() -> None:
+    """``python examples/example_data.py OUT [--vae VAE_DIR]``: the dataset, and optionally a
+    tiny random Wan 2.1 VAE (what docs/quickstart.md trains with; nothing is downloaded)."""
+    parser = argparse.ArgumentParser(description="Write the examples' dataset (and a tiny VAE).")
+    parser.add_argument("out", type=Path, help="the folder to write the dataset into")
+    parser.add_argument("--vae", type=Path, help="also write a tiny random Wan 2.1 VAE here")
+    args = parser.parse_args()
+    print(make_example_data(args.out))
+    if args.vae is not None:
+        from wan_data.tools.synthetic import make_tiny_wan_vae
+
+        print(make_tiny_wan_vae(args.vae))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python examples/example_data.py OUT")
-    print(make_example_data(sys.argv[1]))
+    main()

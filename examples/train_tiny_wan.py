@@ -1,5 +1,7 @@
-"""(f) A real client: a LoRA flow-matching training loop on a tiny Wan transformer, fed only by
-wan_data (cached VAE latents, cached UMT5 text embeddings, and for I2V the cached conditions).
+"""A LoRA flow-matching training loop on a tiny Wan transformer, fed only by wan_data batches.
+
+A real client: cached VAE latents, cached UMT5 text embeddings, and for I2V the cached
+conditions (see docs/training.md).
 
     python examples/train_tiny_wan.py [--mode t2v|i2v] [--steps 40] [--resume-at 13]
                                       [--data DIR] [--models DIR] [--work DIR] [--threads 1]
@@ -389,20 +391,43 @@ def same_batch(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("t2v", "i2v"), default="t2v")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--resume-at", type=int, default=None, metavar="K")
-    parser.add_argument("--data", type=Path, default=None, help="videos (default: generated)")
-    parser.add_argument("--models", type=Path, default=None, help="tiny models (made if absent)")
-    parser.add_argument("--work", type=Path, default=None, help="cache and checkpoint folder")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--mode", choices=("t2v", "i2v"), default="t2v", help="text- or image-to-video"
+    )
+    parser.add_argument("--steps", type=int, default=40, help="training steps")
+    parser.add_argument(
+        "--resume-at",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also stop after step K, resume from the saved state and check the rest is the same",
+    )
+    parser.add_argument(
+        "--data", type=Path, default=None, help="the videos; generated when not given"
+    )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="the tiny models, made if absent; a temporary folder when not given",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="the cache and checkpoint folder; a temporary one when not given",
+    )
     parser.add_argument("--videos", type=int, default=4, help="clips to generate")
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=2e-2)
+    parser.add_argument("--batch-size", type=int, default=2, help="samples per batch")
+    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    parser.add_argument("--lr", type=float, default=2e-2, help="AdamW learning rate")
     parser.add_argument("--rank", type=int, default=4, help="LoRA rank (alpha = rank)")
     parser.add_argument("--shift", type=float, default=1.0, help="timestep shift (Wan: 3 to 5)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the dataset's and the model's seed")
     parser.add_argument(
         "--threads",
         type=int,
