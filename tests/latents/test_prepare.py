@@ -410,7 +410,7 @@ def test_the_cache_pass_pins_pixels_only_for_a_cuda_encoder(
     pass's DataLoader pins them (EncodeJob.pin_memory) for a CUDA encoder, never on CPU."""
     from torch.utils.data._utils.pin_memory import pin_memory
 
-    from wan_data.latents.prepare import pin_for
+    from wan_data.latents.encoder import pin_for
 
     class Encoder:
         def __init__(self, device: str) -> None:

@@ -40,7 +40,7 @@ from wan_data.config.peers import (
 from wan_data.sources.concepts import PER_SOURCE_OPTIONS, Concept
 from wan_data.stages.augment import ColorJitter, CropJitter, RandomFlip
 
-__all__ = ["AUGMENTATIONS", "SAMPLING_DESCRIPTIONS", "main", "reference_markdown"]
+__all__ = ["AUGMENTATIONS", "SAMPLING_DESCRIPTIONS", "main", "reference_markdown", "write_page"]
 
 # The augmentation stages the reference lists (wan_data.stages.augment), in pipeline order.
 AUGMENTATIONS: tuple[type, ...] = (CropJitter, RandomFlip, ColorJitter)
@@ -382,15 +382,20 @@ def _sentence(text: str) -> str:
     return text
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Write the reference to the path given, or to standard output."""
+def write_page(text: str, argv: Sequence[str] | None = None) -> int:
+    """Write a generated page to the path given on the command line, or to standard output
+    (the ``main`` of every generated docs page: this one and ``docs/cli.md``)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    text = reference_markdown()
     if args:
         Path(args[0]).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write the reference to the path given, or to standard output."""
+    return write_page(reference_markdown(), argv)
 
 
 if __name__ == "__main__":

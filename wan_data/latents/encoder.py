@@ -35,7 +35,7 @@ from wan_data.latents.vae_loading import (
     resolve_vae_path,
 )
 
-__all__ = ["VaeEncoder", "is_out_of_memory"]
+__all__ = ["VaeEncoder", "is_out_of_memory", "pin_for"]
 
 logger = logging.getLogger("wan_data")
 
@@ -385,6 +385,14 @@ class VaeEncoder:
             ),
             reason="out_of_memory",
         )
+
+
+def pin_for(encoder: object) -> bool:
+    """Whether the cache pass pins decoded pixels: only for an encoder on a CUDA device with
+    workers' batches to copy (torch pins them in a thread of this process while the VAE runs),
+    never on CPU, where pinning is a wasted copy (and warns without an accelerator)."""
+    device = getattr(encoder, "device", None)
+    return isinstance(device, torch.device) and device.type == "cuda" and torch.cuda.is_available()
 
 
 def _shape_text(shape: Iterable[int]) -> str:

@@ -46,6 +46,7 @@ from wan_data.items import (
 )
 from wan_data.latents.claims import ClaimOwner, Claims, settle
 from wan_data.latents.encode import Encode
+from wan_data.latents.encoder import pin_for
 from wan_data.latents.entry import CacheEntry
 from wan_data.latents.spec import CacheSpec, sample_key, vae_info_from_files
 from wan_data.latents.store import LatentCache
@@ -402,14 +403,6 @@ def _job(clips: list[Clip], tasks: list[_Task], samples: Sequence[PlanSample]) -
         pixels=batch["pixels"],
         entries=tuple(entries),
     )
-
-
-def pin_for(encoder: object) -> bool:
-    """Whether the cache pass pins decoded pixels: only for an encoder on a CUDA device with
-    workers' batches to copy (torch pins them in a thread of this process while the VAE runs),
-    never on CPU, where pinning is a wasted copy (and warns without an accelerator)."""
-    device = getattr(encoder, "device", None)
-    return isinstance(device, torch.device) and device.type == "cuda" and torch.cuda.is_available()
 
 
 def prepare_cache(

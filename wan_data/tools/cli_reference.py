@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import functools
 import re
-import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import cast
 
 __all__ = [
@@ -148,13 +146,9 @@ def _markdown(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the page to the path given, or to standard output."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    text = cli_markdown()
-    if args:
-        Path(args[0]).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    return 0
+    from wan_data.config.reference import write_page
+
+    return write_page(cli_markdown(), argv)
 
 
 if __name__ == "__main__":
