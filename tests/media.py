@@ -20,6 +20,7 @@ Layout of the corpus built by :func:`build_corpus`::
 from __future__ import annotations
 
 import functools
+import importlib.util
 import random
 import shutil
 import struct
@@ -37,6 +38,7 @@ __all__ = [
     "ffmpeg_available",
     "frame_index",
     "key_picture_data",
+    "make_example_data",
     "make_image",
     "make_indexed_video",
     "make_video",
@@ -698,3 +700,16 @@ def build_corpus(root: Path) -> Corpus:
     for spec in specs:
         _write_caption(root, spec)
     return Corpus(root=root, specs=tuple(specs))
+
+
+def make_example_data(root: Path) -> Path:
+    """The examples' dataset (``examples/example_data.py``) written into ``root``: loaded from
+    the script itself, so the tests of the examples and of the integrations use what a user
+    runs."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "example_data.py"
+    spec = importlib.util.spec_from_file_location("example_data", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    made: Path = module.make_example_data(root)
+    return made

@@ -7,7 +7,6 @@ blocks of docs/composing.md that name a script are checked to be taken from it.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -15,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from media import make_example_data
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +25,7 @@ COMPOSING = REPO / "docs" / "composing.md"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = importlib.util.spec_from_file_location("example_data", EXAMPLES / "example_data.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    root: Path = module.make_example_data(tmp_path_factory.mktemp("examples") / "data")
-    return root
+    return make_example_data(tmp_path_factory.mktemp("examples") / "data")
 
 
 def run_example(name: str, *args: str | Path) -> str:

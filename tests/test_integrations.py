@@ -15,7 +15,6 @@ exact resume).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from media import make_example_data
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +40,7 @@ OPTIONS = ["--batch-size", "4", "--small-buckets", "partial", "--epochs", str(EP
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = importlib.util.spec_from_file_location("example_data", EXAMPLES / "example_data.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    root: Path = module.make_example_data(tmp_path_factory.mktemp("integrations") / "data")
-    return root
+    return make_example_data(tmp_path_factory.mktemp("integrations") / "data")
 
 
 def launch(command: list[str], out: Path) -> list[dict[str, Any]]:
