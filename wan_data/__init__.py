@@ -30,7 +30,7 @@ from wan_data.items import (
     ValidationResult,
     VideoMetadata,
 )
-from wan_data.latents.prepare import CacheIncompleteError
+from wan_data.latents.reading import CacheIncompleteError
 from wan_data.latents.store import CacheStats, LatentCache
 from wan_data.latents.vae import VaeEncoder, VaeInfo
 from wan_data.media.buckets import PRESETS, BucketSet, Preset

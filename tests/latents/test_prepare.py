@@ -293,7 +293,7 @@ def test_a_corrupt_member_leaves_its_slot_to_the_replacement(
 def test_batcher_stacks_when_the_slots_do_not_line_up(
     data: Path, vae21: Path, tmp_path: Path
 ) -> None:
-    from wan_data.latents.prepare import LatentBatcher
+    from wan_data.latents.reading import LatentBatcher
 
     cache_dir = tmp_path / "cache"
     ds = prepared(data, vae21, cache_dir)

@@ -11,7 +11,7 @@ import torch
 from wan_data.errors import ConfigError
 from wan_data.failures.mechanism import StageContext
 from wan_data.items import Bucket, Clip, CropBox, Failed, Source
-from wan_data.stages.collate import batch_clips, collate, pixels_to_float
+from wan_data.stages.collate import BatchBuffers, batch_clips, collate, pixels_to_float
 
 
 def _clip(
@@ -232,3 +232,74 @@ def test_batch_clips_without_context_and_with_only_failures() -> None:
 def test_batch_clips_rejects_a_bad_batch_size(batch_size: Any) -> None:
     with pytest.raises(ConfigError, match="batch_size"):
         list(batch_clips(iter([_clip("a")]), batch_size=batch_size))
+
+
+# -- BatchBuffers: a batch tensor is reused only when nothing outside the pool holds it --------
+
+
+def _fresh_pool() -> tuple[BatchBuffers, int]:
+    pool = BatchBuffers()
+    first = pool.empty((4, 3), torch.float32)
+    ptr = first.data_ptr()
+    del first
+    return pool, ptr
+
+
+def test_batch_buffers_reuse_a_tensor_nobody_holds() -> None:
+    pool, ptr = _fresh_pool()
+    again = pool.empty((4, 3), torch.float32)
+    assert again.data_ptr() == ptr
+    assert pool.reused == 1
+
+
+@pytest.mark.parametrize(
+    "hold",
+    [
+        pytest.param(lambda t: t, id="the tensor"),
+        pytest.param(lambda t: {"latents": t}, id="a batch dict"),
+        pytest.param(lambda t: t[1:], id="a view"),
+        pytest.param(lambda t: t.view(-1), id="a reshaped view"),
+        pytest.param(lambda t: t.numpy(), id="a numpy array"),
+        pytest.param(lambda t: memoryview(t.numpy()), id="a memoryview"),
+        pytest.param(lambda t: t.untyped_storage(), id="its storage"),
+    ],
+)
+def test_batch_buffers_never_hand_out_a_tensor_still_held(hold: Any) -> None:
+    pool = BatchBuffers()
+    first = pool.empty((4, 3), torch.float32)
+    first.fill_(7.0)
+    held = hold(first)
+    ptr = first.data_ptr()
+    del first
+    second = pool.empty((4, 3), torch.float32)
+    assert second.data_ptr() != ptr
+    assert pool.reused == 0
+    second.fill_(-1.0)  # writing the new batch leaves the held one alone
+    assert held is not None
+    del held
+    third = pool.empty((4, 3), torch.float32)  # let go now: reusable
+    assert third.data_ptr() == ptr
+
+
+def test_batch_buffers_match_shape_and_dtype_and_keep_a_bounded_number() -> None:
+    pool, ptr = _fresh_pool()
+    other = pool.empty((4, 3), torch.bfloat16)
+    assert other.data_ptr() != ptr
+    wider = pool.empty((5, 3), torch.float32)
+    assert wider.data_ptr() != ptr
+    del other, wider
+    assert len(pool._held) == pool.keep == 2  # the oldest, (4, 3) float32, was let go
+    pool.clear()
+    assert pool._held == []
+
+
+def test_batch_buffers_without_torch_use_counts_always_allocate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import wan_data.stages.collate as collate_module
+
+    monkeypatch.setattr(collate_module, "_storage_use_count", None)
+    pool, _ = _fresh_pool()
+    pool.empty((4, 3), torch.float32)
+    assert pool.reused == 0
+    assert pool._held == []  # nothing tracked, nothing kept alive

@@ -136,7 +136,7 @@ def read_text(cache: LatentCache, caption: str, spec: TextSpec, path: str) -> to
         SampleError: ``cache_corrupt`` when the entry failed verification (quarantined; the
             sample is replaced and the next cache pass encodes the caption again).
     """
-    from wan_data.latents.prepare import CacheIncompleteError
+    from wan_data.latents.reading import CacheIncompleteError
 
     key = text_key(caption, spec)
     entry, status = cache.lookup(key)

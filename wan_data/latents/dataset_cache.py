@@ -20,7 +20,8 @@ from wan_data.config.cli import command_line
 from wan_data.config.dataset_config import DatasetConfig
 from wan_data.config.per_source import concept_configs
 from wan_data.items import CachedClip, PlanSample
-from wan_data.latents.prepare import CacheSpec, LatentBatcher, vae_info_from_files
+from wan_data.latents.prepare import CacheSpec, vae_info_from_files
+from wan_data.latents.reading import LatentBatcher
 from wan_data.latents.store import LatentCache
 from wan_data.latents.vae import VaeEncoder
 from wan_data.observe.metrics import Metrics

@@ -9,6 +9,7 @@ only on (seed, epoch, batch position): the same with any number of workers and a
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from wan_data.media.sampling import sample_rng
 from wan_data.planning.clips import DecodeOptions
 from wan_data.planning.plan import EpochPlan, PlannedBatch, fallback_buckets, replacement_candidates
 from wan_data.stages.base import MapStage, Stage, compose
-from wan_data.stages.collate import collate
+from wan_data.stages.collate import BatchBuffers, collate
 from wan_data.stages.decode import Decode
 
 __all__ = ["MemberReader", "PlanSample", "ReadStage", "build_batches", "pixel_reader"]
@@ -75,7 +76,12 @@ def pixel_reader(
     options: DecodeOptions, clip_stages: Sequence[Stage[Clip, Clip]] = ()
 ) -> MemberReader:
     """Members decoded from their source files (then the clip stages), batched as pixels."""
-    return MemberReader((Decode(options), *clip_stages), collate)
+    # A pool per reader (one pass): the float batch of pixels is the largest tensor the
+    # pipeline makes (79 MB for two 33x240x416 clips), and a fresh one is faulted in page by page.
+    buffers = BatchBuffers()
+    return MemberReader(
+        (Decode(options), *clip_stages), functools.partial(collate, buffers=buffers)
+    )
 
 
 def build_batches(

@@ -7,6 +7,7 @@ This is the second line of defence: stages already drop :class:`Failed` before b
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
@@ -17,7 +18,15 @@ from wan_data.failures.mechanism import StageContext
 from wan_data.items import Batch, CachedClip, Clip, Failed
 from wan_data.stages.base import Stage
 
-__all__ = ["BatchClips", "batch_clips", "collate", "empty_batch", "make_batch", "pixels_to_float"]
+__all__ = [
+    "BatchBuffers",
+    "BatchClips",
+    "batch_clips",
+    "collate",
+    "empty_batch",
+    "make_batch",
+    "pixels_to_float",
+]
 
 logger = logging.getLogger("wan_data")
 
@@ -40,7 +49,76 @@ def empty_batch(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> t
     return torch.empty(0, dtype=dtype).set_(storage).view(shape)
 
 
-def pixels_to_float(frames: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+# torch's count of the references to a storage (tensors and views of it, its Python object):
+# private, so reuse is simply off where a torch build lacks it.
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def _references(held: list[torch.Tensor], i: int) -> tuple[int, int, int]:
+    """Who refers to ``held[i]``: its Python references, its storage's Python references, and
+    torch's use count of the storage (raised by every view, numpy array or exported buffer)."""
+    tensor = held[i]
+    storage = tensor.untyped_storage()
+    assert _storage_use_count is not None
+    return sys.getrefcount(tensor), sys.getrefcount(storage), _storage_use_count(storage._cdata)
+
+
+class BatchBuffers:
+    """Batch tensors handed out again once nothing outside holds them (main process only).
+
+    A fresh batch tensor costs its page faults: a 4-clip batch of Wan-sized latents (17 MB) is
+    above glibc's mmap threshold, so every batch was mapped, faulted in page by page while the
+    entries were read into it, and unmapped when the trainer dropped it; the faults cost about
+    as much as reading the bytes (0.22 ms per 4 MB entry here). The trainer usually lets go of
+    batch ``n`` before asking for ``n + 1``, so its tensor can take the next batch.
+
+    A tensor is reused only when nothing but this pool refers to it: not the tensor object
+    (the trainer's ``batch`` dict), its storage object, nor any view, numpy array or exported
+    buffer of its memory (torch's use count of the storage). The counts a pooled tensor has
+    when nobody else holds it are measured once, through the same code path, so no Python or
+    torch version's counting is assumed. Inside a DataLoader worker, batches go to the main
+    process through shared memory and are never reused here (:func:`empty_batch`).
+
+    ``keep`` bounds the pool: the trainer holding one batch while the next is read needs two,
+    which is also the peak without a pool.
+    """
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self._held: list[torch.Tensor] = []
+        self.reused = 0
+        self._alone: tuple[int, int, int] | None = None
+        if _storage_use_count is not None and get_worker_info() is None:
+            self._alone = _references([torch.empty(1)], 0)
+
+    def empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised ``shape`` ``dtype`` tensor: a pooled one nobody holds, or a new one."""
+        if self._alone is None or get_worker_info() is not None:
+            return empty_batch(shape, dtype)
+        held = self._held
+        for i in range(len(held)):
+            tensor = held[i]
+            if tensor.dtype != dtype or tuple(tensor.shape) != shape:
+                continue
+            del tensor  # not counted as a reference
+            if _references(held, i) == self._alone:
+                self.reused += 1
+                held.append(held.pop(i))
+                return held[-1]
+        fresh = torch.empty(shape, dtype=dtype)
+        held.append(fresh)
+        if len(held) > self.keep:
+            del held[0]
+        return fresh
+
+    def clear(self) -> None:
+        """Let go of every pooled tensor (the memory returns when nobody else holds it)."""
+        self._held.clear()
+
+
+def pixels_to_float(
+    frames: torch.Tensor | Sequence[torch.Tensor], buffers: BatchBuffers | None = None
+) -> torch.Tensor:
     """uint8 clips (F, 3, H, W) -> float32 (B, 3, F, H, W) in [-1, 1].
 
     Accepts a stacked (B, F, 3, H, W) tensor or a sequence of clips (possibly non-contiguous
@@ -50,14 +128,15 @@ def pixels_to_float(frames: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tens
     """
     clips = list(frames.unbind(0)) if isinstance(frames, torch.Tensor) else list(frames)
     f, c, h, w = clips[0].shape
-    out = empty_batch((len(clips), c, f, h, w))
+    shape = (len(clips), c, f, h, w)
+    out = buffers.empty(shape, torch.float32) if buffers is not None else empty_batch(shape)
     for i, clip in enumerate(clips):
         for channel in range(c):
             out[i, channel].copy_(clip[:, channel])
     return out.mul_(2.0 / 255.0).sub_(1.0)
 
 
-def collate(items: Sequence[Clip | Failed | None]) -> Batch:
+def collate(items: Sequence[Clip | Failed | None], buffers: BatchBuffers | None = None) -> Batch:
     """Stack clips into the public batch dict, dropping ``Failed`` and ``None``.
 
     Returns:
@@ -67,6 +146,9 @@ def collate(items: Sequence[Clip | Failed | None]) -> Batch:
         source slower than the target fps) and
         ``dropped`` (how many inputs were dropped). An all-failed input gives an empty batch
         (B = 0) instead of an exception.
+
+    ``buffers``: where the float pixel batch comes from (a pool reusing the tensors a trainer
+    has let go of, see :class:`BatchBuffers`); a new tensor each call by default.
 
     Raises:
         ValueError: clips of different shapes, naming every sample and its shape.
@@ -91,7 +173,8 @@ def collate(items: Sequence[Clip | Failed | None]) -> Batch:
                 stage="collate",
             )
         )
-    return make_batch(clips, pixels=pixels_to_float([c.pixels for c in clips]), dropped=dropped)
+    pixels = pixels_to_float([c.pixels for c in clips], buffers)
+    return make_batch(clips, pixels=pixels, dropped=dropped)
 
 
 def make_batch(
