@@ -33,6 +33,7 @@ class RandomFlip(MapStage[Clip, Clip]):
     name = "random_flip"  # counters, skips and the breaker use it
     version = 1  # bump when the logic changes: latent cache entries made by v1 stop matching
     accepts = Clip  # anything else becomes Failed(reason="invalid_item")
+    varies_by_epoch = True  # it reads context.epoch: each cached variant gets its own draw
 
     def __init__(self, p: float = 0.5, *, seed: int = 0) -> None:
         self.p = p  # public attributes are the options: part of identity()

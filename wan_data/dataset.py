@@ -192,6 +192,7 @@ class WanVideoDataset(DatasetOptions, IterableDataset[Batch]):
             resolved.concepts,
             clip_stages=[s.identity() for s in self.clip_stages],
             python_stages=bool(self.index_stages or self.clip_stages),
+            clip_stages_vary=any(s.varies_by_epoch for s in self.clip_stages),
         )
 
     # -- epochs, plan and sharding -------------------------------------------------------

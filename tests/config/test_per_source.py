@@ -106,6 +106,46 @@ def test_equal_rank_counts_and_exact_resume_with_per_source_sizes(data: Path) ->
     assert [b["keys"] for b in first + rest] == [b["keys"] for b in full]
 
 
+def _balanced(data: Path, videos: dict[str, Any], stills: dict[str, Any]) -> list[Concept]:
+    return [
+        Concept(data / "videos", name="videos", batch_size=2, options={"frames": (9,)}, **videos),
+        Concept(data / "stills", name="stills", batch_size=3, options={"frames": (1,)}, **stills),
+    ]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("videos", "stills"),
+    [
+        ({"repeats": 1.5}, {"repeats": 0.5}),
+        ({"samples_per_epoch": 3}, {"samples_per_epoch": 8}),
+        ({"repeats": 2.5}, {"samples_per_epoch": 4}),
+    ],
+)
+def test_equal_rank_counts_and_exact_resume_with_fractional_repeats_and_samples_per_epoch(
+    data: Path, videos: dict[str, Any], stills: dict[str, Any]
+) -> None:
+    """Balancing draws which sources repeat, or which fill ``samples_per_epoch``, anew each
+    epoch: the drawn plan is still split into equal rank counts, and a resumed run redraws
+    exactly the plan of the epoch it stopped in, then of the next one."""
+    lengths = [
+        len(WanVideoDataset(_balanced(data, videos, stills), **OPTIONS, rank=r, world_size=3))
+        for r in range(3)
+    ]
+    assert len(set(lengths)) == 1
+    ds = WanVideoDataset(_balanced(data, videos, stills), **OPTIONS)
+    epochs = [[b["keys"] for b in _epoch(ds, e)] for e in (1, 2)]
+    assert epochs[0] != epochs[1]  # a new draw (and order) each epoch
+    ds.set_epoch(1)
+    it = iter(ds)
+    first = [next(it)["keys"] for _ in range(2)]
+    state = ds.state_dict()
+    resumed = WanVideoDataset(_balanced(data, videos, stills), **OPTIONS)
+    resumed.load_state_dict(state)
+    assert first + [b["keys"] for b in resumed] == epochs[0]
+    assert [b["keys"] for b in resumed] == epochs[1]  # the next epoch's draw, too
+
+
 @pytest.mark.integration
 def test_concept_options_are_checked_with_the_dataset_rules(data: Path) -> None:
     bad = [

@@ -106,3 +106,28 @@ def test_main_writes_the_reference(tmp_path: Path, capsys: pytest.CaptureFixture
     assert target.read_text(encoding="utf-8") == reference_markdown()
     assert main([]) == 0
     assert capsys.readouterr().out == reference_markdown()
+
+
+def test_collect_caption_tools_table_agrees_with_the_peer_names() -> None:
+    """docs/collect.md's caption-tools table is written by hand: its peer columns must be the
+    reference's (one column per peer, the names of ``OPTION_PEERS``, "—" for none)."""
+    text = (REFERENCE.parent / "collect.md").read_text(encoding="utf-8")
+    section = text[text.index("## Caption tools") :]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header == ["option", "effect", *PEER_TITLES.values()]
+    rows = {}
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0].strip("`").split(":")[0]] = cells[2:]
+    assert set(rows) == {
+        "caption_prefix",
+        "caption_suffix",
+        "shuffle_tags",
+        "keep_tokens",
+        "tag_dropout",
+    }
+    for option, cells in rows.items():
+        names = OPTION_PEERS[option].names()
+        expected = [f"`{names[peer]}`" if names[peer] else "—" for peer in PEER_TITLES]
+        assert cells == expected, option

@@ -14,6 +14,7 @@ from vae_fixtures import make_tiny_wan21_vae, make_tiny_wan22_vae
 
 from wan_data import WanVideoDataset
 from wan_data.latents.prepare import CacheIncompleteError
+from wan_data.latents.spec import sample_key
 from wan_data.latents.store import LatentCache
 from wan_data.latents.vae import load_vae, normalise
 
@@ -443,3 +444,35 @@ def test_pinned_pixels_reach_the_gpu_encoder_unchanged(vae21: Path) -> None:
     pinned = _job(pixels).pin_memory().pixels
     assert pinned.is_pinned()
     assert torch.equal(encoder.encode(pinned), encoder.encode(pixels))
+
+
+def test_each_cached_variant_holds_its_own_draw_of_a_random_clip_stage(
+    data: Path, vae21: Path, tmp_path: Path
+) -> None:
+    """Head windows and centre crops cannot vary, yet a flip seeded per epoch does: each
+    variant is a key of its own, filled with the draw of its epoch."""
+    from wan_data.stages import RandomFlip
+
+    fixed = {**OPTIONS, "sampling": "head", "crop": "center"}
+    stages = [RandomFlip(p=0.5, seed=3)]
+    ds = WanVideoDataset(
+        data, **fixed, vae=vae21, cache_dir=tmp_path / "c", variations=2, clip_stages=stages
+    )
+    assert all(
+        len({sample_key(s, v, ds._decode, ds.cache_spec)[0] for v in (0, 1)}) == 2  # type: ignore[arg-type]
+        for s in ds.samples
+    )
+    assert len(ds.cache_keys()) == 2 * len(ds.cache_keys(0)) == 2 * len(ds.samples)
+    assert any(stages[0].flips(s.key, 0) != stages[0].flips(s.key, 1) for s in ds.samples)
+    assert ds.prepare(num_workers=0, progress=False)["encoded"] == 2 * len(ds.samples)
+    pixels = WanVideoDataset(data, **fixed, clip_stages=stages)
+    ds.set_epoch(1)
+    pixels.set_epoch(1)
+    model, info = load_vae(vae21, device="cpu")
+    for batch, pixel_batch in zip(
+        ds.loader(num_workers=0), pixels.loader(num_workers=0), strict=True
+    ):
+        assert batch["keys"] == pixel_batch["keys"]
+        with torch.no_grad():
+            expected = normalise(model.encode(pixel_batch["pixels"]).latent_dist.mode(), info)
+        torch.testing.assert_close(batch["latents"], expected, atol=1e-5, rtol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import random
@@ -11,6 +12,7 @@ import sys
 import pytest
 
 import wan_data.media.sampling
+from wan_data.items import VideoMetadata
 from wan_data.media.sampling import (
     SAMPLING_MODES,
     TOLERANCE_FRACTION,
@@ -24,6 +26,7 @@ from wan_data.media.sampling import (
     frame_request_times,
     frame_shown_at,
     frame_time_problems,
+    frames_available,
     next_frame_request,
     sample_rng,
     sampling_period,
@@ -155,6 +158,44 @@ def test_frame_buckets_unhashable_entry_is_a_problem_not_a_crash() -> None:
 )
 def test_available_frames(duration: float, fps: float, expected: int) -> None:
     assert available_frames(duration, fps) == expected
+
+
+@pytest.mark.parametrize(
+    ("frame_count", "frame_stride", "expected"),
+    [
+        # Every frame_stride-th native frame, the first included: ceil(n / stride).
+        (12, 1, 12),
+        (12, 2, 6),
+        (12, 3, 4),
+        (13, 3, 5),  # frames 0, 3, 6, 9, 12
+        (12, 12, 1),
+        (12, 50, 1),  # a stride past the end still takes the first frame
+        (1, 4, 1),
+        (0, 1, 0),
+        (0, 3, 0),  # no frames: none at any stride
+    ],
+)
+def test_frames_available_natively_counts_every_frame_stride_th_frame(
+    frame_count: int, frame_stride: int, expected: int
+) -> None:
+    meta = VideoMetadata(
+        width=64, height=64, fps=24.0, duration=frame_count / 24, frame_count=frame_count,
+        format="mp4", codec="h264",
+    )  # fmt: skip
+    assert frames_available(meta, None, frame_stride) == expected
+
+
+def test_frames_available_with_an_fps_or_for_an_image_ignores_the_stride() -> None:
+    meta = VideoMetadata(
+        width=64, height=64, fps=24.0, duration=1.0, frame_count=24, format="mp4", codec="h264"
+    )
+    assert frames_available(meta, None, 1) == frames_available(meta, None) == 24
+    # With an fps the count is the time-based one, whatever the stride (1 s of a 24 fps
+    # source fills 17 frames at 16 fps: its last frame ends the clip).
+    timed = available_frames(1.0, 16.0, source_fps=24.0)
+    assert frames_available(meta, 16.0, 3) == frames_available(meta, 16.0) == timed == 17
+    image = dataclasses.replace(meta, media_type="image", fps=0.0, duration=0.0, frame_count=1)
+    assert frames_available(image, None, 3) == frames_available(image, 16.0) == 1
 
 
 @pytest.mark.parametrize(

@@ -204,6 +204,7 @@ def test_caption_tools_leave_the_sample_index_fingerprint_and_cache_keys_alone(
 
     class _Spec:  # the parts of CacheSpec that sample_key reads
         transforms: tuple[str, ...] = ()
+        transforms_vary = False
         config: ClassVar[dict[str, object]] = {"vae": "v"}
         content_hash = False
 

@@ -44,6 +44,7 @@ def cache_spec_for(
     *,
     clip_stages: Sequence[str] = (),
     python_stages: bool = False,
+    clip_stages_vary: bool = False,
 ) -> CacheSpec | None:
     """How the train pass addresses the latent cache (``None`` without one).
 
@@ -54,6 +55,8 @@ def cache_spec_for(
             part of every cache key.
         python_stages: the dataset has stages of its own, which the command line cannot
             take: the hint then names ``ds.prepare()`` only.
+        clip_stages_vary: one of the clip stages draws per epoch (``Stage.varies_by_epoch``):
+            each cached variant is its own draw, so the variant is part of the key.
 
     The cache folder is created now, so an unwritable new one fails at construction; an
     existing one that refuses writes opens read-only (the train pass only reads; the cache pass
@@ -102,6 +105,7 @@ def cache_spec_for(
         content_hash=latents.content_hash,
         command_hint=hint,
         transforms=tuple(clip_stages),
+        transforms_vary=clip_stages_vary,
         text=text,
         conditions=ConditionSpec(mode=conditioning.conditioning, clip=clip),
     )

@@ -45,6 +45,10 @@ class CacheSpec:
     # Identities of the clip stages the pixels went through before encoding: a changed
     # transform is another latent, so another key.
     transforms: tuple[str, ...] = ()
+    # Whether one of those stages draws per epoch (``Stage.varies_by_epoch``): the cache pass
+    # runs variant v at epoch v, so each variant is other pixels even when the clip's window
+    # and crop cannot vary, and the variant is part of the key.
+    transforms_vary: bool = False
     # The text-embedding cache (None: batches carry no text_embeds).
     text: TextSpec | None = None
     # The I2V conditions cached beside each clip (default: none).
@@ -65,6 +69,7 @@ class CacheSpec:
         content_hash: bool = False,
         command_hint: str = "",
         transforms: tuple[str, ...] = (),
+        transforms_vary: bool = False,
         text: TextSpec | None = None,
         conditions: ConditionSpec | None = None,
     ) -> CacheSpec:
@@ -86,6 +91,7 @@ class CacheSpec:
             content_hash=content_hash,
             command_hint=command_hint,
             transforms=transforms,
+            transforms_vary=transforms_vary,
             text=text,
             conditions=conditions if conditions is not None else ConditionSpec(),
         )
@@ -147,6 +153,10 @@ def sample_key(
     }
     if spec.transforms:  # absent otherwise, so caches made before clip stages keep their keys
         clip["transforms"] = list(spec.transforms)
+    if spec.transforms_vary:
+        # A stage drawing per epoch ran at epoch ``variant``: that draw is part of the pixels.
+        # Absent otherwise, so caches without such stages keep their keys.
+        clip["variant"] = variant
     key = cache_key_for(
         spec.config,
         source=source_identity(sample.path, content_hash=spec.content_hash),

@@ -12,8 +12,9 @@ They draw their randomness once per clip from
 the global RNG: a clip gets the same augmentation in every worker, rank and run, and every
 frame of a clip gets the same one (a flip or a colour shift that changed from frame to frame
 would be motion the model learns). In the latent cache pass the context's epoch is the cached
-variant, so each cached variant holds its own draw; their ``identity()`` covers every option
-and the seed, so changing one changes the cache keys.
+variant, so each cached variant holds its own draw: they set ``varies_by_epoch = True``, which
+gives every variant of a clip its own cache key (even when its window and crop cannot vary).
+Their ``identity()`` covers every option and the seed, so changing one changes the cache keys.
 
 Each stage also has ``describe(key, epoch)``: a short label of the draw a clip gets (``""``
 when it is left unchanged), which the scan's contact sheet prints under an augmented
@@ -64,6 +65,7 @@ class RandomFlip(MapStage[Clip, Clip]):
 
     name = "flip"
     accepts = Clip
+    varies_by_epoch = True  # one draw per clip and epoch: each cached variant is keyed apart
 
     def __init__(self, p: float = 0.5, *, seed: int = 0) -> None:
         problems = _check_seed(seed)
@@ -116,6 +118,7 @@ class ColorJitter(MapStage[Clip, Clip]):
 
     name = "color_jitter"
     accepts = Clip
+    varies_by_epoch = True  # one draw per clip and epoch: each cached variant is keyed apart
 
     def __init__(
         self,
@@ -250,6 +253,7 @@ class CropJitter(MapStage[Clip, Clip]):
 
     name = "crop_jitter"
     accepts = Clip
+    varies_by_epoch = True  # one draw per clip and epoch: each cached variant is keyed apart
 
     def __init__(self, scale: tuple[float, float] = (0.9, 1.0), *, seed: int = 0) -> None:
         problems = _check_seed(seed)

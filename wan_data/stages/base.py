@@ -18,6 +18,12 @@ checks a stage keeps the contract.
 index stages into the sample-index fingerprint and those of its clip stages into the latent
 cache keys, so changing a stage (its name, its options, or its ``version``) never serves
 results made by the old one.
+
+``varies_by_epoch`` says whether a stage's output depends on the context's epoch (a random draw
+seeded per epoch, like the augmentations): the latent cache then keys each cached variant of a
+clip apart, since the cache pass runs variant ``v`` at epoch ``v``. Stages are deterministic by
+default (``False``): a stage that reads ``context.epoch`` must set it to ``True``, or every
+variant of a clip whose window and crop cannot vary shares one key, and one draw.
 """
 
 from __future__ import annotations
@@ -45,10 +51,14 @@ class Stage(abc.ABC, Generic[In, Out]):
         name: the stage's name in counters, skips, the breaker and log lines.
         version: bump it when the stage's logic changes: its results cached by earlier runs
             (sample index, latent cache) then stop being reused.
+        varies_by_epoch: ``True`` when the output depends on ``context.epoch`` (a draw seeded
+            per epoch): each cached variant of a clip then gets its own cache key. A class
+            attribute, not an option: it is not part of :meth:`identity`.
     """
 
     name: str = "stage"
     version: int = 1
+    varies_by_epoch: bool = False
 
     @abc.abstractmethod
     def __call__(
