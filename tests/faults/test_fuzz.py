@@ -22,9 +22,8 @@ recorded skip:
   (as property 4 does). Every item out is a valid :class:`Clip` (dtype uint8, the shape of its
   bucket, a planned frame count, finite nondecreasing frame times) or a :class:`Failed` with a
   reason that is not ``unexpected_error`` (a wan_data bug) nor ``io_transient`` (the machine's
-  fault: these files are damaged, the machine is fine; one known exception, see
-  :func:`known_errno_bug`). A mutation that leaves the bytes unchanged must give exactly the
-  clips of the intact file.
+  fault: these files are damaged, the machine is fine). A mutation that leaves the bytes
+  unchanged must give exactly the clips of the intact file.
 * ``test_fuzz_dataset``: ``WanVideoDataset`` over a folder of good files plus one mutated file,
   read with ``loader(num_workers=0)``: every batch is full and valid, every good file is served,
   and the mutated file is served or appears in ``report()["skipped"]`` with a reason that is not
@@ -56,6 +55,7 @@ from media import _has_encoder, ffmpeg_available, make_image, make_video
 
 from wan_data import WanVideoDataset
 from wan_data.failures.breaker import BreakerConfig
+from wan_data.failures.ledger import LEDGER_REASONS
 from wan_data.failures.mechanism import StageContext
 from wan_data.failures.policy import ErrorPolicy
 from wan_data.items import Clip, Failed, Source
@@ -347,31 +347,11 @@ def _check_clip(clip: Clip, source: Source, options: DecodeOptions) -> None:
     assert all(a <= b for a, b in itertools.pairwise(times)), f"frame times go back: {times}"
 
 
-FFMPEG_ERRNO_TEXTS = ("input/output error", "cannot allocate memory")
-
-
-def known_errno_bug(reason: str, error_type: str, message: str) -> bool:
-    """The one wrong reason these tests tolerate, pinned by the strict xfail
-    ``test_damage_ffmpeg_reports_as_an_errno_is_not_a_machine_fault``: FFmpeg reports some
-    damaged data as ``AVERROR(EIO)`` (a WebM cut inside its EBML header) or ``AVERROR(ENOMEM)``
-    (an MP4 whose damaged header asks for an absurd allocation); torchcodec raises that as
-    ``RuntimeError: ... Input/output error`` / ``... Cannot allocate memory``, and the policy
-    takes it for the machine's fault: the damaged file is retried 3 times and skipped as
-    ``io_transient`` (never ledgered) instead of ``unreadable``/``decode_error``."""
-    text = message.lower()
-    return (
-        reason == "io_transient"
-        and error_type == "RuntimeError"
-        and any(t in text for t in FFMPEG_ERRNO_TEXTS)
-    )
-
-
 def _check_failed(item: Failed, path: Path) -> None:
     assert item.stage in ("probe", "decode"), item
     assert item.reason != "unexpected_error", f"a wan_data bug: {item}"
     # The files are damaged, the machine is fine: a machine-fault reason is a wrong reason.
-    if item.reason == "io_transient":
-        assert known_errno_bug(item.reason, item.error_type, item.message), item
+    assert item.reason != "io_transient", item
     assert item.reason.strip() and item.message.strip() and item.error_type.strip(), item
     assert item.path == str(path)
 
@@ -524,8 +504,7 @@ def fuzz_dataset(pool: Pool, work: Path, case: Case, outcomes: Counter[str]) -> 
         assert path.name not in skipped, skipped[path.name]
     for record in report["skipped"]:
         assert record["reason"] != "unexpected_error", f"a wan_data bug: {record}"
-        if record["reason"] == "io_transient":
-            assert known_errno_bug(record["reason"], record["error_type"], record["message"])
+        assert record["reason"] != "io_transient", f"a damaged file blamed on the machine: {record}"
         assert record["message"].strip(), record
     assert mutated.name in served or mutated.name in skipped, "the mutated file vanished"
     if mutated.name in skipped:
@@ -587,11 +566,6 @@ ERRNO_REPRODUCTIONS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FFmpeg's AVERROR(EIO)/AVERROR(ENOMEM) for damaged data is read as a machine fault "
-    "(io_transient) instead of a damaged file; see known_errno_bug",
-)
 @pytest.mark.parametrize("which", sorted(ERRNO_REPRODUCTIONS))
 def test_damage_ffmpeg_reports_as_an_errno_is_not_a_machine_fault(
     pool: Pool, tmp_path: Path, which: str
@@ -600,15 +574,13 @@ def test_damage_ffmpeg_reports_as_an_errno_is_not_a_machine_fault(
 
     torchcodec raises FFmpeg's error as ``RuntimeError: Failed to open input buffer:
     Input/output error`` (the Matroska demuxer on a cut EBML header) or ``Failed to read frame
-    from input file: Cannot allocate memory`` (a flipped bit in the MP4 index), and
-    ``ErrorPolicy.classify`` matches those fragments (``_TRANSIENT_MESSAGES``, meant for a flaky
-    disk, a full descriptor table, a host out of memory): the probe retries 3 times, then skips
-    the file as ``io_transient``, which the ledger never keeps, so every later run probes the
-    broken file again while the report blames the machine. Both files read back fine. Telling
-    the two apart is a change to the policy or the probe's error handling (e.g. re-read the file
-    on such an error: a storage EIO fails that read too), not made here, since
-    ``tests/faults/test_input_faults.py`` simulates a machine EIO/ENOMEM with exactly such a
-    ``RuntimeError`` on a readable file.
+    from input file: Cannot allocate memory`` (a flipped bit in the MP4 index): the words of a
+    flaky disk or a host out of memory, which the policy retries as ``io_transient`` (never
+    ledgered). It used to skip the file as ``io_transient`` after 3 attempts, so every later
+    run probed the broken file again while the report blamed the machine. Now, when every
+    attempt fails the same way, the probe re-reads the file to its end (and for ENOMEM
+    allocates 64 MiB) from Python; both succeed here, so the damage is the file's: skipped with
+    the damaged-data reason and ledgered (``wan_data/media/ffmpeg_errno.py``).
     """
     base, kind, at, text = ERRNO_REPRODUCTIONS[which]
     if base not in pool.files:
@@ -622,3 +594,5 @@ def test_damage_ffmpeg_reports_as_an_errno_is_not_a_machine_fault(
     if text not in out.message.lower():
         pytest.skip(f"this ffmpeg build does not report {text!r} for the damage: {out.message}")
     assert out.reason != "io_transient", out
+    assert out.stage == "probe" and out.attempts == 3, out  # retried first, as a machine fault
+    assert out.reason in LEDGER_REASONS and "reads back to its end" in out.message, out

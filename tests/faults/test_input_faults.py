@@ -27,8 +27,10 @@ from wan_data.failures.breaker import FILTER_REASONS
 from wan_data.failures.ledger import LEDGER_REASONS, Ledger
 from wan_data.failures.policy import ErrorPolicy
 from wan_data.items import Bucket, Failed, Probed, Source
+from wan_data.media import ffmpeg_errno
 from wan_data.media.frames import decode_image, open_decoder
 from wan_data.media.integrity import check_integrity
+from wan_data.media.source_files import SourceFile
 from wan_data.planning.clips import ClipPlan
 from wan_data.stages.collect import collect
 from wan_data.stages.probe import ProbeLimits, probe
@@ -78,8 +80,20 @@ def test_transient_error_at_probe_is_retried_and_never_ledgered(
     video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strerror: str
 ) -> None:
     # torchcodec wraps the C error in a RuntimeError; it used to be "unreadable" at once,
-    # ledgered, and skipped as known_bad by every later run.
+    # ledgered, and skipped as known_bad by every later run. The machine is at fault here, so
+    # it fails Python too: a storage EIO fails the probe's re-read of the file, a host out of
+    # memory its allocation check (without these, FFmpeg's EIO or ENOMEM on a file that reads
+    # back fine is the file's fault: test_ffmpeg_errno_on_a_file_that_reads_back_is_the_files).
     import torchcodec.decoders
+
+    if strerror == "Input/output error":
+
+        def failing_read(self: SourceFile, buffer: Any) -> int:
+            raise OSError(errno.EIO, strerror)
+
+        monkeypatch.setattr(SourceFile, "readinto", failing_read)
+    if strerror == "Cannot allocate memory":
+        monkeypatch.setattr(ffmpeg_errno, "ALLOCATION_CHECK_BYTES", 1 << 62)  # MemoryError
 
     real = torchcodec.decoders.VideoDecoder
     calls = []
@@ -101,8 +115,52 @@ def test_transient_error_at_probe_is_retried_and_never_ledgered(
     assert ledger.known_bad(str(video)) is None
 
     # The fault passes: the next run probes the file and keeps it.
-    monkeypatch.setattr(torchcodec.decoders, "VideoDecoder", real)
+    monkeypatch.undo()
+    assert torchcodec.decoders.VideoDecoder is real
     assert isinstance(probe_one(video), Probed)
+
+
+@pytest.mark.parametrize(
+    ("strerror", "reason"),
+    [("Input/output error", "unreadable"), ("Cannot allocate memory", "unreadable")],
+)
+def test_ffmpeg_errno_on_a_file_that_reads_back_is_the_files(
+    video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strerror: str, reason: str
+) -> None:
+    # FFmpeg reports some damage as EIO or ENOMEM (tests/faults/test_fuzz.py has real files).
+    # On every attempt, while the file reads back to its end and memory can be allocated: the
+    # file's fault, skipped with the damaged-data reason and ledgered (not io_transient).
+    import torchcodec.decoders
+
+    calls = []
+
+    def failing(source: Any, **kwargs: Any) -> Any:
+        calls.append(source)
+        raise RuntimeError(f"Failed to open input buffer: {strerror}")
+
+    monkeypatch.setattr(torchcodec.decoders, "VideoDecoder", failing)
+    out = failed(probe_one(video))
+    assert len(calls) == 3 and out.attempts == 3  # retried first, as a machine fault
+    assert (out.reason, out.error_type, out.stage) == (reason, "SampleError", "probe")
+    assert str(video) in out.message and strerror in out.message
+    assert "reads back to its end" in out.message
+    assert Ledger(tmp_path / "ledger.jsonl").record(out) is True
+
+
+def test_ffmpeg_errno_that_changes_between_attempts_stays_the_machines(
+    video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Damage fails the same way every time; errors that differ are taken as the machine's.
+    import torchcodec.decoders
+
+    texts = iter(["Input/output error", "Cannot allocate memory", "Input/output error"])
+
+    def failing(source: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"Failed to open input buffer: {next(texts)}")
+
+    monkeypatch.setattr(torchcodec.decoders, "VideoDecoder", failing)
+    out = failed(probe_one(video))
+    assert out.reason == "io_transient" and out.attempts == 3
 
 
 def test_transient_error_that_clears_within_the_retries_keeps_the_file(

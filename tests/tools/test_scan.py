@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +319,67 @@ def test_strict_scan_finds_concealed_damage_and_low_frame_rates(
     assert main([*args, "--no-progress", "--strict"]) == 0  # bad files are findings
     out = capsys.readouterr().out
     assert "corrupt_frames" in out and "damaged.mp4" in out
+
+
+@pytest.mark.parametrize(("frame_stride", "kept"), [(1, True), (2, True), (3, False)])
+def test_native_rate_frame_stride_decides_what_is_too_short(
+    tmp_path: Path, frame_stride: int, kept: bool
+) -> None:
+    """With ``fps=None`` a 12-frame video offers every ``frame_stride``-th frame: 6 at stride
+    2 (a 5-frame clip fits), 4 at stride 3 (too short); the dataset's probe agrees."""
+    make_video(tmp_path / "v.mp4", width=64, height=64, fps=16, num_frames=12)
+    options: dict[str, Any] = {
+        "frames": [5],
+        "fps": None,
+        "frame_stride": frame_stride,
+        "resolution": (64, 64),
+    }
+    scanned = scan_dataset(tmp_path, **options, threads=1, progress=False)
+    (row,) = scanned.rows
+    assert scanned.options["frame_stride"] == frame_stride
+    assert scanned.options["stride"] is None and scanned.options["fps"] is None
+    assert json.loads(json.dumps(scanned.as_dict()))["options"]["frame_stride"] == frame_stride
+    if kept:
+        assert row.good and row.bucket == (64, 64, 5) and row.clips == 1
+        assert row.frames_available == (12 - 1) // frame_stride + 1
+    else:
+        assert not row.good and row.reason == "too_short" and row.stage == "probe"
+        assert "gives 4 native frames" in (row.message or "")
+    assert len(WanVideoDataset(tmp_path, **options, probe_threads=1).samples) == int(kept)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_source_replaced_by_a_fifo_before_the_header_read_does_not_block_the_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The VFR check reads each good video's header once more after the probe; a source
+    swapped for a FIFO in between used to block FFmpeg's open of the path forever. Now it is
+    opened as a regular file only: refused at once, its header rate unknown."""
+    import wan_data.tools.scan as scan_module
+
+    video = tmp_path / "v.mp4"
+    make_video(video, width=64, height=64, fps=16, num_frames=20)
+    real = scan_module._header_rates
+
+    def swapped(probed: Any, threads: int) -> Any:
+        video.unlink()
+        os.mkfifo(video)
+        return real(probed, threads)
+
+    monkeypatch.setattr(scan_module, "_header_rates", swapped)
+    box: list[object] = []
+
+    def run() -> None:
+        try:
+            box.append(scan_dataset(tmp_path, **OPTIONS, threads=1, progress=False))
+        except BaseException as exc:
+            box.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)  # left behind if it blocks
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), "the scan blocked on the FIFO"
+    scanned = box[0]
+    assert isinstance(scanned, ScanReport), scanned
+    (row,) = scanned.rows
+    assert row.good and row.vfr is None  # probed before the swap; the header rate unknown

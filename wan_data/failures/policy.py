@@ -25,7 +25,7 @@ from wan_data.errors import (
     format_error,
 )
 
-__all__ = ["Action", "Decision", "ErrorPolicy", "release_frames"]
+__all__ = ["Action", "Decision", "ErrorPolicy", "damage_reason", "release_frames"]
 
 logger = logging.getLogger("wan_data")
 T = TypeVar("T")
@@ -177,12 +177,7 @@ class ErrorPolicy:
         ):
             return Decision(Action.RETRY, "io_transient")
         if isinstance(exc, (RuntimeError, ValueError, IndexError, OSError)):
-            for fragment, reason in _MESSAGE_REASONS:
-                if fragment in message:
-                    return Decision(Action.SKIP, reason)
-            return Decision(
-                Action.SKIP, "decode_error" if isinstance(exc, RuntimeError) else "invalid_data"
-            )
+            return Decision(Action.SKIP, damage_reason(exc))
         # A bug (TypeError, AttributeError...) in a stage: skip the sample, and let the circuit
         # breaker stop the run if it hits most samples.
         return Decision(Action.SKIP, "unexpected_error")
@@ -235,6 +230,21 @@ class ErrorPolicy:
                 if decision.action is Action.RETRY:  # attempts exhausted: now it is a skip
                     decision = Decision(Action.SKIP, decision.reason)
                 return None, exc, decision, attempt
+
+
+def damage_reason(exc: BaseException) -> str:
+    """The skip reason of a damaged file's error, read from its message alone.
+
+    What :meth:`ErrorPolicy.classify` gives a ``RuntimeError`` / ``ValueError`` / ``IndexError``
+    / ``OSError`` once no machine fault matched (``unreadable`` for an input FFmpeg cannot
+    open, ``decode_error`` for damaged data...); the probe also uses it for an error whose
+    errno text it has proved to be the file's (:mod:`wan_data.media.ffmpeg_errno`).
+    """
+    message = str(exc).lower()
+    for fragment, reason in _MESSAGE_REASONS:
+        if fragment in message:
+            return reason
+    return "decode_error" if isinstance(exc, RuntimeError) else "invalid_data"
 
 
 def _is_decompression_bomb(exc: BaseException) -> bool:

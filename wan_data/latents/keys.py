@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from wan_data.errors import format_error
+from wan_data.media.source_files import open_source
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -51,6 +52,12 @@ def source_identity(path: str, *, content_hash: bool = False) -> dict[str, objec
 
     Returns:
         ``{"path": abspath, "size": ..., "mtime_ns": ...}`` plus ``"sha256"`` when asked.
+
+    Raises:
+        OSError: the file cannot be ``stat``-ed or opened.
+        SampleError: ``not_a_file`` when hashing a path that holds a FIFO, socket or device
+            (opened through :func:`~wan_data.media.source_files.open_source`, so a source
+            swapped for a FIFO is refused instead of blocking the read forever).
     """
     st = os.stat(path)
     identity: dict[str, object] = {
@@ -60,7 +67,7 @@ def source_identity(path: str, *, content_hash: bool = False) -> dict[str, objec
     }
     if content_hash:
         digest = hashlib.sha256()
-        with open(path, "rb") as fh:
+        with open_source(path, stage="cache") as fh:
             while chunk := fh.read(_HASH_CHUNK):
                 digest.update(chunk)
         identity["sha256"] = digest.hexdigest()

@@ -24,6 +24,7 @@ from wan_data.failures.mechanism import StageContext, map_stage
 from wan_data.failures.policy import ErrorPolicy, release_frames
 from wan_data.index.metadata_cache import MetadataCache, Verdict
 from wan_data.items import Failed, Probed, Source, ValidationResult, VideoMetadata
+from wan_data.media.ffmpeg_errno import ffmpeg_errno, file_fault
 from wan_data.media.integrity import check_integrity, integrity_error
 from wan_data.media.sampling import frames_available
 from wan_data.media.source_files import SourceFile, open_source
@@ -365,9 +366,16 @@ def probe(
     """
     lim = limits if limits is not None else ProbeLimits()
     ahead = _Prefetcher(threads, cache, lim if lim.integrity else None)
+    tries = _ErrnoTries(policy.max_attempts)
 
     def one(source: Source) -> list[Probed]:
-        meta, verdict = ahead.take(source)
+        try:
+            meta, verdict = ahead.take(source)
+        except RuntimeError as exc:
+            fault = tries.file_fault(source, exc)
+            if fault is not None:
+                raise fault from exc
+            raise
         broken = validate_metadata(meta, lim.for_concept(source.concept))
         if broken is not None:
             reason, rule = broken
@@ -382,6 +390,32 @@ def probe(
     yield from map_stage(
         ahead.feed(items), one, stage="probe", accepts=Source, policy=policy, context=context
     )
+
+
+class _ErrnoTries:
+    """FFmpeg's EIO/ENOMEM at probe: the machine's fault until proved the file's.
+
+    The policy retries such an error as a machine fault (``io_transient``). This counts the
+    attempts at one source (a retry calls the stage function again with the same item) and
+    the errno text of each; when the last attempt the policy makes fails with the same text
+    as every one before, :func:`~wan_data.media.ffmpeg_errno.file_fault` asks the machine (a
+    full re-read of the file, an allocation) whether the file is to blame.
+    """
+
+    def __init__(self, max_attempts: int) -> None:
+        self.max_attempts = max_attempts
+        self.source: Source | None = None
+        self.errnos: list[str | None] = []
+
+    def file_fault(self, source: Source, exc: RuntimeError) -> SampleError | None:
+        if source is not self.source:
+            self.source, self.errnos = source, []
+        self.errnos.append(ffmpeg_errno(exc))
+        if len(self.errnos) < self.max_attempts or self.errnos[0] is None:
+            return None
+        if any(name != self.errnos[0] for name in self.errnos):
+            return None
+        return file_fault(source.path, exc, stage="probe", attempts=len(self.errnos))
 
 
 class Probe(Stage[Source, Probed]):

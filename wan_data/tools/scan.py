@@ -37,6 +37,7 @@ from wan_data.failures.policy import release_frames
 from wan_data.index.metadata_cache import MetadataCache
 from wan_data.items import Failed, PlanSample, Probed, Source, VideoMetadata
 from wan_data.media.sampling import frames_available, split_unused_frames
+from wan_data.media.source_files import open_source
 from wan_data.planning.clips import DecodeOptions
 from wan_data.planning.construction import construct, decode_options
 from wan_data.sources.concepts import RootsLike, option_json
@@ -235,12 +236,18 @@ def _header_rates(probed: Sequence[Probed], threads: int) -> dict[str, float | N
 
 
 def _header_fps(path: str) -> float | None:
-    """The container's declared average frame rate (header only: no scan, no decoding)."""
+    """The container's declared average frame rate (header only: no scan, no decoding).
+
+    The file is opened as a regular file only (:func:`~wan_data.media.source_files.open_source`)
+    and torchcodec reads the open file: a source swapped for a FIFO since the probe would block
+    FFmpeg's open of the path forever; here it is refused and its rate unknown.
+    """
     from torchcodec.decoders import VideoDecoder
 
     try:
-        rate = VideoDecoder(path, seek_mode="approximate", num_ffmpeg_threads=1).metadata
-        value = rate.average_fps_from_header
+        with open_source(path, stage="scan") as fh:
+            rate = VideoDecoder(fh, seek_mode="approximate", num_ffmpeg_threads=1).metadata
+            value = rate.average_fps_from_header
     except Exception as exc:  # a header that opened for the probe but not now: unknown
         logger.debug("scan: header frame rate of %s unreadable: %s", path, exc)
         release_frames(exc)  # its traceback holds the decoder: free FFmpeg's threads now

@@ -1,0 +1,52 @@
+"""Cache keys' source identity: a source swapped for a FIFO never blocks the content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from wan_data.errors import SampleError
+from wan_data.latents.keys import source_identity
+
+
+def _finishes(fn: Callable[[], object], seconds: float = 10.0) -> object:
+    """``fn()``'s result or exception; fails the test if it blocks (a FIFO open with no
+    writer never returns: the thread is left behind as a daemon)."""
+    box: list[object] = []
+
+    def run() -> None:
+        try:
+            box.append(fn())
+        except BaseException as exc:
+            box.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "blocked on the FIFO"
+    return box[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_content_hash_of_a_source_replaced_by_a_fifo_fails_fast(tmp_path: Path) -> None:
+    fifo = tmp_path / "replaced.mp4"
+    os.mkfifo(fifo)
+    # Without the content hash only a stat: a FIFO's identity is computed as any file's.
+    assert source_identity(str(fifo))["size"] == 0
+    result = _finishes(lambda: source_identity(str(fifo), content_hash=True))
+    assert isinstance(result, SampleError), result
+    assert result.reason == "not_a_file"
+    message = str(result)
+    assert str(fifo) in message and "FIFO" in message and "stage=cache" in message
+
+
+def test_content_hash_still_hashes_a_regular_file(tmp_path: Path) -> None:
+    f = tmp_path / "v.mp4"
+    f.write_bytes(b"x" * ((1 << 20) + 3))  # more than one read chunk
+    ident = source_identity(str(f), content_hash=True)
+    assert ident["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
