@@ -78,18 +78,44 @@ def media_files(root: Path) -> list[Path]:
     )
 
 
+# ext4 allows 65,000 links per inode: beyond that a link fails, and a tree of copies has as
+# many inodes as files, which a stat pays for in inode-cache misses that a tree of links to a
+# few inodes never sees. Links are spread over enough copies ("seeds") to stay under the limit.
+LINKS_PER_INODE = 50_000
+
+
 def replicate(files: list[Path], out: Path, count: int) -> tuple[Path, str]:
     """``count`` sources under ``out/videos``, hard links to ``files`` in turn (with captions).
 
     Hard links share size and mtime, but the cache key holds the absolute path, so every link is
-    its own sample with its own cache entry. Falls back to copies across filesystems.
+    its own sample with its own cache entry. Beyond ``LINKS_PER_INODE`` links per file, links
+    go to copies of it made first, so trees of 100k and 1M sources are built alike (links to a
+    few inodes) and their warm starts compare the code, not a few inodes against a million.
+    Falls back to copies across filesystems.
     """
     target = out / "videos"
     target.mkdir(parents=True, exist_ok=True)
     how = "hard links"
+    per_file = -(-count // max(1, len(files)))
+    seeds_per_file = max(1, -(-per_file // LINKS_PER_INODE))
+    seeds: list[list[Path]] = []
+    for f in files:
+        group = [f]
+        for k in range(1, seeds_per_file):
+            copy = out / "seeds" / f"{k}_{f.name}"
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, copy)
+            caption = f.with_suffix(".txt")
+            if caption.is_file():
+                shutil.copy2(caption, copy.with_suffix(".txt"))
+            group.append(copy)
+        seeds.append(group)
+    if seeds_per_file > 1:
+        how = f"hard links to {seeds_per_file} copies of each file"
     for i in range(count):
-        src = files[i % len(files)]
-        dst = target / f"s{i:06d}_{src.name}"
+        k, j = divmod(i, len(files))
+        src = seeds[j][(k // LINKS_PER_INODE) % seeds_per_file]
+        dst = target / f"s{i:06d}_{files[j].name}"
         pairs = [(src, dst)]
         caption = src.with_suffix(".txt")
         if caption.is_file():
