@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import os
 import random
@@ -460,3 +461,18 @@ def test_split_unused_frames(
     available: int, clips: list[int], largest: int, expected: tuple[int, int]
 ) -> None:
     assert split_unused_frames(available, clips, largest) == expected
+
+
+def test_sample_rng_seeds_from_any_key_and_keeps_escaped_file_names_stable() -> None:
+    """A key holding any lone surrogate seeds a generator (never a failed sample), and a key from
+    a non-UTF-8 file name (os.listdir's surrogateescape) keeps the stream it always had."""
+
+    for key in ("\ud800#0", "a\udfffb", "plain"):
+        assert sample_rng(0, 1, key).random() == sample_rng(0, 1, key).random()
+    assert sample_rng(0, 1, "\ud800").random() != sample_rng(0, 1, "\ud801").random()
+    escaped = b"caf\xe9.mp4".decode("utf-8", "surrogateescape")
+    expected = hashlib.sha256(b"0\x001\x00caf\xe9.mp4\x00").digest()
+    assert (
+        sample_rng(0, 1, escaped).random()
+        == random.Random(int.from_bytes(expected[:8], "big")).random()
+    )

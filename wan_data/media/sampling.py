@@ -56,8 +56,12 @@ def sample_rng(seed: int, epoch: int, key: str, purpose: str = "") -> random.Ran
     Python's ``hash()`` is salted per process, so it would give each DataLoader worker a
     different stream; SHA-256 gives every process the same one.
     """
-    # surrogateescape: a key from a file name that is not UTF-8 (os.listdir's escapes)
-    text = f"{seed}\x00{epoch}\x00{key}\x00{purpose}".encode("utf-8", "surrogateescape")
+    raw = f"{seed}\x00{epoch}\x00{key}\x00{purpose}"
+    try:
+        # surrogateescape: a key from a file name that is not UTF-8 (os.listdir's escapes)
+        text = raw.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # another lone surrogate (a str from JSON's "\\ud800"): any
+        text = raw.encode("utf-8", "surrogatepass")  # key must seed, never fail the sample
     digest = hashlib.sha256(text).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
