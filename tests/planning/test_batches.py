@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from batch_reuse import check_batches_reused_only_when_let_go
 from media import Corpus, make_video
 
 from wan_data.failures.mechanism import StageContext
@@ -43,34 +44,14 @@ def test_build_samples_gives_one_sample_per_clip_with_its_bucket(corpus: Corpus)
     assert failed.stage == "bucket"
 
 
-def test_pixel_batches_reuse_a_float_batch_only_once_the_trainer_let_go(
+def test_pixel_batches_are_reused_only_once_the_trainer_let_go(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """The pixel reader's pool (``BatchBuffers``): batches a trainer keeps stay intact; a
-    batch it dropped gives its tensor to a later one."""
-    import torch
-
+    """The pixel reader's pool (``BatchBuffers``), through the dataset."""
     from wan_data import WanVideoDataset
 
     root = tmp_path_factory.mktemp("pool")
     for i in range(6):
         make_video(root / f"v{i}.mp4", width=64, height=48, fps=10 + 2 * i, num_frames=20)
     ds = WanVideoDataset(root, frames=[5], fps=8, resolution=(64, 48), batch_size=2, seed=0)
-
-    def one_pass() -> list[dict[str, object]]:
-        ds.set_epoch(0)
-        return list(ds.loader(num_workers=0))
-
-    kept = one_pass()
-    expected = [b["pixels"].clone() for b in one_pass()]  # type: ignore[union-attr]
-    assert len(kept) == 3
-    assert len({b["pixels"].data_ptr() for b in kept}) == 3  # type: ignore[union-attr]
-    for got, want in zip(kept, expected, strict=True):
-        assert torch.equal(got["pixels"], want)  # type: ignore[arg-type]
-    ds.set_epoch(0)
-    addresses = []
-    for batch, want in zip(ds.loader(num_workers=0), expected, strict=True):
-        assert torch.equal(batch["pixels"], want)
-        addresses.append(batch["pixels"].data_ptr())
-        del batch
-    assert len(set(addresses)) < len(addresses)
+    check_batches_reused_only_when_let_go(ds, "pixels")
