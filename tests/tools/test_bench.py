@@ -211,3 +211,34 @@ def test_bench_gpu_tiny_on_cuda_reads_peak_memory(tmp_path: Path) -> None:
     assert all(row["peak_gib"] is not None for row in result["peak_vram"])
     assert result["encode"]["prepare_vs_bare_encode"] is not None
     assert "cuda_clips_per_s" in result["gpu_decode"] or "error" in result["gpu_decode"]
+
+
+# -- benchmarks/bench_cache.py: the source trees of the scale measures ---------------------------
+
+
+def test_replicate_spreads_links_over_copies_below_the_per_inode_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trees of any size are built alike (links to a few inodes), never hitting the filesystem's
+    links-per-inode limit (which made the 1M tree copies beside a 100k tree of links)."""
+    import os
+
+    from wan_data.tools.bench.scripts import benchmark_function
+
+    replicate = benchmark_function("bench_cache", "replicate")
+    monkeypatch.setitem(replicate.__globals__, "LINKS_PER_INODE", 3)
+    files = []
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.mp4").write_bytes(name.encode())
+        (tmp_path / f"{name}.txt").write_text(f"caption {name}")
+        files.append(tmp_path / f"{name}.mp4")
+    root, how = replicate(files, tmp_path / "out", 13)
+    videos = sorted((root / "videos").glob("*.mp4"))
+    assert len(videos) == 13 and "hard links" in how
+    assert [v.read_bytes() for v in videos[:4]] == [b"a", b"b", b"a", b"b"]
+    assert all(
+        v.with_suffix(".txt").read_text() == f"caption {v.read_bytes().decode()}" for v in videos
+    )
+    inodes = {os.stat(v).st_ino for v in videos}
+    assert len(inodes) == 5  # 7 links of a over 3 inodes, 6 of b over 2
+    assert max(os.stat(v).st_nlink for v in videos) <= 3 + 1  # the original counts once more
