@@ -13,13 +13,13 @@ import json
 import os
 import resource
 import struct
-import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bounded import finishes
 from media import ffmpeg_available, make_image, make_video
 
 from wan_data.errors import SampleError
@@ -376,24 +376,6 @@ def _plan(width: int, height: int) -> ClipPlan:
     return ClipPlan(0, Bucket(1, width, height), (width, height), (0, 0), None, (0,))
 
 
-def _finishes(fn: Callable[[], object], seconds: float = 20.0) -> object:
-    """``fn()``'s result or exception; fails the test if it blocks (a FIFO open with no
-    writer never returns: the thread is left behind as a daemon)."""
-    box: list[object] = []
-
-    def run() -> None:
-        try:
-            box.append(fn())
-        except BaseException as exc:
-            box.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), "blocked on the FIFO"
-    return box[0]
-
-
 @needs_fifo
 @pytest.mark.parametrize(
     ("stage", "open_it"),
@@ -413,7 +395,7 @@ def test_source_replaced_by_fifo_fails_fast(
         pytest.skip("needs the ffmpeg CLI")
     fifo = tmp_path / "replaced.mp4"
     os.mkfifo(fifo)
-    result = _finishes(lambda: open_it(str(fifo)))
+    result = finishes(lambda: open_it(str(fifo)), 20.0)
     if isinstance(result, Failed):  # the probe stage records the skip
         assert result.reason == "not_a_file" and result.stage == "probe"
         message = result.message

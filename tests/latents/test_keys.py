@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from bounded import finishes
 
 from wan_data.errors import SampleError
 from wan_data.latents.keys import source_identity
-
-
-def _finishes(fn: Callable[[], object], seconds: float = 10.0) -> object:
-    """``fn()``'s result or exception; fails the test if it blocks (a FIFO open with no
-    writer never returns: the thread is left behind as a daemon)."""
-    box: list[object] = []
-
-    def run() -> None:
-        try:
-            box.append(fn())
-        except BaseException as exc:
-            box.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), "blocked on the FIFO"
-    return box[0]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
@@ -38,7 +19,7 @@ def test_content_hash_of_a_source_replaced_by_a_fifo_fails_fast(tmp_path: Path) 
     os.mkfifo(fifo)
     # Without the content hash only a stat: a FIFO's identity is computed as any file's.
     assert source_identity(str(fifo))["size"] == 0
-    result = _finishes(lambda: source_identity(str(fifo), content_hash=True))
+    result = finishes(lambda: source_identity(str(fifo), content_hash=True), 10.0)
     assert isinstance(result, SampleError), result
     assert result.reason == "not_a_file"
     message = str(result)

@@ -28,7 +28,6 @@ import os
 import shutil
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Any
 
 import pytest
 import torch
+from bounded import finishes
 from media import ffmpeg_available, make_video
 from vae_fixtures import make_tiny_wan21_vae
 
@@ -101,23 +101,6 @@ def _copy_cache(prepared: Prepared, tmp_path: Path) -> Path:
     return cache
 
 
-def _finishes(fn: Callable[[], Any], seconds: float = PASS_SECONDS) -> Any:
-    """``fn()``'s result (or raised exception, returned); fails the test if it blocks."""
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            box.append(fn())
-        except BaseException as exc:
-            box.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), "blocked (a FIFO read, or a hang)"
-    return box[0]
-
-
 def train_pass(prepared: Prepared, cache: Path) -> tuple[WanVideoDataset, list[dict[str, Any]]]:
     """Construct over ``cache`` and iterate once; check every batch and every latent served."""
 
@@ -125,7 +108,7 @@ def train_pass(prepared: Prepared, cache: Path) -> tuple[WanVideoDataset, list[d
         ds = WanVideoDataset(prepared.data, **OPTIONS, vae=prepared.vae, cache_dir=cache)
         return ds, list(ds.loader(num_workers=0))
 
-    result = _finishes(run)
+    result = finishes(run, PASS_SECONDS)
     if isinstance(result, BaseException):
         raise result
     ds, batches = result
@@ -358,7 +341,7 @@ def test_a_forged_entry_is_quarantined_and_never_served(
     assert kind.reason in quarantine_reasons(cache), quarantine_reasons(cache)
     assert not entry_path(cache, victim).is_symlink() and not entry_path(cache, victim).exists()
     # The cache pass re-encodes it; the next train pass serves the clean latents.
-    summary = _finishes(lambda: ds.prepare(num_workers=0, progress=False))
+    summary = finishes(lambda: ds.prepare(num_workers=0, progress=False), PASS_SECONDS)
     assert isinstance(summary, dict) and summary["encoded"] == 1, summary
     _, again = train_pass(prepared, cache)
     assert victim_sample in [k for b in again for k in b["keys"]]
@@ -470,7 +453,7 @@ def test_folder_damage_never_serves_a_bad_latent_nor_crashes(
     assert victim_sample not in [k for b in batches for k in b["keys"]]
     assert [r for r in ds.report()["skipped"] if r["reason"] == "cache_corrupt"]
     # The cache pass over the same folder: fills the hole or stops with a clear error.
-    result = _finishes(lambda: ds.prepare(num_workers=0, progress=False))
+    result = finishes(lambda: ds.prepare(num_workers=0, progress=False), PASS_SECONDS)
     if isinstance(result, BaseException):
         assert isinstance(result, WanDataError), repr(result)
         assert str(cache) in str(result)
@@ -517,7 +500,7 @@ def test_garbage_claims_do_not_crash_or_hang_the_cache_pass(
     _claims(cache, CLAIM_PLANTS[plant], victims)
     ds = WanVideoDataset(prepared.data, **OPTIONS, vae=prepared.vae, cache_dir=cache)
     started = time.monotonic()
-    result = _finishes(lambda: ds.prepare(num_workers=0, progress=False))
+    result = finishes(lambda: ds.prepare(num_workers=0, progress=False), PASS_SECONDS)
     assert time.monotonic() - started < PASS_SECONDS
     if isinstance(result, BaseException):
         assert isinstance(result, WanDataError), repr(result)
@@ -534,7 +517,7 @@ def test_claims_folder_a_file(prepared: Prepared, tmp_path: Path) -> None:
     shutil.rmtree(cache / "claims", ignore_errors=True)
     (cache / "claims").write_text("not a folder")
     ds = WanVideoDataset(prepared.data, **OPTIONS, vae=prepared.vae, cache_dir=cache)
-    result = _finishes(lambda: ds.prepare(num_workers=0, progress=False))
+    result = finishes(lambda: ds.prepare(num_workers=0, progress=False), PASS_SECONDS)
     if isinstance(result, BaseException):
         assert isinstance(result, WanDataError), repr(result)
         assert "claims" in str(result)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bounded import finishes
 from media import Corpus, make_video
 from PIL import Image
 
@@ -367,19 +367,11 @@ def test_a_source_replaced_by_a_fifo_before_the_header_read_does_not_block_the_s
         return real(probed, threads)
 
     monkeypatch.setattr(scan_module, "_header_rates", swapped)
-    box: list[object] = []
-
-    def run() -> None:
-        try:
-            box.append(scan_dataset(tmp_path, **OPTIONS, threads=1, progress=False))
-        except BaseException as exc:
-            box.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True)  # left behind if it blocks
-    worker.start()
-    worker.join(20)
-    assert not worker.is_alive(), "the scan blocked on the FIFO"
-    scanned = box[0]
+    scanned = finishes(
+        lambda: scan_dataset(tmp_path, **OPTIONS, threads=1, progress=False),
+        20.0,
+        "the scan blocked on the FIFO",
+    )
     assert isinstance(scanned, ScanReport), scanned
     (row,) = scanned.rows
     assert row.good and row.vfr is None  # probed before the swap; the header rate unknown
