@@ -25,13 +25,11 @@ from typing import Any
 
 from wan_data.config.importing.diffusion_pipe_format import (
     DIFFUSION_PIPE_DEFAULTS,
-    SHARED_KEYS,
-    TRAINING_KEYS,
     Directory,
     Loaded,
     get_value,
     load,
-    suggest,
+    report_unknown,
 )
 from wan_data.config.importing.result import (
     MANUAL,
@@ -55,7 +53,6 @@ _SAMPLING = {
     "single_middle": "middle",
     "multiple_overlapping": "overlapping",
 }
-_DIRECTORY_ONLY = ("path", "mask_path", "default_mask_file", "control_path")
 # Wan's pixel multiple in diffusion-pipe (BasePipeline.pixels_round_to_multiple; 32: TI2V-5B).
 _STEP = 16
 
@@ -89,7 +86,7 @@ def import_diffusion_pipe(path_or_text: str | os.PathLike[str]) -> ImportResult:
     loaded = load(path_or_text)
     result = ImportResult(peer="diffusion_pipe", source=loaded.source)
     result.notes += loaded.notes
-    _report_unknown(loaded, result)
+    report_unknown(loaded, result)
     mapped: list[tuple[Directory, float, dict[str, Any]]] = []
     seen: set[tuple[str, str]] = set()
     for directory in loaded.directories:
@@ -540,53 +537,6 @@ def _map_training(loaded: Loaded, result: ImportResult) -> None:
         "the training config's other keys (model, adapter, optimizer, epochs...) are not "
         "dataset options and were not read"
     )
-
-
-def _report_unknown(loaded: Loaded, result: ImportResult) -> None:
-    """Keys diffusion-pipe does not read where they are: it ignores them silently."""
-    sections: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
-        ("top level", loaded.top, ("subsample_ratio",))
-    ]
-    sections += [(d.where, d.values, _DIRECTORY_ONLY) for d in loaded.directories]
-    for where, values, own in sections:
-        known = (*SHARED_KEYS, *own)
-        for key, value in values.items():
-            if key in known:
-                continue
-            if key in _DIRECTORY_ONLY or key == "subsample_ratio":
-                detail = (
-                    "a [[directory]] key: diffusion-pipe ignores it at the top level"
-                    if key in _DIRECTORY_ONLY
-                    else "a top-level key: diffusion-pipe ignores it in a [[directory]] entry"
-                )
-                reason = NO_EQUIVALENT
-            elif key in TRAINING_KEYS:
-                detail = (
-                    "a training-config key: diffusion-pipe reads it from the training config "
-                    "only, so it has no effect here; import the training config to carry it "
-                    "over"
-                )
-                reason = MANUAL
-            else:
-                hint = suggest(key, known)
-                detail = "not a diffusion-pipe dataset key: diffusion-pipe ignores it" + (
-                    f" ({hint}?)" if hint else ""
-                )
-                reason = NO_EQUIVALENT
-            result.unmapped.append(UnmappedOption(key, value, where, reason, detail))
-    ratio = loaded.top.get("subsample_ratio")
-    if ratio is not None:
-        result.unmapped.append(
-            UnmappedOption(
-                "subsample_ratio",
-                ratio,
-                "top level",
-                MANUAL,
-                "diffusion-pipe trains the first share of each epoch's batches; ours has no "
-                "share of the whole: set Concept.samples_per_epoch (a fixed count per concept) "
-                "or fractional repeats",
-            )
-        )
 
 
 def _general_notes(loaded: Loaded, result: ImportResult) -> None:

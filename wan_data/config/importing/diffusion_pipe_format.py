@@ -22,11 +22,13 @@ from typing import Any
 
 import tomllib
 
+from wan_data.config.importing.result import MANUAL, NO_EQUIVALENT, ImportResult, UnmappedOption
 from wan_data.errors import ConfigError, format_error
 
 __all__ = [
     "CLIP_MODES",
     "DIFFUSION_PIPE_DEFAULTS",
+    "DIRECTORY_ONLY",
     "DOC",
     "SHARED_KEYS",
     "TRAINING_KEYS",
@@ -34,6 +36,7 @@ __all__ = [
     "Loaded",
     "get_value",
     "load",
+    "report_unknown",
     "suggest",
 ]
 
@@ -444,3 +447,55 @@ def _check_value(key: str, value: Any, kind: str) -> tuple[str, str] | None:
     ):
         return "must be a non-empty list of frame counts >= 1", "e.g. [1, 33]"
     return None
+
+
+# Keys only a [[directory]] entry reads (the top level ignores them).
+DIRECTORY_ONLY = ("path", "mask_path", "default_mask_file", "control_path")
+
+
+def report_unknown(loaded: Loaded, result: ImportResult) -> None:
+    """Report the keys diffusion-pipe does not read where they are (it ignores them
+    silently) as unmapped options of ``result``."""
+    sections: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
+        ("top level", loaded.top, ("subsample_ratio",))
+    ]
+    sections += [(d.where, d.values, DIRECTORY_ONLY) for d in loaded.directories]
+    for where, values, own in sections:
+        known = (*SHARED_KEYS, *own)
+        for key, value in values.items():
+            if key in known:
+                continue
+            if key in DIRECTORY_ONLY or key == "subsample_ratio":
+                detail = (
+                    "a [[directory]] key: diffusion-pipe ignores it at the top level"
+                    if key in DIRECTORY_ONLY
+                    else "a top-level key: diffusion-pipe ignores it in a [[directory]] entry"
+                )
+                reason = NO_EQUIVALENT
+            elif key in TRAINING_KEYS:
+                detail = (
+                    "a training-config key: diffusion-pipe reads it from the training config "
+                    "only, so it has no effect here; import the training config to carry it "
+                    "over"
+                )
+                reason = MANUAL
+            else:
+                hint = suggest(key, known)
+                detail = "not a diffusion-pipe dataset key: diffusion-pipe ignores it" + (
+                    f" ({hint}?)" if hint else ""
+                )
+                reason = NO_EQUIVALENT
+            result.unmapped.append(UnmappedOption(key, value, where, reason, detail))
+    ratio = loaded.top.get("subsample_ratio")
+    if ratio is not None:
+        result.unmapped.append(
+            UnmappedOption(
+                "subsample_ratio",
+                ratio,
+                "top level",
+                MANUAL,
+                "diffusion-pipe trains the first share of each epoch's batches; ours has no "
+                "share of the whole: set Concept.samples_per_epoch (a fixed count per concept) "
+                "or fractional repeats",
+            )
+        )
