@@ -40,3 +40,33 @@ def test_latent_batches_are_reused_only_once_the_trainer_let_go(
     cached: WanVideoDataset,
 ) -> None:
     check_batches_reused_only_when_let_go(cached, "latents")
+
+
+def test_the_report_counts_every_read_at_each_batch_a_corrupt_one_included(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The reader copies the cache's counters into the metrics once per batch and when a read
+    fails, not after every read: at every batch the report has counted each read so far."""
+    from wan_data.latents.store import LatentCache
+
+    root = tmp_path_factory.mktemp("counted")
+    for i in range(6):
+        make_video(root / f"v{i}.mp4", width=64, height=64, fps=12 + 2 * i, num_frames=24)
+    vae = make_tiny_wan21_vae(root.parent / f"{root.name}_vae")
+    cache_dir = root.parent / f"{root.name}_cache"
+    ds = WanVideoDataset(root, **OPTIONS, vae=vae, cache_dir=cache_dir)
+    ds.prepare(num_workers=0, progress=False)
+    cache = LatentCache(cache_dir)
+    victim = cache.path_for(sorted(cache.keys())[0])
+    data = bytearray(victim.read_bytes())
+    data[-5] ^= 0xFF  # a latent byte: the checksum fails, the member is replaced
+    victim.write_bytes(bytes(data))
+
+    served = 0
+    for batch in ds.loader(num_workers=0):
+        served += len(batch["keys"])
+        stats = ds.report()["cache"]
+        assert stats["hits"] == served
+    stats = ds.report()["cache"]
+    assert (stats["hits"], stats["corruption_count"], stats["misses"]) == (served, 1, 1)
+    assert served == len(ds) * OPTIONS["batch_size"]

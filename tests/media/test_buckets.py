@@ -418,6 +418,38 @@ def test_choose_no_upscale_largest_area_over_all_tiers() -> None:
     assert 0 < none_seen < 300
 
 
+def test_choose_remembers_its_answers_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memo (choose runs for every cached read) answers as the computation does, asked
+    again or not, keeps None (nothing fits) apart from "not asked", is bounded, and leaves the
+    set's equality, hash and pickling alone."""
+    import pickle
+
+    import wan_data.media.buckets as buckets_module
+
+    wan21 = get_preset("wan2.1").bucket_set()
+    fresh = get_preset("wan2.1").bucket_set()
+    rng = random.Random(11)
+    sizes = [(rng.randint(50, 2500), rng.randint(50, 2500)) for _ in range(200)]
+    for no_upscale in (False, True):
+        for w, h in sizes + sizes:
+            assert wan21.choose(w, h, no_upscale=no_upscale) == fresh._choose(w, h, no_upscale)
+    assert wan21.choose(640, 360, no_upscale=True) is None
+    assert wan21.choose(640, 360, no_upscale=True) is None  # a remembered None is still None
+    assert wan21 == fresh and hash(wan21) == hash(fresh)
+    restored = pickle.loads(pickle.dumps(wan21))
+    assert restored == wan21 and restored.choose(1920, 1080) == wan21.choose(1920, 1080)
+
+    monkeypatch.setattr(buckets_module, "_CHOSEN_LIMIT", 8)
+    small = make_bucket_set((832, 480))
+    for w in range(100, 140):
+        small.choose(w, 480)
+        assert len(small._chosen) <= 8
+    with pytest.raises(ValueError, match="source size"):  # bad sizes are never remembered
+        small.choose(0, 480)
+    with pytest.raises(ValueError, match="source size"):
+        small.choose(0, 480)
+
+
 @pytest.mark.parametrize(("w", "h"), [(0, 480), (832, 0), (-5, -5)])
 @pytest.mark.parametrize("no_upscale", [False, True])
 def test_choose_rejects_bad_source(w: int, h: int, no_upscale: bool) -> None:

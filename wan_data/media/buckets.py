@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from wan_data.errors import ConfigError, format_error
@@ -262,6 +262,12 @@ class BucketSet:
     tiers: tuple[tuple[Size, ...], ...]
     targets: tuple[Size, ...]
     step: int
+    # choose() is pure in (width, height, no_upscale) and runs for every clip the train pass
+    # reads (a minimum over every bucket of a tier: 16 us of a 4.2 MB cached read's ~0.5 ms of
+    # Python); datasets hold few distinct source sizes. Bounded: cleared when full.
+    _chosen: dict[tuple[int, int, bool], Size | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         if not self.tiers or len(self.tiers) != len(self.targets):
@@ -319,6 +325,17 @@ class BucketSet:
         Raises:
             ValueError: a side is not positive.
         """
+        memo = (width, height, no_upscale)
+        chosen = self._chosen.get(memo, _UNCHOSEN)
+        if chosen is _UNCHOSEN:
+            chosen = self._choose(width, height, no_upscale)
+            if len(self._chosen) >= _CHOSEN_LIMIT:
+                self._chosen.clear()
+            self._chosen[memo] = chosen
+        return cast("Size | None", chosen)
+
+    def _choose(self, width: int, height: int, no_upscale: bool) -> Size | None:
+        """:meth:`choose` without the memo."""
         _check_source(width, height)
         if not no_upscale:
             return nearest_bucket(width, height, self.tiers[self.tier_index(width, height)])
@@ -327,6 +344,10 @@ class BucketSet:
             return None
         source = (width, height)
         return min(fitting, key=lambda b: (-b[0] * b[1], _aspect_distance(b, source), -b[0]))
+
+
+_UNCHOSEN = object()  # not yet in BucketSet._chosen (None is a valid choice: nothing fits)
+_CHOSEN_LIMIT = 4096
 
 
 def _check_source(width: int, height: int) -> None:

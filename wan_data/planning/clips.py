@@ -197,7 +197,13 @@ def plan_clips(item: Probed, options: DecodeOptions, epoch: int) -> list[ClipPla
                 reason="too_short",
             )
         frames = chosen
-        rng = sample_rng(options.seed, epoch, item.key, "window")
+        # Seeded only where a draw is made (the generator costs a sha256 and a Mersenne
+        # Twister seeding, and this runs for every cached read); the draws are unchanged.
+        rng = (
+            sample_rng(options.seed, epoch, item.key, "window")
+            if options.sampling == "random"
+            else None
+        )
         starts = clip_starts(
             n,
             frames,
@@ -208,7 +214,11 @@ def plan_clips(item: Probed, options: DecodeOptions, epoch: int) -> list[ClipPla
         )
     plans = []
     for clip_index, start in enumerate(starts):
-        crop_rng = sample_rng(options.seed, epoch, item.key, f"crop{clip_index}")
+        crop_rng = (
+            sample_rng(options.seed, epoch, item.key, f"crop{clip_index}")
+            if options.crop == "random"
+            else None
+        )
         offset = crop_offsets(rw, rh, bw, bh, mode=options.crop, rng=crop_rng)
         times: tuple[float, ...] | None
         indices: tuple[int, ...] | None
@@ -240,9 +250,10 @@ def caption_for(item: Probed, options: DecodeOptions, epoch: int) -> str:
     """
     options = options.for_source(item.source)
     captions = item.source.captions
-    chosen = (
-        sample_rng(options.seed, epoch, item.key, "caption").choice(captions) if captions else ""
-    )
+    if len(captions) > 1:
+        chosen = sample_rng(options.seed, epoch, item.key, "caption").choice(captions)
+    else:  # one candidate or none: no draw to make (the generator is not worth seeding)
+        chosen = captions[0] if captions else ""
     tools = options.captions
     if not tools.enabled:
         return chosen
