@@ -70,6 +70,20 @@ def test_quick_json_has_every_measure_with_its_fields(quick: tuple[dict[str, Any
     assert sum(document["summary"].values()) == len(MEASURES)
 
 
+def test_quick_json_carries_the_explaining_measures(quick: tuple[dict[str, Any], str]) -> None:
+    """The rows that explain a ratio: the verified-read floor beside the cached train pass,
+    and the one-process path on one torch thread (a worker's) beside the workers' scaling."""
+    rows = {m["name"]: m for m in quick[0]["measures"]}
+    cache = rows["cache.train_vs_bare_reads"]["details"]
+    assert len(cache["runs_verified_reads"]) == len(cache["runs_bare"]) >= 1
+    assert all(rate > 0 for rate in cache["runs_verified_reads"])
+    assert cache["verified_reads_vs_bare"] > 0 and cache["pipeline_vs_verified_reads"] > 0
+    workers = rows["pixels.workers2_vs_0"]["details"]
+    assert workers["torch_threads_workers0"] >= 1
+    assert workers["workers0_one_torch_thread_clips_per_s"] > 0
+    assert workers["ratio_vs_one_torch_thread"] > 0
+
+
 def test_quick_json_describes_the_machine(quick: tuple[dict[str, Any], str]) -> None:
     machine = quick[0]["machine"]
     assert machine["cpu_count"] >= 1 and machine["cpu_model"]
@@ -242,3 +256,33 @@ def test_replicate_spreads_links_over_copies_below_the_per_inode_limit(
     inodes = {os.stat(v).st_ino for v in videos}
     assert len(inodes) == 5  # 7 links of a over 3 inodes, 6 of b over 2
     assert max(os.stat(v).st_nlink for v in videos) <= 3 + 1  # the original counts once more
+
+
+def test_verified_reads_reads_and_hashes_every_entry_whatever_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The floor beside the cached train pass: every file of every batch read whole into its
+    row (rows as wide as the largest file, batches of any width) and hashed where it landed."""
+    import xxhash
+
+    from wan_data.tools.bench.scripts import benchmark_function
+
+    verified_reads = benchmark_function("bench_cache", "verified_reads")
+    paths = []
+    for i, size in enumerate((100, 4096, 7, 5000, 1)):
+        path = tmp_path / f"e{i}.safetensors"
+        path.write_bytes(bytes((i + j) % 251 for j in range(size)))
+        paths.append(str(path))
+    hashed: list[bytes] = []
+
+    class Recording:
+        def __init__(self, data: memoryview) -> None:
+            hashed.append(bytes(data))
+
+        def digest(self) -> bytes:
+            return b""
+
+    monkeypatch.setattr(xxhash, "xxh3_128", Recording)
+    clips, seconds = verified_reads([paths[:2], paths[2:4], paths[4:]])
+    assert clips == 5 and seconds >= 0
+    assert hashed == [Path(p).read_bytes() for p in paths]

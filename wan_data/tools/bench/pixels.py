@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from wan_data.tools.bench.data import synthetic_videos
 from wan_data.tools.bench.measure import BenchContext, Measure, MeasureSpec
 from wan_data.tools.bench.scripts import benchmark_function
@@ -103,6 +105,9 @@ def run_pixels(ctx: BenchContext) -> list[Measure]:
         "bare": lambda: bare(make(), 1),
         "workers0": lambda: pipeline(make(), 0),
         "workers2": lambda: pipeline(make(), 2),
+        # What each worker runs as: DataLoader workers use one torch thread, while the
+        # one-process path converts and resizes on every core (see the workers row's details).
+        "workers0_one_torch_thread": lambda: _one_torch_thread(lambda: pipeline(make(), 0)),
     }
     if have_pyav:
         sides["pyav"] = lambda: pyav_opencv(make())
@@ -162,9 +167,24 @@ def run_pixels(ctx: BenchContext) -> list[Measure]:
             med["workers0"],
             ratio=per_round("workers2", "workers0"),
             note=note,
+            details={
+                "torch_threads_workers0": torch.get_num_threads(),
+                "workers0_one_torch_thread_clips_per_s": med["workers0_one_torch_thread"],
+                "ratio_vs_one_torch_thread": per_round("workers2", "workers0_one_torch_thread"),
+            },
         )
     )
     return rows
+
+
+def _one_torch_thread(fn: Callable[[], tuple[int, float]]) -> tuple[int, float]:
+    """``fn()`` with torch limited to one intra-op thread, as in a DataLoader worker."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _pyav_available() -> bool:
