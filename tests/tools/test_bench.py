@@ -82,6 +82,9 @@ def test_quick_json_carries_the_explaining_measures(quick: tuple[dict[str, Any],
     assert workers["torch_threads_workers0"] >= 1
     assert workers["workers0_one_torch_thread_clips_per_s"] > 0
     assert workers["ratio_vs_one_torch_thread"] > 0
+    scaling = workers["two_process_scaling"]
+    assert set(scaling) == {"python_loop", "memory_copy"}
+    assert all(0 < value <= 2.5 for value in scaling.values())
 
 
 def test_quick_json_describes_the_machine(quick: tuple[dict[str, Any], str]) -> None:

@@ -11,10 +11,11 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 from importlib import metadata
 from typing import Any
 
-__all__ = ["machine_info"]
+__all__ = ["machine_info", "two_process_scaling"]
 
 _PACKAGES = ("torch", "torchcodec", "diffusers", "transformers", "numpy", "av", "opencv-python")
 
@@ -108,3 +109,47 @@ def _gpu() -> dict[str, Any] | None:
         "cuda": torch.version.cuda,
         "capability": f"{props.major}.{props.minor}",
     }
+
+
+def two_process_scaling(*, quick: bool = False) -> dict[str, float]:
+    """How much two processes get done at once against one alone, on this machine.
+
+    The ceiling of ``num_workers=2`` against ``num_workers=0``: two cores give two processes
+    of pure Python close to 2x, but memory-bound work (decoding, resizing and converting
+    frames is much of it) shares the memory system and gets less. Measured with forked
+    processes: a Python loop and a 64 MB ``copy_`` on one torch thread; each value is
+    ``2 * alone / slowest of the pair``.
+    """
+    import multiprocessing
+
+    work = {"python_loop": _python_loop, "memory_copy": _memory_copy}
+    size = 1 if quick else 8
+    context = multiprocessing.get_context("fork")
+    out: dict[str, float] = {}
+    for name, fn in work.items():
+        alone = min(fn(size) for _ in range(3))
+        with context.Pool(2) as pool:
+            pool.map(fn, [1, 1])  # start both processes before the clock
+            pair = min(max(pool.map(fn, [size, size])) for _ in range(2))
+        out[name] = round(2 * alone / pair, 3) if pair > 0 else 0.0
+    return out
+
+
+def _python_loop(size: int) -> float:
+    started = time.perf_counter()
+    total = 0
+    for i in range(1_000_000 * size):
+        total += i * i
+    return time.perf_counter() - started
+
+
+def _memory_copy(size: int) -> float:
+    import torch
+
+    torch.set_num_threads(1)
+    source = torch.ones(64 << 20, dtype=torch.uint8)
+    target = torch.empty_like(source)
+    started = time.perf_counter()
+    for _ in range(5 * size):
+        target.copy_(source)
+    return time.perf_counter() - started

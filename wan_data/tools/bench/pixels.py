@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from wan_data.tools.bench.data import synthetic_videos
+from wan_data.tools.bench.machine import two_process_scaling
 from wan_data.tools.bench.measure import BenchContext, Measure, MeasureSpec
 from wan_data.tools.bench.scripts import benchmark_function
 
@@ -171,6 +172,8 @@ def run_pixels(ctx: BenchContext) -> list[Measure]:
                 "torch_threads_workers0": torch.get_num_threads(),
                 "workers0_one_torch_thread_clips_per_s": med["workers0_one_torch_thread"],
                 "ratio_vs_one_torch_thread": per_round("workers2", "workers0_one_torch_thread"),
+                # The machine's own ceiling for two processes (memory-bound work scales less).
+                "two_process_scaling": two_process_scaling(quick=ctx.quick),
             },
         )
     )
