@@ -141,6 +141,15 @@ def test_status_follows_the_target_and_its_direction() -> None:
         MeasureSpec("x", "", "", "", 1.0, "==")
 
 
+def test_median_ratio_is_the_median_of_the_rounds_ratios() -> None:
+    from wan_data.tools.bench.measure import median_ratio
+
+    # Per round, not the ratio of the medians (which would be 4 / 2 = 2.0 here).
+    assert median_ratio([1.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == 2.0
+    assert median_ratio([5.0, 2.0, 3.0], [0.0, 1.0, 1.0]) == 2.5  # a zero baseline is left out
+    assert median_ratio([1.0], [0.0]) is None and median_ratio([], []) is None
+
+
 def test_table_shows_missing_rows_with_their_reason() -> None:
     rows = [Measure.of(SPEC, 95.0, 100.0), Measure.missing(COST, "SKIP", "no PyAV here")]
     table = format_table(rows)

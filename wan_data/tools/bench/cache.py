@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from wan_data.tools.bench.data import synthetic_videos
-from wan_data.tools.bench.measure import BenchContext, Measure, MeasureSpec
+from wan_data.tools.bench.measure import BenchContext, Measure, MeasureSpec, median_ratio
 from wan_data.tools.bench.scripts import benchmark_function
 
 __all__ = ["CACHE_SPECS", "WARM_SPECS", "WanShapeEncoder", "run_cache", "run_warm_start"]
@@ -111,16 +111,15 @@ def run_cache(ctx: BenchContext) -> list[Measure]:
         common = {"frames": [33], "fps": 16.0, "resolution": (416, 240)}
         small = _cache_pass_vs_bare(ctx, "small", base, 200, common)
     pipe_runs, bare_runs, details = measured
-    ratios = [p / b for p, b in zip(pipe_runs, bare_runs, strict=True) if b > 0]
     if small is not None:
         s_pipe, s_bare, s_details = small
-        details["small_entries"] = {**s_details, "ratio": _median_ratio(s_pipe, s_bare)}
+        details["small_entries"] = {**s_details, "ratio": median_ratio(s_pipe, s_bare)}
     return [
         Measure.of(
             TRAIN_VS_BARE,
             statistics.median(pipe_runs),
             statistics.median(bare_runs),
-            ratio=statistics.median(ratios) if ratios else None,
+            ratio=median_ratio(pipe_runs, bare_runs),
             note=f"{details['entry_bytes'] / 1e6:.1f} MB entries",
             details=details,
         )
@@ -185,16 +184,10 @@ def _cache_pass_vs_bare(
         # The floor of any verified read into a batch (verified_reads): the train pass cannot
         # beat it, so it bounds what the train pass can reach against the bare reader.
         "runs_verified_reads": floor_runs,
-        "verified_reads_vs_bare": _median_ratio(floor_runs, bare_runs),
-        "pipeline_vs_verified_reads": _median_ratio(pipe_runs, floor_runs),
+        "verified_reads_vs_bare": median_ratio(floor_runs, bare_runs),
+        "pipeline_vs_verified_reads": median_ratio(pipe_runs, floor_runs),
     }
     return pipe_runs, bare_runs, details
-
-
-def _median_ratio(values: list[float], baselines: list[float]) -> float | None:
-    """Median of the per-round ratios (rounds with a zero baseline left out), 3 decimals."""
-    ratios = [v / b for v, b in zip(values, baselines, strict=True) if b > 0]
-    return round(statistics.median(ratios), 3) if ratios else None
 
 
 # -- warm start --------------------------------------------------------------------------------
@@ -251,7 +244,6 @@ def run_warm_start(ctx: BenchContext) -> list[Measure]:
         stats_large.append(stat_all(sources_large))
         for n in (small, large):
             totals[n].append(warm(n))
-    per_round = [t / s for t, s in zip(totals[small], stats, strict=True) if s > 0]
     details.update(
         runs_stat_s=stats,
         runs_stat_large_s=stats_large,
@@ -265,7 +257,7 @@ def run_warm_start(ctx: BenchContext) -> list[Measure]:
             WARM_VS_STAT,
             warm_small,
             statistics.median(stats),
-            ratio=statistics.median(per_round) if per_round else None,
+            ratio=median_ratio(totals[small], stats),
             note=f"at {small:,} sources",
             details=details,
         ),

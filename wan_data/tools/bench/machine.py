@@ -117,14 +117,15 @@ def two_process_scaling(*, quick: bool = False) -> dict[str, float]:
     The ceiling of ``num_workers=2`` against ``num_workers=0``: two cores give two processes
     of pure Python close to 2x, but memory-bound work (decoding, resizing and converting
     frames is much of it) shares the memory system and gets less. Measured with forked
-    processes: a Python loop and a 64 MB ``copy_`` on one torch thread; each value is
-    ``2 * alone / slowest of the pair``.
+    processes (spawned where fork is missing): a Python loop and a 64 MB ``copy_`` on one torch
+    thread; each value is ``2 * alone / slowest of the pair``, best of a few tries.
     """
     import multiprocessing
 
     work = {"python_loop": _python_loop, "memory_copy": _memory_copy}
     size = 1 if quick else 8
-    context = multiprocessing.get_context("fork")
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     out: dict[str, float] = {}
     for name, fn in work.items():
         alone = min(fn(size) for _ in range(3))

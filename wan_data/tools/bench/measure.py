@@ -10,12 +10,13 @@ on every machine and a reader sees why one is missing instead of not noticing.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STATUSES", "BenchContext", "Measure", "MeasureSpec"]
+__all__ = ["STATUSES", "BenchContext", "Measure", "MeasureSpec", "median_ratio"]
 
 # PASS/FAIL: the ratio against its target. INFO: a measure without a target. SKIP: it cannot run
 # here (a missing optional package). ERROR: the measuring code raised; the message says what.
@@ -103,6 +104,14 @@ class Measure:
             "note": self.note,
             "details": self.details,
         }
+
+
+def median_ratio(values: list[float], baselines: list[float]) -> float | None:
+    """The median of the per-round ratios ``values[i] / baselines[i]`` (rounds measured side by
+    side, so a burst of load hits both alike); rounds with a zero baseline are left out, and
+    ``None`` when none is left."""
+    ratios = [v / b for v, b in zip(values, baselines, strict=True) if b > 0]
+    return statistics.median(ratios) if ratios else None
 
 
 def _rounded(value: float | None) -> float | None:

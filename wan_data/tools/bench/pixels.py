@@ -25,7 +25,7 @@ import torch
 
 from wan_data.tools.bench.data import synthetic_videos
 from wan_data.tools.bench.machine import two_process_scaling
-from wan_data.tools.bench.measure import BenchContext, Measure, MeasureSpec
+from wan_data.tools.bench.measure import BenchContext, Measure, MeasureSpec, median_ratio
 from wan_data.tools.bench.scripts import benchmark_function
 
 __all__ = ["BROKEN_SPECS", "PIXEL_SPECS", "pyav_opencv", "run_broken", "run_pixels"]
@@ -122,8 +122,7 @@ def run_pixels(ctx: BenchContext) -> list[Measure]:
     med = {name: statistics.median(r) for name, r in runs.items()}
 
     def per_round(a: str, b: str) -> float | None:
-        ratios = [x / y for x, y in zip(runs[a], runs[b], strict=True) if y > 0]
-        return statistics.median(ratios) if ratios else None
+        return median_ratio(runs[a], runs[b])
 
     details = {"root": root.name, "options": _jsonable(common), "runs_clips_per_s": runs}
     rows = [
@@ -309,13 +308,12 @@ def run_broken(ctx: BenchContext) -> list[Measure]:
             dirty_runs.append(_rate(epoch(dirty)))
     finally:
         log.setLevel(level)
-    ratios = [d / c for d, c in zip(dirty_runs, clean_runs, strict=True) if c > 0]
     return [
         Measure.of(
             BROKEN,
             statistics.median(dirty_runs),
             statistics.median(clean_runs),
-            ratio=statistics.median(ratios) if ratios else None,
+            ratio=median_ratio(dirty_runs, clean_runs),
             details={
                 "good_sources": len(good),
                 "broken_sources": broken,
