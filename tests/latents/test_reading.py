@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,15 +26,19 @@ OPTIONS: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def cached(tmp_path_factory: pytest.TempPathFactory) -> WanVideoDataset:
-    root = tmp_path_factory.mktemp("reading")
-    for i in range(8):
+def _prepared(root: Path, videos: int) -> WanVideoDataset:
+    """A cached dataset of ``videos`` small clips in ``root`` (VAE and cache beside it)."""
+    for i in range(videos):
         make_video(root / f"v{i}.mp4", width=64, height=64, fps=10 + 2 * i, num_frames=24)
     vae = make_tiny_wan21_vae(root.parent / f"{root.name}_vae")
     ds = WanVideoDataset(root, **OPTIONS, vae=vae, cache_dir=root.parent / f"{root.name}_cache")
     ds.prepare(num_workers=0, progress=False)
     return ds
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory: pytest.TempPathFactory) -> WanVideoDataset:
+    return _prepared(tmp_path_factory.mktemp("reading"), 8)
 
 
 def test_latent_batches_are_reused_only_once_the_trainer_let_go(
@@ -50,13 +55,8 @@ def test_the_report_counts_every_read_at_each_batch_a_corrupt_one_included(
     from wan_data.latents.store import LatentCache
 
     root = tmp_path_factory.mktemp("counted")
-    for i in range(6):
-        make_video(root / f"v{i}.mp4", width=64, height=64, fps=12 + 2 * i, num_frames=24)
-    vae = make_tiny_wan21_vae(root.parent / f"{root.name}_vae")
-    cache_dir = root.parent / f"{root.name}_cache"
-    ds = WanVideoDataset(root, **OPTIONS, vae=vae, cache_dir=cache_dir)
-    ds.prepare(num_workers=0, progress=False)
-    cache = LatentCache(cache_dir)
+    ds = _prepared(root, 6)
+    cache = LatentCache(root.parent / f"{root.name}_cache")
     victim = cache.path_for(sorted(cache.keys())[0])
     data = bytearray(victim.read_bytes())
     data[-5] ^= 0xFF  # a latent byte: the checksum fails, the member is replaced
